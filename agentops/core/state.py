@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from agentops.core.effects import Effect
 from agentops.llm.types import ToolCall, Usage
 from agentops.protocol.errors import ErrorInfo
 from agentops.protocol.messages import AgentStatus, TaskResult, TaskStatus
@@ -102,7 +103,9 @@ class Inflight(BaseModel):
     """What the agent is waiting for from another process."""
 
     model_config = ConfigDict(frozen=True)
-    kind: Literal["llm", "tools"]
+    # llm: waiting for the model; tools: waiting for tool results (and human answers);
+    # dispatch: the model answered while paused, its tool calls go out on resume.
+    kind: Literal["llm", "tools", "dispatch"]
     step: int
     attempt: int = 0
     pending: tuple[str, ...] = ()  # tool call ids still without a result
@@ -129,7 +132,7 @@ class AgentState(BaseModel):
     updated_at: datetime
     events_emitted: int = 0
     last_msg_id: str | None = None
-    outbox: tuple[Any, ...] = ()  # serialised effects of the last applied message
+    outbox: tuple[Effect, ...] = ()  # effects of the last applied message
 
     # ---- derived facts ----
     def open_human_request(self) -> HumanRequestItem | None:
@@ -188,7 +191,7 @@ class TaskRecord(BaseModel):
     finished_at: datetime | None = None
     events_emitted: int = 0
     last_msg_id: str | None = None
-    outbox: tuple[Any, ...] = ()
+    outbox: tuple[Effect, ...] = ()
 
 
 AGENT_STATE_ADAPTER: TypeAdapter[AgentState] = TypeAdapter(AgentState)

@@ -1,0 +1,212 @@
+"""The consumer loop: fetch → decode → handle → ack / nak / term + dead-letter.
+
+Rules:
+- success → ack. `RetryableError` → nak with backoff (the message comes back, in order, to
+  whichever replica fetches it next). Anything that cannot be decoded, a `PermanentError`,
+  or an unexpected exception that keeps failing after `MAX_BUG_RETRIES` deliveries → copied to
+  the dead-letter stream with the reason in headers, then terminated. A bad message is never
+  retried forever and never crashes the process.
+- Lanes (`concurrency=1`, `max_ack_pending=1`) give one-at-a-time, in-order handling per
+  consumer across all replicas. Pools (`concurrency>1`) handle messages concurrently and send
+  `in_progress()` heartbeats while a long handler runs.
+- A handler sees the decoded message and its delivery count; it must be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+
+from agentops.bus.connection import ERROR_CODE, ERROR_MESSAGE, ORIGINAL_SUBJECT
+from agentops.protocol import subjects as s
+from agentops.protocol.errors import AgentOpsError, PermanentError, RetryableError
+from agentops.protocol.messages import WORK_ADAPTER, WorkMessage
+
+log = structlog.get_logger(__name__)
+
+MAX_BUG_RETRIES = 5
+ACK_WAIT_S = 30.0
+FETCH_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    subject: str
+    num_delivered: int
+
+
+Handler = Callable[[WorkMessage, Delivery], Awaitable[None]]
+
+
+def decode_work(data: bytes) -> WorkMessage:
+    try:
+        return WORK_ADAPTER.validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[:3]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in first)
+        raise PermanentError(f"undecodable work message: {detail}", code="bad_message") from None
+
+
+def backoff_s(num_delivered: int) -> float:
+    return float(min(30.0, 0.1 * 2 ** max(0, num_delivered - 1)))
+
+
+async def dead_letter(js: JetStreamContext, msg: Msg, code: str, reason: str) -> None:
+    headers = {ERROR_CODE: code, ERROR_MESSAGE: reason[:1024], ORIGINAL_SUBJECT: msg.subject}
+    try:
+        await js.publish(s.dead_letter(msg.subject), msg.data, headers=headers)
+    except Exception as exc:  # the DLQ is best effort; the message is still terminated
+        log.error("dlq.publish_failed", subject=msg.subject, error=str(exc))
+
+
+async def ensure_consumer(
+    js: JetStreamContext, stream: str, durable: str, filter_subject: str, max_ack_pending: int
+) -> None:
+    config = ConsumerConfig(
+        durable_name=durable,
+        filter_subject=filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ACK_WAIT_S,
+        max_ack_pending=max_ack_pending,
+        max_deliver=-1,
+        max_waiting=512,
+    )
+    await js.add_consumer(stream, config)
+
+
+class Consumer:
+    """One durable pull consumer served by this process until `stop()`."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        stream: str,
+        durable: str,
+        filter_subject: str,
+        handler: Handler,
+        concurrency: int = 1,
+        max_ack_pending: int | None = None,
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.durable = durable
+        self.filter_subject = filter_subject
+        self.handler = handler
+        self.concurrency = concurrency
+        self.max_ack_pending = max_ack_pending or (1 if concurrency == 1 else 1024)
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.handled = 0
+
+    async def start(self) -> asyncio.Task[None]:
+        await ensure_consumer(
+            self.js, self.stream, self.durable, self.filter_subject, self.max_ack_pending
+        )
+        self._sub = await self.js.pull_subscribe_bind(self.durable, self.stream)
+        return asyncio.create_task(self._run(), name=f"consumer:{self.durable}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            # Wait for one free slot, then take every other free one (at most 64 per fetch).
+            await self._slots.acquire()
+            taken = 1
+            while taken < min(self.concurrency, 64) and not self._slots.locked():
+                await self._slots.acquire()
+                taken += 1
+            try:
+                msgs = await self._sub.fetch(taken, timeout=FETCH_TIMEOUT_S)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                msgs = []
+            except Exception as exc:  # disconnected, consumer deleted: retry after a pause
+                msgs = []
+                if not self._stopping.is_set():
+                    log.warning("consumer.fetch_failed", consumer=self.durable, error=str(exc))
+                    with contextlib.suppress(Exception):
+                        await ensure_consumer(
+                            self.js, self.stream, self.durable, self.filter_subject,
+                            self.max_ack_pending,
+                        )  # fmt: skip
+                    await asyncio.sleep(1.0)
+            for _ in range(taken - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                if self.concurrency == 1:
+                    await self._process(msg)
+                else:
+                    task = asyncio.create_task(self._process(msg))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+
+    async def _process(self, msg: Msg) -> None:
+        try:
+            await self._handle(msg)
+        finally:
+            self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        started = time.perf_counter()
+        num = msg.metadata.num_delivered if msg.metadata else 1
+        heartbeat = (
+            asyncio.create_task(self._heartbeat(msg)) if self.concurrency > 1 else None
+        )
+        outcome = "ack"
+        try:
+            message = decode_work(msg.data)
+            with structlog.contextvars.bound_contextvars(
+                msg_type=message.type, msg_id=message.id, task_id=message.task_id,
+                agent_id=message.agent_id,
+            ):  # fmt: skip
+                await self.handler(message, Delivery(msg.subject, num))
+            await msg.ack()
+        except RetryableError as exc:
+            outcome = "nak"
+            log.warning("message.retry", subject=msg.subject, error=exc.message, delivered=num)
+            await msg.nak(delay=backoff_s(num))
+        except PermanentError as exc:
+            outcome = "dead_letter"
+            log.error("message.dead_letter", subject=msg.subject, code=exc.code, error=exc.message)
+            await dead_letter(self.js, msg, exc.code, exc.message)
+            await msg.term()
+        except Exception as exc:
+            code = exc.code if isinstance(exc, AgentOpsError) else type(exc).__name__
+            if num >= MAX_BUG_RETRIES:
+                outcome = "dead_letter"
+                log.exception("message.failed_permanently", subject=msg.subject, delivered=num)
+                await dead_letter(self.js, msg, code, f"{type(exc).__name__}: {exc}")
+                await msg.term()
+            else:
+                outcome = "nak"
+                log.exception("message.failed", subject=msg.subject, delivered=num)
+                await msg.nak(delay=backoff_s(num))
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            self.handled += 1
+            log.info(
+                "message.handled", consumer=self.durable, subject=msg.subject, outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )  # fmt: skip
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(ACK_WAIT_S / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()

@@ -1,0 +1,135 @@
+"""The lifecycle every AgentOps process shares: connect, declare, register, serve, drain.
+
+`run_process(process, setup)` reads settings, configures logging, connects as
+`agentops-<process>`, declares the streams and buckets, registers a NATS micro service (so
+`nats micro ls` and `$SRV.PING` find it), calls `setup` to start consumers, then waits for
+SIGINT/SIGTERM and shuts down in reverse: consumers finish their current message, the micro
+service stops, the connection drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from nats.micro import add_service
+from nats.micro.service import Request, Service
+
+from agentops import __version__
+from agentops.bus.connection import connect
+from agentops.bus.consumer import Consumer
+from agentops.bus.setup import ensure_jetstream
+from agentops.config import Settings, load_settings
+from agentops.logging import configure_logging
+from agentops.protocol import subjects as s
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a service's setup function gets: connection, JetStream, buckets, settings."""
+
+    process: str
+    settings: Settings
+    nc: Client
+    js: JetStreamContext
+    buckets: dict[str, KeyValue]
+    consumers: list[Consumer] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    status_extra: Callable[[], dict[str, Any]] | None = None
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def add_consumer(self, consumer: Consumer) -> None:
+        self.tasks.append(await consumer.start())
+        self.consumers.append(consumer)
+
+    def status(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "process": self.process,
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "consumers": len(self.consumers),
+            "handled": sum(c.handled for c in self.consumers),
+        }
+        if self.status_extra is not None:
+            info.update(self.status_extra())
+        return info
+
+
+Setup = Callable[[Runtime], Awaitable[None]]
+
+
+async def register_micro(rt: Runtime, description: str) -> Service:
+    service = await add_service(
+        rt.nc,
+        name=s.service_name(rt.process),
+        version=__version__,
+        description=description,
+        metadata={"process": rt.process, "pid": str(os.getpid())},
+    )
+
+    async def status(req: Request) -> None:
+        await req.respond(json.dumps(rt.status()).encode())
+
+    await service.add_endpoint(
+        name="status", subject=s.control_subject(rt.process, "status"), handler=status
+    )
+    return service
+
+
+async def serve(process: str, description: str, setup: Setup, settings: Settings) -> None:
+    configure_logging(process, settings.log_level, settings.log_format)
+    structlog.contextvars.bind_contextvars(process=process)
+    nats_url = settings.nats_url or "nats://127.0.0.1:4222"
+    nc = await connect(nats_url, process)
+    js = nc.jetstream()
+    buckets = await ensure_jetstream(js)
+    rt = Runtime(process=process, settings=settings, nc=nc, js=js, buckets=buckets)
+    micro = await register_micro(rt, description)
+    await setup(rt)
+    log.info("process.started", nats=nats_url, pid=os.getpid())
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("process.stopping")
+    await asyncio.gather(*(c.stop() for c in rt.consumers), return_exceptions=True)
+    for task in rt.tasks:
+        task.cancel()
+    for hook in rt.on_shutdown:
+        with contextlib.suppress(Exception):
+            await hook()
+    with contextlib.suppress(Exception):
+        await micro.stop()
+    with contextlib.suppress(Exception):
+        await nc.drain()
+    log.info("process.stopped")
+
+
+def run_process(process: str, description: str, setup: Setup) -> None:
+    """Entry point for `services/<name>.py: main()`."""
+    settings = load_settings()
+    try:
+        import uvloop
+
+        runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run  # type: ignore[assignment]
+    runner(serve(process, description, setup, settings))

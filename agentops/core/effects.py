@@ -1,0 +1,73 @@
+"""What a reducer decides: the new state and the effects the shell must perform.
+
+Effects are data (a tagged union), so a decision can be stored in the state's outbox and
+performed again after a crash with the same message ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from agentops.protocol.messages import (
+    AgentReport,
+    CancelAgent,
+    Event,
+    LLMRequested,
+    StartAgent,
+    ToolRequested,
+)
+
+
+class _Effect(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class CallLLM(_Effect):
+    kind: Literal["call_llm"] = "call_llm"
+    message: LLMRequested
+
+
+class InvokeTool(_Effect):
+    kind: Literal["invoke_tool"] = "invoke_tool"
+    message: ToolRequested
+
+
+class ReportToTask(_Effect):
+    """An agent's status change, sent to its task's orchestrator inbox."""
+
+    kind: Literal["report"] = "report"
+    message: AgentReport
+
+
+class SendToAgent(_Effect):
+    kind: Literal["send_agent"] = "send_agent"
+    agent_type: str
+    message: StartAgent | CancelAgent
+
+
+class Emit(_Effect):
+    kind: Literal["emit"] = "emit"
+    event: Event
+
+
+Effect = Annotated[CallLLM | InvokeTool | ReportToTask | SendToAgent | Emit, Field(discriminator="kind")]
+EFFECTS_ADAPTER: TypeAdapter[tuple[Effect, ...]] = TypeAdapter(tuple[Effect, ...])
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[S]):
+    """`state` to save (None: nothing to save), `effects` to perform after saving.
+
+    `replay`: the message was the last one applied; perform `effects` (the saved outbox)
+    again without saving. `ignored`: a stale or duplicate message; ack it and do nothing.
+    """
+
+    state: S | None
+    effects: tuple[Effect, ...] = ()
+    replay: bool = False
+    ignored: str | None = None

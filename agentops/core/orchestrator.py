@@ -1,0 +1,150 @@
+"""The orchestrator reducer: `step(record, message, now) -> Decision`. Pure.
+
+Task intake and lifecycle: a submission creates the task record and starts its agent; a
+cancel is forwarded to the agent; agent reports update the record, and a terminal report
+emits `task.completed` / `task.failed` / `task.cancelled`. Same crash-safety rule as the
+agent: the last applied message id and its effects are kept with the record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from agentops.core.effects import Decision, Effect, Emit, SendToAgent
+from agentops.core.state import TaskRecord
+from agentops.protocol.errors import PermanentError
+from agentops.protocol.messages import (
+    TERMINAL,
+    AgentReport,
+    CancelAgent,
+    CancelTask,
+    Event,
+    EventType,
+    StartAgent,
+    SubmitTask,
+    TaskInbound,
+    TaskStatus,
+)
+
+SOURCE = "orchestrator"
+
+
+class _Run:
+    def __init__(self, record: TaskRecord, msg_id: str, now: datetime) -> None:
+        self.record = record
+        self.msg_id = msg_id
+        self.now = now
+        self.effects: list[Effect] = []
+
+    def update(self, **changes: Any) -> None:
+        self.record = self.record.model_copy(update=changes)
+
+    def emit(self, type_: EventType, data: dict[str, Any]) -> None:
+        n = self.record.events_emitted
+        self.update(events_emitted=n + 1)
+        self.effects.append(
+            Emit(
+                event=Event(
+                    id=f"{self.record.task_id}.ev{n}",
+                    type=type_,
+                    ts=self.now,
+                    task_id=self.record.task_id,
+                    agent_id=self.record.agent_id,
+                    data=data,
+                )
+            )
+        )
+
+    def decision(self) -> Decision[TaskRecord]:
+        effects = tuple(self.effects)
+        final = self.record.model_copy(
+            update={"last_msg_id": self.msg_id, "outbox": effects, "updated_at": self.now}
+        )
+        return Decision(state=final, effects=effects)
+
+
+def _submit(msg: SubmitTask, now: datetime) -> Decision[TaskRecord]:
+    if msg.agent_id is None:
+        raise PermanentError("task.submit without agent_id")
+    record = TaskRecord(
+        task_id=msg.task_id,
+        agent_type=msg.agent_type,
+        description=msg.description,
+        context=msg.context,
+        agent_id=msg.agent_id,
+        agent_ids=(msg.agent_id,),
+        max_steps=msg.max_steps,
+        budget_usd=msg.budget_usd,
+        created_at=msg.ts,
+        updated_at=now,
+    )
+    run = _Run(record, msg.id, now)
+    start = StartAgent(
+        id=f"{msg.task_id}.start",
+        source=SOURCE,
+        task_id=msg.task_id,
+        agent_id=msg.agent_id,
+        causation_id=msg.id,
+        ts=now,
+        agent_type=msg.agent_type,
+        description=msg.description,
+        context=msg.context,
+        max_steps=msg.max_steps,
+        budget_usd=msg.budget_usd,
+    )
+    run.effects.append(SendToAgent(agent_type=msg.agent_type, message=start))
+    run.emit(
+        "task.created",
+        {"agent_type": msg.agent_type, "description": msg.description, "status": "queued"},
+    )
+    return run.decision()
+
+
+def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision[TaskRecord]:
+    if record is None:
+        if isinstance(msg, SubmitTask):
+            return _submit(msg, now)
+        raise PermanentError(f"{msg.type} for unknown task {msg.task_id!r}", code="unknown_task")
+    if msg.id == record.last_msg_id:
+        return Decision(state=None, effects=record.outbox, replay=True)
+    run = _Run(record, msg.id, now)
+    match msg:
+        case SubmitTask():
+            return Decision(state=None, ignored="already submitted")
+        case CancelTask():
+            if record.status in TERMINAL:
+                return Decision(state=None, ignored="already finished")
+            cancel = CancelAgent(
+                id=f"{record.task_id}.cancel",
+                source=SOURCE,
+                task_id=record.task_id,
+                agent_id=record.agent_id,
+                causation_id=msg.id,
+                ts=now,
+                reason=msg.reason,
+            )
+            run.effects.append(SendToAgent(agent_type=record.agent_type, message=cancel))
+        case AgentReport():
+            if record.status in TERMINAL:
+                return Decision(state=None, ignored="task already finished")
+            status: TaskStatus = "queued" if msg.status == "idle" else msg.status
+            run.update(status=status, current_step=msg.step, usage=msg.usage,
+                       result=msg.result, error=msg.error)  # fmt: skip
+            if status in TERMINAL:
+                run.update(finished_at=now)
+                data: dict[str, Any] = {
+                    "status": status,
+                    "agent_id": msg.agent_id,
+                    "steps": msg.step,
+                    "usage": msg.usage.model_dump(),
+                    "result": msg.result.model_dump() if msg.result else None,
+                    "error": msg.error.model_dump() if msg.error else None,
+                }
+                event_type: EventType = (
+                    "task.completed" if status == "completed"
+                    else "task.failed" if status == "failed"
+                    else "task.cancelled"
+                )  # fmt: skip
+                run.emit(event_type, data)
+    return run.decision()

@@ -1,0 +1,107 @@
+"""Render the LLM request from the agent's thread (12-factor: own your context window).
+
+Pure. Rules:
+- The system prompt comes from the agent type's prompt file; the task and its context (minus
+  the mock LLM's steering block) open the conversation.
+- Every assistant tool call is followed by exactly one tool message with its result, as the
+  providers require; a human's answer to `request_human_input` is that call's result.
+- An escalation's answer is a user message, since no tool call asked for it.
+- Transport errors of the LLM itself are not shown to the model.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from agentops.agents.definitions import AgentSpec
+from agentops.core.state import (
+    AgentState,
+    AssistantItem,
+    HumanRequestItem,
+    HumanResponseItem,
+    TaskItem,
+    ToolResultItem,
+)
+from agentops.llm.types import LLMRequest, Message, ToolSchema
+from agentops.tools.registry import schemas_for
+
+MOCK_KEY = "mock"
+
+
+@lru_cache(maxsize=64)
+def _tool_schemas(allowed: tuple[str, ...]) -> tuple[ToolSchema, ...]:
+    return schemas_for(allowed)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def task_message(item: TaskItem) -> Message:
+    context = {k: v for k, v in item.context.items() if k != MOCK_KEY}
+    text = f"Task: {item.description}"
+    if context:
+        text += f"\n\nContext (JSON):\n{_dumps(context)}"
+    return Message(role="user", content=text)
+
+
+def tool_result_content(item: ToolResultItem) -> str:
+    if item.ok:
+        return _dumps(item.result)
+    error = item.error.model_dump(include={"code", "message"}) if item.error else {}
+    return _dumps({"error": error})
+
+
+def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
+    messages: list[Message] = [Message(role="system", content=spec.system_prompt)]
+    escalations = {
+        i.request_id for i in state.thread
+        if isinstance(i, HumanRequestItem) and i.reason == "escalation"
+    }  # fmt: skip
+    for item in state.thread:
+        match item:
+            case TaskItem():
+                messages.append(task_message(item))
+            case AssistantItem():
+                messages.append(
+                    Message(role="assistant", content=item.text, tool_calls=item.tool_calls)
+                )
+            case ToolResultItem():
+                messages.append(
+                    Message(
+                        role="tool",
+                        content=tool_result_content(item),
+                        tool_call_id=item.call_id,
+                        name=item.name,
+                    )
+                )
+            case HumanResponseItem() if item.request_id in escalations:
+                messages.append(
+                    Message(role="user", content=f"Guidance from a human: {_dumps(item.response)}")
+                )
+            case _:
+                pass
+    return tuple(messages)
+
+
+def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:
+    task = next((i for i in state.thread if isinstance(i, TaskItem)), None)
+    mock = task.context.get(MOCK_KEY) if task else None
+    metadata: dict[str, Any] = {
+        "agent_type": state.agent_type,
+        "agent_id": state.agent_id,
+        "task_id": state.task_id,
+        "step": step,
+        "call_index": state.llm_calls,
+    }
+    if mock is not None:
+        metadata[MOCK_KEY] = mock
+    return LLMRequest(
+        model=spec.model,
+        messages=render_messages(spec, state),
+        tools=_tool_schemas(spec.allowed_tools),
+        temperature=spec.temperature,
+        metadata=metadata,
+    )

@@ -1,0 +1,103 @@
+"""A specialist agent process (one per agent type): its mailbox lanes run the agent reducer.
+
+The state of each agent is cached with its KV revision: the compare-and-swap write detects a
+stale cache (another replica moved the agent on), which drops the cache and retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from functools import partial
+
+import structlog
+
+from agentops.agents.definitions import AGENT_SPECS, AgentSpec
+from agentops.bus.consumer import Consumer, Delivery
+from agentops.bus.effects import perform
+from agentops.bus.service import Runtime, run_process
+from agentops.core import agent
+from agentops.core.state import AGENT_STATE_ADAPTER, AgentState
+from agentops.protocol import subjects as s
+from agentops.protocol.errors import PermanentError
+from agentops.protocol.messages import (
+    CancelAgent,
+    HumanResponse,
+    LLMCompleted,
+    LLMFailed,
+    PauseAgent,
+    ResumeAgent,
+    StartAgent,
+    ToolCompleted,
+    WorkMessage,
+)
+from agentops.store.kv import Conflict, DocumentStore
+
+log = structlog.get_logger(__name__)
+
+AGENT_MESSAGES = (
+    StartAgent, PauseAgent, ResumeAgent, CancelAgent, HumanResponse, LLMCompleted, LLMFailed,
+    ToolCompleted,
+)  # fmt: skip
+CACHE_LIMIT = 10_000
+
+
+async def setup(spec: AgentSpec, rt: Runtime) -> None:
+    store = DocumentStore[AgentState](rt.buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER)
+    cache: dict[str, tuple[AgentState, int]] = {}
+
+    async def handle(msg: WorkMessage, delivery: Delivery) -> None:
+        if not isinstance(msg, AGENT_MESSAGES):
+            raise PermanentError(f"{msg.type} does not belong in an agent mailbox")
+        agent_id = msg.agent_id
+        if agent_id is None or delivery.subject.rsplit(".", 1)[-1] != agent_id:
+            raise PermanentError("message agent_id does not match its mailbox")
+        cached = cache.get(agent_id)
+        state, revision = cached if cached else await store.load(agent_id)
+        if state is not None and state.agent_type != spec.agent_type:
+            raise PermanentError(f"agent {agent_id} is a {state.agent_type}")
+        decision = agent.step(spec, state, msg, datetime.now(UTC))
+        if decision.ignored:
+            log.info("agent.message_ignored", reason=decision.ignored)
+            return
+        if decision.state is not None:
+            try:
+                revision = await store.save(agent_id, decision.state, revision)
+            except Conflict:
+                cache.pop(agent_id, None)
+                raise
+            if decision.state.status in ("completed", "failed", "cancelled"):
+                cache.pop(agent_id, None)
+            else:
+                if len(cache) >= CACHE_LIMIT:
+                    cache.pop(next(iter(cache)))
+                cache[agent_id] = (decision.state, revision)
+        await perform(rt.js, decision.effects)
+
+    rt.status_extra = lambda: {"agent_type": spec.agent_type, "cached_agents": len(cache)}
+    for lane in range(s.LANES):
+        await rt.add_consumer(
+            Consumer(
+                rt.js,
+                stream=s.WORK_STREAM,
+                durable=s.agent_consumer(spec.agent_type, lane),
+                filter_subject=s.agent_lane_filter(spec.agent_type, lane),
+                handler=handle,
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agentops-agent")
+    parser.add_argument("--agent-type", required=True, choices=sorted(AGENT_SPECS))
+    args = parser.parse_args(argv)
+    spec = AGENT_SPECS[args.agent_type]
+    run_process(
+        s.agent_process(spec.agent_type),
+        f"AgentOps {spec.name} agents",
+        partial(setup, spec),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The orchestrator process: task intake and lifecycle, one lane consumer per task lane."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+
+from agentops.bus.consumer import Consumer, Delivery
+from agentops.bus.effects import perform
+from agentops.bus.service import Runtime, run_process
+from agentops.core import orchestrator
+from agentops.core.state import TASK_RECORD_ADAPTER, TaskRecord
+from agentops.protocol import subjects as s
+from agentops.protocol.errors import PermanentError
+from agentops.protocol.messages import AgentReport, CancelTask, SubmitTask, WorkMessage
+from agentops.store.kv import DocumentStore
+
+log = structlog.get_logger(__name__)
+PROCESS = "orchestrator"
+
+
+async def setup(rt: Runtime) -> None:
+    store = DocumentStore[TaskRecord](rt.buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+
+    async def handle(msg: WorkMessage, delivery: Delivery) -> None:
+        if not isinstance(msg, SubmitTask | CancelTask | AgentReport):
+            raise PermanentError(f"{msg.type} does not belong in a task inbox")
+        s.check_id(msg.task_id, "task id")
+        record, revision = await store.load(msg.task_id)
+        decision = orchestrator.step(record, msg, datetime.now(UTC))
+        if decision.ignored:
+            log.info("task.message_ignored", reason=decision.ignored)
+            return
+        if decision.state is not None:
+            await store.save(msg.task_id, decision.state, revision)
+        await perform(rt.js, decision.effects)
+
+    for lane in range(s.LANES):
+        await rt.add_consumer(
+            Consumer(
+                rt.js,
+                stream=s.WORK_STREAM,
+                durable=s.orchestrator_consumer(lane),
+                filter_subject=s.task_lane_filter(lane),
+                handler=handle,
+            )
+        )
+
+
+def main() -> None:
+    run_process(PROCESS, "AgentOps orchestrator: task intake, routing and lifecycle", setup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The tool executor process: runs tool calls in the task's workspace, at most once each.
+
+Every call has a record in the `agentops_tool_calls` bucket keyed by (agent, step, call id):
+- `done` with the result → a redelivered request re-sends that result; the tool does not run.
+- `started` without a result → the executor died mid-call. A tool without side effects runs
+  again; any other answers with an `interrupted` error instead of repeating its side effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from agentops.bus.connection import publish
+from agentops.bus.consumer import Consumer, Delivery
+from agentops.bus.service import Runtime, run_process
+from agentops.protocol import subjects as s
+from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
+from agentops.protocol.messages import ToolCompleted, ToolRequested, WorkMessage
+from agentops.store.kv import DocumentStore
+from agentops.tools.handlers import ToolContext, run_tool
+from agentops.tools.registry import BUILTIN_TOOLS, ToolArgsError, validate_call
+from agentops.tools.workspace import workspace_for
+
+log = structlog.get_logger(__name__)
+PROCESS = "tool-executor"
+CONCURRENCY = 32
+_KEY_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ToolCallRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    state: Literal["started", "done"]
+    request_id: str
+    reply: ToolCompleted | None = None
+
+
+RECORD_ADAPTER: TypeAdapter[ToolCallRecord] = TypeAdapter(ToolCallRecord)
+
+
+def record_key(msg: ToolRequested) -> str:
+    call = msg.call_id if _KEY_SAFE.match(msg.call_id) else hashlib.sha256(
+        msg.call_id.encode()).hexdigest()[:32]  # fmt: skip
+    return f"{msg.agent_id}.{msg.step}.{call}"
+
+
+def executor_tools() -> tuple[str, ...]:
+    return tuple(name for name, t in BUILTIN_TOOLS.items() if t.runs_in == "executor")
+
+
+async def execute(msg: ToolRequested, data_dir: Path) -> tuple[bool, Any, ErrorInfo | None]:
+    try:
+        args = validate_call(msg.name, msg.arguments, executor_tools())
+    except ToolArgsError as exc:
+        return False, None, ErrorInfo(code="invalid_arguments", message=str(exc))
+    ctx = ToolContext(workspace=workspace_for(data_dir, msg.task_id), timeout_s=msg.timeout_s)
+    try:
+        return True, await run_tool(msg.name, args, ctx), None
+    except AgentOpsError as exc:
+        return False, None, exc.info()
+    except Exception as exc:  # a handler bug becomes a tool error the model can see
+        log.exception("tool.crashed", tool=msg.name)
+        return False, None, ErrorInfo(code="tool_crashed", message=f"{type(exc).__name__}: {exc}")
+
+
+async def setup(rt: Runtime) -> None:
+    store = DocumentStore[ToolCallRecord](rt.buckets[s.TOOL_CALLS_BUCKET], RECORD_ADAPTER)
+    data_dir = Path(rt.settings.data_dir)
+    counts = {"ok": 0, "failed": 0, "replayed": 0}
+
+    async def reply(msg: ToolRequested, completed: ToolCompleted) -> None:
+        assert msg.reply_to is not None
+        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
+        await publish(rt.js, mailbox, completed, completed.id)
+
+    def completed(
+        msg: ToolRequested, ok: bool, result: Any, error: ErrorInfo | None, ms: float
+    ) -> ToolCompleted:
+        return ToolCompleted(
+            id=f"{msg.id}.result", source=PROCESS, task_id=msg.task_id, agent_id=msg.agent_id,
+            causation_id=msg.id, ts=datetime.now(UTC), step=msg.step, call_id=msg.call_id,
+            name=msg.name, ok=ok, result=result, error=error, duration_ms=round(ms, 3),
+        )  # fmt: skip
+
+    async def handle(msg: WorkMessage, delivery: Delivery) -> None:
+        if not isinstance(msg, ToolRequested):
+            raise PermanentError(f"{msg.type} is not a tool request")
+        if msg.agent_id is None:
+            raise PermanentError("tool request without agent_id")
+        key = record_key(msg)
+        record, revision = await store.load(key)
+        if record is not None and record.reply is not None:
+            counts["replayed"] += 1
+            await reply(msg, record.reply)
+            return
+        if record is not None and not msg.idempotent:
+            info = ErrorInfo(
+                code="interrupted",
+                message=f"the executor stopped while {msg.name} was running; it was not run "
+                "again so that its side effects do not happen twice. Check the workspace "
+                "and retry the call if needed.",
+            )
+            result = completed(msg, False, None, info, 0.0)
+        else:
+            revision = await store.save(
+                key, ToolCallRecord(state="started", request_id=msg.id), revision
+            )
+            started = time.perf_counter()
+            ok, value, error = await execute(msg, data_dir)
+            result = completed(msg, ok, value, error, (time.perf_counter() - started) * 1000)
+        counts["ok" if result.ok else "failed"] += 1
+        await store.save(
+            key, ToolCallRecord(state="done", request_id=msg.id, reply=result), revision
+        )
+        await reply(msg, result)
+        log.info("tool.call", tool=msg.name, ok=result.ok, duration_ms=result.duration_ms)
+
+    rt.status_extra = lambda: {"tools": list(executor_tools()), "tool_calls": dict(counts)}
+    await rt.add_consumer(
+        Consumer(
+            rt.js,
+            stream=s.WORK_STREAM,
+            durable=s.TOOL_EXECUTOR_CONSUMER,
+            filter_subject=s.tool_requests_filter(),
+            handler=handle,
+            concurrency=CONCURRENCY,
+        )
+    )
+
+
+def main() -> None:
+    run_process(PROCESS, "AgentOps tool executor: runs tool calls in task workspaces", setup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""JetStream KV store of JSON documents, written with compare-and-swap on the revision.
+
+Rules:
+- `load` returns the document and its revision (0 when absent).
+- `save(key, doc, revision)` creates when revision is 0 and otherwise updates only if the
+  stored revision is still `revision`; a lost race raises `Conflict` (retryable), so the
+  message that caused the write is redelivered and handled against the fresh state.
+- A document that fails validation is reported as `CorruptDocument`, never returned half-read.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from nats.js.errors import (
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from agentops.protocol.errors import AgentOpsError, RetryableError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Conflict(RetryableError):
+    code = "conflict"
+
+
+class CorruptDocument(AgentOpsError):
+    code = "corrupt_document"
+
+
+class DocumentStore(Generic[T]):
+    def __init__(self, kv: KeyValue, adapter: TypeAdapter[T]) -> None:
+        self.kv = kv
+        self.adapter = adapter
+
+    async def load(self, key: str) -> tuple[T | None, int]:
+        try:
+            entry = await self.kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None, 0
+        if not entry.value:
+            return None, entry.revision or 0
+        try:
+            return self.adapter.validate_json(entry.value), entry.revision or 0
+        except ValidationError as exc:
+            raise CorruptDocument(f"stored document {key!r} is invalid: {exc}") from None
+
+    async def save(self, key: str, doc: T, revision: int) -> int:
+        data = doc.model_dump_json().encode()
+        try:
+            if revision == 0:
+                return await self.kv.create(key, data)
+            return await self.kv.update(key, data, last=revision)
+        except KeyWrongLastSequenceError as exc:
+            raise Conflict(f"{key!r} changed since revision {revision}") from exc
+
+    async def keys(self) -> list[str]:
+        try:
+            return list(await self.kv.keys())
+        except NoKeysError:
+            return []
