@@ -49,3 +49,14 @@ def eventually_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+async def until(
+    predicate: Callable[[], object], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Let the event loop run until a plain predicate holds (for state kept by callbacks)."""
+
+    async def probe() -> bool:
+        return bool(predicate())
+
+    await eventually(probe, timeout=timeout, what=what)
