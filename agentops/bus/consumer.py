@@ -86,7 +86,12 @@ async def ensure_consumer(
 
 
 class Consumer:
-    """One durable pull consumer served by this process until `stop()`."""
+    """One durable pull consumer served by `concurrency` workers of this process.
+
+    Each worker has its own pull subscription and fetches one message at a time: a pending
+    fetch(1) returns as soon as a message arrives, whereas nats-py's fetch(n > 1) lingers
+    until n messages or the timeout.
+    """
 
     def __init__(
         self,
@@ -107,59 +112,47 @@ class Consumer:
         self.concurrency = concurrency
         self.max_ack_pending = max_ack_pending or (1 if concurrency == 1 else 1024)
         self._stopping = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._workers: list[asyncio.Task[None]] = []
         self.handled = 0
 
     async def start(self) -> asyncio.Task[None]:
         await ensure_consumer(
             self.js, self.stream, self.durable, self.filter_subject, self.max_ack_pending
         )
-        self._sub = await self.js.pull_subscribe_bind(self.durable, self.stream)
-        return asyncio.create_task(self._run(), name=f"consumer:{self.durable}")
+        for n in range(self.concurrency):
+            sub = await self.js.pull_subscribe_bind(self.durable, self.stream)
+            self._workers.append(
+                asyncio.create_task(self._work(sub), name=f"consumer:{self.durable}:{n}")
+            )
+        return asyncio.create_task(self._stopping.wait())
 
     async def stop(self) -> None:
+        """Stop fetching; a message being handled is finished (and acked) first."""
         self._stopping.set()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=ACK_WAIT_S)
+        for worker in self._workers:
+            worker.cancel()
 
-    async def _run(self) -> None:
+    async def _work(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
-            # Wait for one free slot, then take every other free one (at most 64 per fetch).
-            await self._slots.acquire()
-            taken = 1
-            while taken < min(self.concurrency, 64) and not self._slots.locked():
-                await self._slots.acquire()
-                taken += 1
             try:
-                msgs = await self._sub.fetch(taken, timeout=FETCH_TIMEOUT_S)
+                msgs = await sub.fetch(1, timeout=FETCH_TIMEOUT_S)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                msgs = []
+                continue
             except Exception as exc:  # disconnected, consumer deleted: retry after a pause
-                msgs = []
-                if not self._stopping.is_set():
-                    log.warning("consumer.fetch_failed", consumer=self.durable, error=str(exc))
-                    with contextlib.suppress(Exception):
-                        await ensure_consumer(
-                            self.js, self.stream, self.durable, self.filter_subject,
-                            self.max_ack_pending,
-                        )  # fmt: skip
-                    await asyncio.sleep(1.0)
-            for _ in range(taken - len(msgs)):
-                self._slots.release()
+                if self._stopping.is_set():
+                    return
+                log.warning("consumer.fetch_failed", consumer=self.durable, error=str(exc))
+                with contextlib.suppress(Exception):
+                    await ensure_consumer(
+                        self.js, self.stream, self.durable, self.filter_subject,
+                        self.max_ack_pending,
+                    )  # fmt: skip
+                await asyncio.sleep(1.0)
+                continue
             for msg in msgs:
-                if self.concurrency == 1:
-                    await self._process(msg)
-                else:
-                    task = asyncio.create_task(self._process(msg))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
-
-    async def _process(self, msg: Msg) -> None:
-        try:
-            await self._handle(msg)
-        finally:
-            self._slots.release()
+                await self._handle(msg)
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()

@@ -21,7 +21,7 @@ from agentops.protocol.messages import LLMCompleted, LLMFailed, LLMRequested, Wo
 
 log = structlog.get_logger(__name__)
 PROCESS = "llm-gateway"
-CONCURRENCY = 128
+CONCURRENCY = 64
 
 
 async def setup(rt: Runtime) -> None:

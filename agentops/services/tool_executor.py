@@ -31,7 +31,7 @@ from agentops.tools.workspace import workspace_for
 
 log = structlog.get_logger(__name__)
 PROCESS = "tool-executor"
-CONCURRENCY = 32
+CONCURRENCY = 16
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

@@ -1,0 +1,137 @@
+"""Settings from the environment and CLI overrides, and how bad values are reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentops import cli
+from agentops.config import DEFAULT_NATS_URL, Settings, load_settings
+from agentops.protocol.errors import ConfigError
+
+
+def test_defaults_without_environment() -> None:
+    """With no variables set, settings are the documented defaults and NATS is embedded."""
+    settings = load_settings(environ={})
+    assert settings.nats_url is None
+    assert settings.effective_nats_url == DEFAULT_NATS_URL
+    assert settings.data_dir == Path(".agentops").resolve()
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert (settings.llm_provider, settings.llm_model) == ("mock", "mock-1")
+    assert settings.api_token is None
+    assert (settings.log_level, settings.log_format) == ("info", "auto")
+
+
+def test_environment_is_parsed(tmp_path: Path) -> None:
+    """Every AGENTOPS_* variable and NATS_URL is read and normalised."""
+    env = {
+        "NATS_URL": "nats://10.0.0.1:4222,nats://10.0.0.2:4222",
+        "AGENTOPS_DATA_DIR": str(tmp_path / "data"),
+        "AGENTOPS_HOST": "0.0.0.0",
+        "AGENTOPS_PORT": " 9001 ",
+        "AGENTOPS_LLM_PROVIDER": "MOCK",
+        "AGENTOPS_LLM_MODEL": "mock-2",
+        "AGENTOPS_API_TOKEN": "s3cret",
+        "AGENTOPS_LOG_LEVEL": "DEBUG",
+        "AGENTOPS_LOG_FORMAT": "json",
+    }
+    settings = load_settings(environ=env)
+    assert settings.nats_url == "nats://10.0.0.1:4222,nats://10.0.0.2:4222"
+    assert settings.data_dir == tmp_path / "data"
+    assert (settings.host, settings.port) == ("0.0.0.0", 9001)
+    assert settings.base_url == "http://127.0.0.1:9001"
+    assert (settings.llm_provider, settings.llm_model) == ("mock", "mock-2")
+    assert settings.api_token == "s3cret"
+    assert (settings.log_level, settings.log_format) == ("debug", "json")
+
+
+def test_overrides_win_over_environment_and_none_means_not_given() -> None:
+    """CLI overrides replace environment values; an override of None leaves them alone."""
+    env = {"AGENTOPS_PORT": "9001", "AGENTOPS_HOST": "10.1.1.1"}
+    settings = load_settings(environ=env, port=7000, host=None)
+    assert (settings.host, settings.port) == ("10.1.1.1", 7000)
+
+
+def test_empty_variable_counts_as_unset() -> None:
+    """An empty variable (as compose files write them) falls back to the default."""
+    settings = load_settings(environ={"AGENTOPS_PORT": "", "NATS_URL": "  "})
+    assert settings.port == 8000
+    assert settings.nats_url is None
+
+
+@pytest.mark.parametrize("raw", ["abc", "80.5", "0", "65536", "-1"])
+def test_bad_port_is_a_config_error(raw: str) -> None:
+    """A port that is not an integer in 1..65535 names the variable and the value."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"AGENTOPS_PORT": raw})
+    assert "AGENTOPS_PORT" in info.value.message
+    assert raw.lstrip("-") in info.value.message
+
+
+def test_bad_port_override_names_the_flag() -> None:
+    """A bad --port value names the flag rather than the variable."""
+    with pytest.raises(ConfigError, match="--port"):
+        load_settings(environ={}, port="http")
+
+
+def test_unknown_provider_lists_valid_ones() -> None:
+    """An unknown provider name fails and lists every valid one."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"AGENTOPS_LLM_PROVIDER": "gpt"})
+    for name in ("mock", "openai", "anthropic", "ollama", "runpod"):
+        assert name in info.value.message
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama", "runpod"])
+def test_known_but_unavailable_provider_fails_at_start_up(provider: str) -> None:
+    """A known provider without an adapter in this build is refused as not available yet."""
+    with pytest.raises(ConfigError, match="not available yet") as info:
+        load_settings(environ={"AGENTOPS_LLM_PROVIDER": provider})
+    assert provider in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("AGENTOPS_LOG_LEVEL", "loud"),
+        ("AGENTOPS_LOG_FORMAT", "xml"),
+        ("NATS_URL", "http://localhost:4222"),
+    ],
+)
+def test_other_bad_values_are_config_errors(var: str, raw: str) -> None:
+    """Unknown log levels and formats, and non-NATS URLs, are refused with the variable named."""
+    with pytest.raises(ConfigError, match=var):
+        load_settings(environ={var: raw})
+
+
+def test_unknown_override_is_a_programming_error() -> None:
+    """An override that is not a settings field raises TypeError, not ConfigError."""
+    with pytest.raises(TypeError, match="colour"):
+        load_settings(environ={}, colour="blue")
+
+
+def test_api_token_is_masked_in_repr_and_safe_dict() -> None:
+    """The API token never appears in repr() or the loggable view of the settings."""
+    settings = load_settings(environ={"AGENTOPS_API_TOKEN": "s3cret-token"})
+    assert "s3cret-token" not in repr(settings)
+    assert "api_token='***'" in repr(settings)
+    assert settings.safe_dict()["api_token"] == "***"
+    assert "api_token=None" in repr(Settings())
+
+
+def test_child_env_round_trips(tmp_path: Path) -> None:
+    """Settings passed to a child as environment variables load back to equal settings."""
+    settings = load_settings(
+        environ={"AGENTOPS_API_TOKEN": "t"}, port=8123, data_dir=tmp_path, nats_url="nats://h:1"
+    )
+    assert load_settings(environ=settings.child_env()) == settings
+
+
+def test_cli_config_error_prints_message_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """`agentops up` with a bad value prints `error: ...` without a traceback and exits 2."""
+    assert cli.main(["up", "--port", "not-a-port"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "--port" in err
+    assert "Traceback" not in err
