@@ -92,7 +92,10 @@ class NatsServer:
         ]  # fmt: skip
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            # Own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last.
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             if self.log_file:
                 out.close()  # type: ignore[union-attr]

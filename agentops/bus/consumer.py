@@ -113,6 +113,7 @@ class Consumer:
         self.max_ack_pending = max_ack_pending or (1 if concurrency == 1 else 1024)
         self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None] | None] = set()
         self.handled = 0
 
     async def start(self) -> asyncio.Task[None]:
@@ -129,6 +130,9 @@ class Consumer:
     async def stop(self) -> None:
         """Stop fetching; a message being handled is finished (and acked) first."""
         self._stopping.set()
+        for worker in self._workers:
+            if worker not in self._busy:  # idle in fetch(): nothing to finish
+                worker.cancel()
         if self._workers:
             await asyncio.wait(self._workers, timeout=ACK_WAIT_S)
         for worker in self._workers:
@@ -151,8 +155,13 @@ class Consumer:
                     )  # fmt: skip
                 await asyncio.sleep(1.0)
                 continue
-            for msg in msgs:
-                await self._handle(msg)
+            me = asyncio.current_task()
+            self._busy.add(me)
+            try:
+                for msg in msgs:
+                    await self._handle(msg)
+            finally:
+                self._busy.discard(me)
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()

@@ -1,0 +1,469 @@
+"""The supervisor behind `agentops up`: an embedded nats-server plus one child per process.
+
+Invariants:
+- It only signals processes it started, through the handle it got when starting them, and
+  only while that handle is unreaped (so a recycled PID is never hit). Never by name, never
+  from a PID read back from a file.
+- Children run in their own session: a terminal's Ctrl-C reaches only the supervisor, which
+  stops them in order: SIGTERM to every child, SIGKILL after `stop_timeout` (or at a second
+  signal), and the embedded nats-server last, so children can drain.
+- A child that exits while the supervisor is not stopping is restarted after a backoff that
+  doubles from 0.5 s to 30 s and resets once the child has stayed up 30 s.
+- `<data_dir>/processes.json` maps each live child's process name (and `nats-server` when
+  embedded) to its PID; it is replaced atomically on every start and exit. `<data_dir>/
+  agentops.pid` holds the supervisor's PID. Both are removed on a clean stop.
+- Children get their settings as environment variables (`Settings.child_env()`, NATS_URL set
+  to the server actually used) plus AGENTOPS_PROCESS; nothing else crosses over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import os
+import re
+import signal
+import sys
+import sysconfig
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final, TextIO
+
+import httpx
+import structlog
+
+import agentops
+from agentops.config import Settings
+from agentops.natsserver import NatsServer, port_is_free
+from agentops.protocol import subjects
+from agentops.protocol.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+SERVICE_MODULES: Final[Mapping[str, str]] = {
+    "edge": "agentops.services.edge",
+    "orchestrator": "agentops.services.orchestrator",
+    "tool-executor": "agentops.services.tool_executor",
+    "llm-gateway": "agentops.services.llm_gateway",
+}
+AGENT_MODULE: Final = "agentops.services.agent"
+NATS_SERVER: Final = "nats-server"  # its key in processes.json; no AgentOps process has it
+_RULE: Final = "-" * 64
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # process names become log file names
+
+
+def service_entry(process: str) -> tuple[str, list[str]]:
+    """The module that runs `process` and its arguments, e.g. `("agentops.services.agent",
+    ["--agent-type", "devops_engineer"])`."""
+    if process not in subjects.all_processes():
+        known = ", ".join(subjects.all_processes())
+        raise ConfigError(f"unknown process {process!r}; known processes: {known}")
+    if process in SERVICE_MODULES:
+        return SERVICE_MODULES[process], []
+    return AGENT_MODULE, ["--agent-type", process.removeprefix("agent-")]
+
+
+def process_command(process: str) -> list[str]:
+    """The command line that runs one AgentOps process with this interpreter."""
+    module, args = service_entry(process)
+    return [sys.executable, "-m", module, *args]
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    initial: float = 0.5
+    maximum: float = 30.0
+    reset_after: float = 30.0  # a child up this long counts as healthy again
+
+    def delay(self, failures: int) -> float:
+        """Backoff before restart number `failures` (1-based) of a quick-exit streak."""
+        return float(min(self.initial * 2 ** max(failures - 1, 0), self.maximum))
+
+    def next_failures(self, failures: int, uptime: float) -> int:
+        return 1 if uptime >= self.reset_after else failures + 1
+
+
+class _Default(enum.Enum):
+    TOKEN = 0
+
+
+DEFAULT: Final = _Default.TOKEN
+
+
+class Supervisor:
+    """Runs until `request_stop()` or SIGINT/SIGTERM; `run()` returns the exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        processes: Mapping[str, Sequence[str]] | None = None,
+        nats_port: int = 4222,
+        foreground_logs: bool = False,
+        health_url: str | _Default | None = DEFAULT,
+        health_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+        restart: RestartPolicy = RestartPolicy(),
+        out: TextIO | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.settings = settings
+        if processes is None:
+            processes = {p: process_command(p) for p in subjects.all_processes()}
+        for name in processes:
+            if not _NAME.match(name) or name == NATS_SERVER:
+                raise ValueError(f"invalid process name {name!r}")
+        self.processes = {name: list(cmd) for name, cmd in processes.items()}
+        self.nats_port = nats_port
+        self.foreground_logs = foreground_logs
+        self.health_url = (
+            f"{settings.base_url}/health" if isinstance(health_url, _Default) else health_url
+        )
+        self.health_timeout = health_timeout
+        self.stop_timeout = stop_timeout
+        self.restart = restart
+        self.out = out if out is not None else sys.stdout
+        self.handle_signals = handle_signals
+        self.data_dir = settings.data_dir
+        self.logs_dir = settings.data_dir / "logs"
+        self.pid_file = settings.data_dir / "agentops.pid"
+        self.processes_file = settings.data_dir / "processes.json"
+        self.nats_url: str | None = settings.nats_url
+        self.nats: NatsServer | None = None
+        self.restarts: dict[str, int] = dict.fromkeys(self.processes, 0)
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._announcer: asyncio.Task[None] | None = None
+        self._nats_watcher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._shut_down = False
+
+    # ---- lifecycle ----
+
+    async def run(self) -> int:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_pid_file()  # before `try`: on failure the file is another supervisor's
+        loop = asyncio.get_running_loop()
+        try:
+            if self.handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self._on_signal, sig)
+            self._check_ports()
+            self._say(
+                f"starting AgentOps ({len(self.processes)} processes, data in {self.data_dir})"
+            )
+            if self.nats_url is None:
+                await self._start_nats()
+                self._nats_watcher = asyncio.create_task(self._watch_nats(), name="nats")
+            self._write_processes()
+            for name, cmd in self.processes.items():
+                self._tasks[name] = asyncio.create_task(self._supervise(name, cmd), name=name)
+            self._announcer = asyncio.create_task(self._announce(), name="announce")
+            await self._stopping.wait()
+            return 0
+        finally:
+            await self.shutdown()
+            if self.handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            for path in (self.processes_file, self.pid_file):
+                path.unlink(missing_ok=True)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping.is_set():
+            log.warning("supervisor.force_stop", signal=sig.name)
+            self._force.set()
+            return
+        log.info("supervisor.stopping", signal=sig.name)
+        self._say("stopping AgentOps (again to force)...")
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        """SIGTERM every child, SIGKILL stragglers, then stop the embedded nats-server."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self._stopping.set()
+        if self._announcer is not None:
+            self._announcer.cancel()
+        for proc in list(self._procs.values()):
+            _signal(proc, signal.SIGTERM)
+        if self._tasks:
+            children: asyncio.Future[Any] = asyncio.gather(
+                *self._tasks.values(), return_exceptions=True
+            )
+            force: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
+            await asyncio.wait(
+                {children, force}, timeout=self.stop_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            force.cancel()
+            if not children.done():
+                for name, proc in list(self._procs.items()):
+                    log.warning("child.killed", child=name, pid=proc.pid)
+                    _signal(proc, signal.SIGKILL)
+                await asyncio.wait({children}, timeout=5.0)
+                children.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await children
+        if self._nats_watcher is not None:
+            # Not cancelled: it returns by itself once a restart in flight has finished, so
+            # the `stop()` below also covers a server that restart just started.
+            await asyncio.gather(self._nats_watcher, return_exceptions=True)
+        if self.nats is not None:
+            await asyncio.to_thread(self.nats.stop)
+        log.info("supervisor.stopped")
+
+    # ---- children ----
+
+    async def _supervise(self, name: str, cmd: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._stopping.is_set():
+            started = loop.time()
+            pid: int | None = None
+            returncode: int | None = None
+            try:
+                proc = await self._spawn(name, cmd)
+            except OSError as exc:
+                log.error("child.spawn_failed", child=name, command=cmd, error=str(exc))
+            else:
+                pid = proc.pid
+                self._procs[name] = proc
+                self._write_processes()
+                log.info("child.started", child=name, pid=pid)
+                if self._stopping.is_set():  # stop began while it was spawning
+                    _signal(proc, signal.SIGTERM)
+                returncode = await proc.wait()
+                self._procs.pop(name, None)
+                self._write_processes()
+            if self._stopping.is_set():
+                log.info("child.stopped", child=name, pid=pid, returncode=returncode)
+                return
+            uptime = loop.time() - started
+            failures = self.restart.next_failures(failures, uptime)
+            delay = self.restart.delay(failures)
+            self.restarts[name] += 1
+            log.warning(
+                "child.restarting",
+                child=name,
+                pid=pid,
+                exit=_describe_exit(returncode),
+                uptime_s=round(uptime, 3),
+                restart_in_s=delay,
+                restarts=self.restarts[name],
+                log_file=None if self.foreground_logs else str(self.logs_dir / f"{name}.log"),
+            )
+            if await self._sleep_unless_stopping(delay):
+                return
+
+    async def _spawn(self, name: str, cmd: list[str]) -> asyncio.subprocess.Process:
+        out = None if self.foreground_logs else self._open_log(name)
+        try:  # the child keeps its own descriptor of the log file
+            return await asyncio.create_subprocess_exec(
+                *cmd, env=self._child_env(name), stdin=asyncio.subprocess.DEVNULL,
+                stdout=out, stderr=None if out is None else asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            if out is not None:
+                out.close()
+
+    def _open_log(self, name: str) -> IO[bytes]:
+        return open(self.logs_dir / f"{name}.log", "ab")  # the caller closes it
+
+    def _child_env(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.child_env())
+        if self.nats_url is not None:
+            env["NATS_URL"] = self.nats_url
+        env["AGENTOPS_PROCESS"] = name
+        env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they happen
+        pythonpath = _pythonpath(env.get("PYTHONPATH"))
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
+        return env
+
+    # ---- embedded nats-server ----
+
+    async def _start_nats(self) -> None:
+        self.nats = NatsServer(
+            store_dir=self.data_dir / "jetstream",
+            port=self.nats_port,
+            log_file=self.logs_dir / "nats.log",
+        )
+        await asyncio.to_thread(self.nats.start)
+        self.nats_url = self.nats.url
+        log.info("nats.started", url=self.nats.url, monitor=self.nats.monitor_url)
+
+    async def _watch_nats(self) -> None:
+        """Restart the embedded server if it dies; children reconnect on their own."""
+        assert self.nats is not None
+        loop = asyncio.get_running_loop()
+        failures, started = 0, loop.time()
+        while not await self._sleep_unless_stopping(0.25):
+            proc = self.nats.proc
+            if proc is None or proc.poll() is None:
+                continue
+            uptime = loop.time() - started
+            failures = self.restart.next_failures(failures, uptime)
+            delay = self.restart.delay(failures)
+            log.error(
+                "nats.exited", exit=_describe_exit(proc.returncode), restart_in_s=delay,
+                log_file=str(self.logs_dir / "nats.log"),
+            )  # fmt: skip
+            self._write_processes()
+            if await self._sleep_unless_stopping(delay):
+                return
+            try:
+                await asyncio.to_thread(self.nats.start)
+            except ConfigError as exc:  # e.g. the port is still held; next loop retries
+                log.error("nats.restart_failed", error=exc.message)
+            started = loop.time()
+            self._write_processes()
+
+    # ---- readiness ----
+
+    async def _announce(self) -> None:
+        healthy = True
+        if self.health_url is not None:
+            healthy = await self._wait_healthy(self.health_url)
+        if not self._stopping.is_set():
+            self._say(self._banner(healthy))
+
+    async def _wait_healthy(self, url: str) -> bool:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        next_progress = start + 5.0
+        last = "no answer yet"
+        # trust_env=False: a proxy from the environment must not intercept a loopback probe.
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            while not self._stopping.is_set():
+                try:
+                    response = await client.get(url)
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+                else:
+                    if response.status_code == 200:
+                        return True
+                    last = f"HTTP {response.status_code}"
+                now = loop.time()
+                if now - start >= self.health_timeout:
+                    self._say(
+                        f"warning: {url} is not healthy after {self.health_timeout:.0f}s "
+                        f"({last}); still supervising, see {self.logs_dir}"
+                    )
+                    return False
+                if now >= next_progress:
+                    self._say(f"  waiting for {url} ({now - start:.0f}s, {last})")
+                    next_progress += 5.0
+                if await self._sleep_unless_stopping(0.25):
+                    break
+        return False
+
+    def _banner(self, healthy: bool) -> str:
+        if self.nats is not None:
+            nats = f"{self.nats_url} (embedded; monitoring {self.nats.monitor_url})"
+        else:
+            nats = f"{self.nats_url} (external)"
+        logs = "inherited (--foreground-logs)" if self.foreground_logs else f"{self.logs_dir}/"
+        title = "AgentOps is up" if healthy else "AgentOps started, but is not healthy yet"
+        return f"""{_RULE}
+  {title}
+    URL        {self.settings.base_url}
+    NATS       {nats}
+    data dir   {self.data_dir}
+    logs       {logs}
+    processes  {", ".join(self.processes)}
+  Ctrl-C (or SIGTERM) stops everything.
+{_RULE}"""
+
+    # ---- files and helpers ----
+
+    def _claim_pid_file(self) -> None:
+        try:
+            other = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            other = 0
+        if other and other != os.getpid() and _is_agentops(other):
+            raise ConfigError(
+                f"another `agentops up` (pid {other}) is using {self.data_dir}; stop it or "
+                f"pass --data-dir (delete {self.pid_file} if that process is not AgentOps)"
+            )
+        self.pid_file.write_text(f"{os.getpid()}\n")
+
+    def _check_ports(self) -> None:
+        host, port = self.settings.host, self.settings.port
+        # An IPv6 bind address cannot be probed with the IPv4 check; the edge reports it.
+        if "edge" in self.processes and ":" not in host and not port_is_free(host, port):
+            raise ConfigError(f"port {host}:{port} is already in use; pass --port PORT")
+        if self.nats_url is None and not port_is_free("127.0.0.1", self.nats_port):
+            raise ConfigError(
+                f"NATS port 127.0.0.1:{self.nats_port} is already in use (another nats-server?); "
+                "pass --nats-port PORT, or --nats-url to use that server"
+            )
+
+    def _write_processes(self) -> None:
+        pids: dict[str, int] = {name: proc.pid for name, proc in self._procs.items()}
+        if self.nats is not None and self.nats.proc is not None and self.nats.proc.poll() is None:
+            pids[NATS_SERVER] = self.nats.proc.pid
+        _write_json_atomic(self.processes_file, pids)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> bool:
+        """Sleep; True as soon as a stop is requested."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def _signal(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "did not start"
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
+def _is_agentops(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by someone else
+    try:
+        return b"agentops" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc to check: assume the worst and refuse
+
+
+def _pythonpath(current: str | None) -> str | None:
+    """Let children import this very `agentops` package even when it is not installed."""
+    root = str(Path(agentops.__file__).resolve().parent.parent)
+    site_dirs = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    parts = current.split(os.pathsep) if current else []
+    if root in site_dirs or root in parts:
+        return current
+    return os.pathsep.join([root, *parts])
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

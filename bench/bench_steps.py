@@ -1,0 +1,175 @@
+"""Benchmark: raw JetStream hop vs. one agent step, and steps/s with many concurrent tasks.
+
+Runs the real thing: `agentops up` (embedded nats-server + every process) in a temporary data
+dir on free ports, then prints, in one run:
+1. p50/p99 of one raw JetStream work hop (publish → fetch(1) → ack) on that server;
+2. p50/p99 of one agent step (LLM call + tool call, mock LLM at zero delay) for one task,
+   measured between consecutive `agent.step` events;
+3. completed agent steps per second with N concurrent tasks (submitted over HTTP, completion
+   seen on the events stream).
+
+Usage: python bench/bench_steps.py [--tasks 100] [--steps 20] [--single-steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+from agentops.natsserver import free_port
+from agentops.protocol import subjects as s
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def script(steps: int) -> dict[str, object]:
+    entries = [
+        {"tool": "write_file", "args": {"path": f"notes/{i % 5}.txt", "content": f"step {i}\n",
+                                        "mode": "append"}}  # fmt: skip
+        for i in range(steps - 1)
+    ]
+    return {"script": entries, "delay_ms": 0}
+
+
+async def raw_hop(url: str, n: int) -> list[float]:
+    nc = await nats.connect(url, name="agentops-bench")
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="BENCH_HOP", subjects=["bench.hop"],
+                                     retention=RetentionPolicy.WORK_QUEUE))  # fmt: skip
+    await js.add_consumer("BENCH_HOP", ConsumerConfig(durable_name="hop", ack_policy=AckPolicy.EXPLICIT,
+                                                      max_ack_pending=1))  # fmt: skip
+    sub = await js.pull_subscribe_bind("hop", "BENCH_HOP")
+    out: list[float] = []
+    for i in range(n + 50):
+        t0 = time.perf_counter()
+        await js.publish("bench.hop", b'{"n": %d}' % i)
+        msgs = await sub.fetch(1, timeout=5)
+        await msgs[0].ack()
+        if i >= 50:
+            out.append((time.perf_counter() - t0) * 1000)
+    await js.delete_stream("BENCH_HOP")
+    await nc.close()
+    return out
+
+
+async def submit(http: httpx.AsyncClient, steps: int) -> str:
+    body = {"agent_type": "backend_developer", "description": "benchmark task",
+            "context": {"mock": script(steps)}, "max_steps": steps + 5}  # fmt: skip
+    resp = await http.post("/tasks", json=body)
+    resp.raise_for_status()
+    return str(resp.json()["task_id"])
+
+
+async def wait_done(js: nats.js.JetStreamContext, task_ids: set[str], timeout: float) -> dict[str, str]:
+    """Follow the events stream until every task has a terminal event."""
+    done: dict[str, str] = {}
+    sub = await js.subscribe(f"{s.events_filter()}", ordered_consumer=True)
+    deadline = time.monotonic() + timeout
+    while task_ids - set(done):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(task_ids - set(done))} tasks unfinished")
+        msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
+        event = json.loads(msg.data)
+        if event["type"] in ("task.completed", "task.failed", "task.cancelled"):
+            done[event["task_id"]] = event["type"]
+    await sub.unsubscribe()
+    return done
+
+
+async def step_times(js: nats.js.JetStreamContext, task_id: str) -> list[float]:
+    sub = await js.subscribe(s.events_filter(task_id), ordered_consumer=True)
+    stamps: list[datetime] = []
+    while True:
+        msg = await sub.next_msg(timeout=10)
+        event = json.loads(msg.data)
+        if event["type"] == "agent.step":
+            stamps.append(datetime.fromisoformat(event["ts"]))
+        if event["type"].startswith("task.") and event["type"] != "task.created":
+            break
+    await sub.unsubscribe()
+    return [(b - a).total_seconds() * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+async def run(args: argparse.Namespace, base: str, nats_url: str) -> None:
+    hops = await raw_hop(nats_url, args.hops)
+    nc = await nats.connect(nats_url, name="agentops-bench")
+    js = nc.jetstream()
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        # warm-up, then one task alone
+        warm = await submit(http, 3)
+        await wait_done(js, {warm}, 60)
+        single = await submit(http, args.single_steps)
+        await wait_done(js, {single}, 120)
+        steps = await step_times(js, single)
+
+        started = time.perf_counter()
+        ids = set(await asyncio.gather(*(submit(http, args.steps) for _ in range(args.tasks))))
+        outcome = await wait_done(js, ids, 600)
+        wall = time.perf_counter() - started
+    await nc.close()
+    completed = sum(1 for v in outcome.values() if v == "task.completed")
+    total_steps = completed * args.steps
+
+    hop50, step50 = pct(hops, 50), pct(steps, 50)
+    print(f"raw JetStream hop (publish→fetch→ack), n={len(hops)}: "
+          f"p50 {hop50:.3f} ms  p99 {pct(hops, 99):.3f} ms")  # fmt: skip
+    print(f"agent step, single task (LLM + tool, mock 0 ms), n={len(steps)}: "
+          f"p50 {step50:.3f} ms  p99 {pct(steps, 99):.3f} ms  mean {statistics.mean(steps):.3f} ms")  # fmt: skip
+    print(f"step p50 / hop p50: {step50 / hop50:.1f}x (target <= 10x)")
+    print(f"{args.tasks} concurrent tasks x {args.steps} steps: {completed} completed in "
+          f"{wall:.2f} s -> {total_steps / wall:.0f} steps/s (target >= 300)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--single-steps", type=int, default=60)
+    parser.add_argument("--hops", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="agentops-bench-") as tmp:
+        port, nats_port = free_port(), free_port()
+        env = {**os.environ, "AGENTOPS_LOG_LEVEL": "warning"}
+        cmd = [sys.executable, "-m", "agentops.cli", "up", "--port", str(port),
+               "--nats-port", str(nats_port), "--data-dir", str(Path(tmp) / "data")]  # fmt: skip
+        up = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or up.poll() is not None:
+                    raise SystemExit("agentops up did not become healthy")
+                time.sleep(0.1)
+            asyncio.run(run(args, base, f"nats://127.0.0.1:{nats_port}"))
+        finally:
+            up.send_signal(signal.SIGTERM)
+            try:
+                up.wait(30)
+            except subprocess.TimeoutExpired:
+                up.kill()
+
+
+if __name__ == "__main__":
+    main()

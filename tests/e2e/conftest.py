@@ -1,0 +1,102 @@
+"""Start the real system (`agentops up`: embedded nats-server + every process) for e2e tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agentops.natsserver import free_port
+from tests.helpers import eventually_sync
+
+
+@dataclass
+class System:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    nats_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def start(self) -> System:
+        cmd = [sys.executable, "-m", "agentops.cli", "up", "--port", str(self.port),
+               "--nats-port", str(self.nats_port), "--data-dir", str(self.data_dir)]  # fmt: skip
+        log = open(self.data_dir.parent / f"up-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "AGENTOPS_LOG_LEVEL": "info"})  # fmt: skip
+        log.close()
+        eventually_sync(self._healthy, timeout=60, interval=0.1, what="agentops up healthy")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"agentops up exited with {self.proc.returncode}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def pids(self) -> dict[str, int]:
+        data = json.loads((self.data_dir / "processes.json").read_text())
+        procs = data.get("processes", data)
+        return {name: int(info["pid"] if isinstance(info, dict) else info)
+                for name, info in procs.items()}  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        children = self.pids() if (self.data_dir / "processes.json").exists() else {}
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(45)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        for pid in children.values():  # the supervisor should have stopped them; make sure
+            if _is_ours(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.proc = None
+
+
+def _is_ours(pid: int) -> bool:
+    """Alive and still one of the system's processes (not a recycled PID)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"agentops" in cmdline or b"nats-server" in cmdline
+
+
+def start_system(data_dir: Path) -> System:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return System(data_dir=data_dir).start()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    sys_ = start_system(tmp_path_factory.mktemp("system") / "data")
+    try:
+        yield sys_
+    finally:
+        sys_.stop()
+
+
+def wait_for(probe: object, timeout: float = 30.0, what: str = "condition") -> object:
+    return eventually_sync(probe, timeout=timeout, interval=0.05, what=what)  # type: ignore[arg-type]
+
