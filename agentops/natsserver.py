@@ -83,13 +83,18 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             find_binary(),
-            "-c", str(NATS_CONF),
-            "-a", self.host,
-            "-p", str(self.port),
-            "-m", str(self.monitor_port),
+            "-c",
+            str(NATS_CONF),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
             "-js",
-            "-sd", str(self.store_dir),
-        ]  # fmt: skip
+            "-sd",
+            str(self.store_dir),
+        ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
             # Own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last.

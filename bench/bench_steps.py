@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -36,13 +37,15 @@ from agentops.protocol import subjects as s
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def script(steps: int) -> dict[str, object]:
     entries = [
-        {"tool": "write_file", "args": {"path": f"notes/{i % 5}.txt", "content": f"step {i}\n",
-                                        "mode": "append"}}  # fmt: skip
+        {
+            "tool": "write_file",
+            "args": {"path": f"notes/{i % 5}.txt", "content": f"step {i}\n", "mode": "append"},
+        }
         for i in range(steps - 1)
     ]
     return {"script": entries, "delay_ms": 0}
@@ -51,10 +54,13 @@ def script(steps: int) -> dict[str, object]:
 async def raw_hop(url: str, n: int) -> list[float]:
     nc = await nats.connect(url, name="agentops-bench")
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name="BENCH_HOP", subjects=["bench.hop"],
-                                     retention=RetentionPolicy.WORK_QUEUE))  # fmt: skip
-    await js.add_consumer("BENCH_HOP", ConsumerConfig(durable_name="hop", ack_policy=AckPolicy.EXPLICIT,
-                                                      max_ack_pending=1))  # fmt: skip
+    await js.add_stream(
+        StreamConfig(name="BENCH_HOP", subjects=["bench.hop"], retention=RetentionPolicy.WORK_QUEUE)
+    )
+    await js.add_consumer(
+        "BENCH_HOP",
+        ConsumerConfig(durable_name="hop", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1),
+    )
     sub = await js.pull_subscribe_bind("hop", "BENCH_HOP")
     out: list[float] = []
     for i in range(n + 50):
@@ -70,14 +76,20 @@ async def raw_hop(url: str, n: int) -> list[float]:
 
 
 async def submit(http: httpx.AsyncClient, steps: int) -> str:
-    body = {"agent_type": "backend_developer", "description": "benchmark task",
-            "context": {"mock": script(steps)}, "max_steps": steps + 5}  # fmt: skip
+    body = {
+        "agent_type": "backend_developer",
+        "description": "benchmark task",
+        "context": {"mock": script(steps)},
+        "max_steps": steps + 5,
+    }
     resp = await http.post("/tasks", json=body)
     resp.raise_for_status()
     return str(resp.json()["task_id"])
 
 
-async def wait_done(js: nats.js.JetStreamContext, task_ids: set[str], timeout: float) -> dict[str, str]:
+async def wait_done(
+    js: nats.js.JetStreamContext, task_ids: set[str], timeout: float
+) -> dict[str, str]:
     """Follow the events stream until every task has a terminal event."""
     done: dict[str, str] = {}
     sub = await js.subscribe(f"{s.events_filter()}", ordered_consumer=True)
@@ -104,7 +116,7 @@ async def step_times(js: nats.js.JetStreamContext, task_id: str) -> list[float]:
         if event["type"].startswith("task.") and event["type"] != "task.created":
             break
     await sub.unsubscribe()
-    return [(b - a).total_seconds() * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
+    return [(b - a).total_seconds() * 1000 for a, b in itertools.pairwise(stamps)]
 
 
 async def run(args: argparse.Namespace, base: str, nats_url: str) -> None:
@@ -128,13 +140,19 @@ async def run(args: argparse.Namespace, base: str, nats_url: str) -> None:
     total_steps = completed * args.steps
 
     hop50, step50 = pct(hops, 50), pct(steps, 50)
-    print(f"raw JetStream hop (publish→fetch→ack), n={len(hops)}: "
-          f"p50 {hop50:.3f} ms  p99 {pct(hops, 99):.3f} ms")  # fmt: skip
-    print(f"agent step, single task (LLM + tool, mock 0 ms), n={len(steps)}: "
-          f"p50 {step50:.3f} ms  p99 {pct(steps, 99):.3f} ms  mean {statistics.mean(steps):.3f} ms")  # fmt: skip
+    print(
+        f"raw JetStream hop (publish→fetch→ack), n={len(hops)}: "
+        f"p50 {hop50:.3f} ms  p99 {pct(hops, 99):.3f} ms"
+    )
+    print(
+        f"agent step, single task (LLM + tool, mock 0 ms), n={len(steps)}: "
+        f"p50 {step50:.3f} ms  p99 {pct(steps, 99):.3f} ms  mean {statistics.mean(steps):.3f} ms"
+    )
     print(f"step p50 / hop p50: {step50 / hop50:.1f}x (target <= 10x)")
-    print(f"{args.tasks} concurrent tasks x {args.steps} steps: {completed} completed in "
-          f"{wall:.2f} s -> {total_steps / wall:.0f} steps/s (target >= 300)")  # fmt: skip
+    print(
+        f"{args.tasks} concurrent tasks x {args.steps} steps: {completed} completed in "
+        f"{wall:.2f} s -> {total_steps / wall:.0f} steps/s (target >= 300)"
+    )
 
 
 def main() -> None:
@@ -147,8 +165,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agentops-bench-") as tmp:
         port, nats_port = free_port(), free_port()
         env = {**os.environ, "AGENTOPS_LOG_LEVEL": "warning"}
-        cmd = [sys.executable, "-m", "agentops.cli", "up", "--port", str(port),
-               "--nats-port", str(nats_port), "--data-dir", str(Path(tmp) / "data")]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "agentops.cli",
+            "up",
+            "--port",
+            str(port),
+            "--nats-port",
+            str(nats_port),
+            "--data-dir",
+            str(Path(tmp) / "data"),
+        ]
         up = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:

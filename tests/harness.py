@@ -89,10 +89,18 @@ class Harness:
     def submit(self, agent_type: str, description: str = "do it", **fields: Any) -> tuple[str, str]:
         n = next(self._ids)
         task_id, agent_id = f"task_{n}", f"agent_{n}"
-        self.put("task", SubmitTask(
-            id=f"{task_id}.submit", task_id=task_id, agent_id=agent_id, ts=self.now(),
-            agent_type=agent_type, description=description, **fields,
-        ))  # fmt: skip
+        self.put(
+            "task",
+            SubmitTask(
+                id=f"{task_id}.submit",
+                task_id=task_id,
+                agent_id=agent_id,
+                ts=self.now(),
+                agent_type=agent_type,
+                description=description,
+                **fields,
+            ),
+        )
         return task_id, agent_id
 
     def put(self, target: str, msg: Any) -> None:
@@ -133,15 +141,31 @@ class Harness:
                 self._answer_llm(msg)
         elif target == "tool":
             ok, result, error = self.tools(msg)
-            self.put("agent", ToolCompleted(
-                id=f"{msg.id}.result", task_id=msg.task_id, agent_id=msg.agent_id,
-                ts=self.now(), step=msg.step, call_id=msg.call_id, name=msg.name, ok=ok,
-                result=result, error=error,
-            ))  # fmt: skip
+            self.put(
+                "agent",
+                ToolCompleted(
+                    id=f"{msg.id}.result",
+                    task_id=msg.task_id,
+                    agent_id=msg.agent_id,
+                    ts=self.now(),
+                    step=msg.step,
+                    call_id=msg.call_id,
+                    name=msg.name,
+                    ok=ok,
+                    result=result,
+                    error=error,
+                ),
+            )
 
     def _answer_llm(self, msg: LLMRequested) -> None:
-        common = {"id": f"{msg.id}.result", "task_id": msg.task_id, "agent_id": msg.agent_id,
-                  "ts": self.now(), "step": msg.step, "attempt": msg.attempt}  # fmt: skip
+        common = {
+            "id": f"{msg.id}.result",
+            "task_id": msg.task_id,
+            "agent_id": msg.agent_id,
+            "ts": self.now(),
+            "step": msg.step,
+            "attempt": msg.attempt,
+        }
         try:
             self.put("agent", LLMCompleted(**common, result=self.llm(msg.request)))
         except AgentOpsError as exc:

@@ -34,7 +34,11 @@ async def eventually(
 
 
 def eventually_sync(
-    probe: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
 ) -> T:
     deadline = time.monotonic() + timeout
     last: object = None

@@ -142,7 +142,7 @@ class Consumer:
         while not self._stopping.is_set():
             try:
                 msgs = await sub.fetch(1, timeout=FETCH_TIMEOUT_S)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception as exc:  # disconnected, consumer deleted: retry after a pause
                 if self._stopping.is_set():
@@ -150,9 +150,12 @@ class Consumer:
                 log.warning("consumer.fetch_failed", consumer=self.durable, error=str(exc))
                 with contextlib.suppress(Exception):
                     await ensure_consumer(
-                        self.js, self.stream, self.durable, self.filter_subject,
+                        self.js,
+                        self.stream,
+                        self.durable,
+                        self.filter_subject,
                         self.max_ack_pending,
-                    )  # fmt: skip
+                    )
                 await asyncio.sleep(1.0)
                 continue
             me = asyncio.current_task()
@@ -166,16 +169,16 @@ class Consumer:
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
         num = msg.metadata.num_delivered if msg.metadata else 1
-        heartbeat = (
-            asyncio.create_task(self._heartbeat(msg)) if self.concurrency > 1 else None
-        )
+        heartbeat = asyncio.create_task(self._heartbeat(msg)) if self.concurrency > 1 else None
         outcome = "ack"
         try:
             message = decode_work(msg.data)
             with structlog.contextvars.bound_contextvars(
-                msg_type=message.type, msg_id=message.id, task_id=message.task_id,
+                msg_type=message.type,
+                msg_id=message.id,
+                task_id=message.task_id,
                 agent_id=message.agent_id,
-            ):  # fmt: skip
+            ):
                 await self.handler(message, Delivery(msg.subject, num))
             await msg.ack()
         except RetryableError as exc:
@@ -203,9 +206,12 @@ class Consumer:
                 heartbeat.cancel()
             self.handled += 1
             log.info(
-                "message.handled", consumer=self.durable, subject=msg.subject, outcome=outcome,
+                "message.handled",
+                consumer=self.durable,
+                subject=msg.subject,
+                outcome=outcome,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )  # fmt: skip
+            )
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:

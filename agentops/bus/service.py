@@ -10,7 +10,6 @@ service stops, the connection drains.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -110,17 +109,26 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     await stop.wait()
 
     log.info("process.stopping")
-    await asyncio.gather(*(c.stop() for c in rt.consumers), return_exceptions=True)
+    # Every step is bounded: with NATS down, drain would otherwise wait for a reconnect forever.
+    await _bounded(asyncio.gather(*(c.stop() for c in rt.consumers), return_exceptions=True), 15)
     for task in rt.tasks:
         task.cancel()
     for hook in rt.on_shutdown:
-        with contextlib.suppress(Exception):
-            await hook()
-    with contextlib.suppress(Exception):
-        await micro.stop()
-    with contextlib.suppress(Exception):
-        await nc.drain()
+        await _bounded(hook(), 10)
+    await _bounded(micro.stop(), 3)
+    if not await _bounded(nc.drain(), 5):
+        await _bounded(nc.close(), 2)
     log.info("process.stopped")
+
+
+async def _bounded(step: Awaitable[object], seconds: float) -> bool:
+    """Run one shutdown step; give up after `seconds` and carry on stopping."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except Exception as exc:  # TimeoutError, or the step failed: stopping goes on regardless
+        log.warning("process.stop_step_failed", error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
 def run_process(process: str, description: str, setup: Setup) -> None:

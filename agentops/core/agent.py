@@ -218,16 +218,24 @@ class _Run:
         for call in assistant.tool_calls:
             self.emit(
                 "tool.call",
-                {"step": assistant.step, "call_id": call.id, "name": call.name,
-                 "arguments": clip(call.arguments)},
-            )  # fmt: skip
+                {
+                    "step": assistant.step,
+                    "call_id": call.id,
+                    "name": call.name,
+                    "arguments": clip(call.arguments),
+                },
+            )
             try:
                 if call.arguments_error:
                     raise ToolArgsError(f"arguments are not valid JSON: {call.arguments_error}")
                 args = validate_call(call.name, call.arguments, self.spec.allowed_tools)
             except ToolArgsError as exc:
-                self.tool_result(assistant.step, call, ok=False,
-                                 error=ErrorInfo(code="invalid_arguments", message=str(exc)))  # fmt: skip
+                self.tool_result(
+                    assistant.step,
+                    call,
+                    ok=False,
+                    error=ErrorInfo(code="invalid_arguments", message=str(exc)),
+                )
                 continue
             if isinstance(args, CompleteTaskArgs):
                 result = TaskResult(summary=args.summary, artifacts=tuple(args.artifacts))
@@ -240,7 +248,9 @@ class _Run:
                 self.invoke_tool(assistant.step, call, args.model_dump(mode="json"))
             pending.append(call.id)
         if pending:
-            self.update(inflight=Inflight(kind="tools", step=assistant.step, pending=tuple(pending)))
+            self.update(
+                inflight=Inflight(kind="tools", step=assistant.step, pending=tuple(pending))
+            )
         else:
             self.update(inflight=None)
             if self.state.status == "running":
@@ -287,17 +297,38 @@ class _Run:
         self.effects.append(InvokeTool(message=message))
 
     def tool_result(
-        self, step: int, call: ToolCall, *, ok: bool, result: Any = None,
-        error: ErrorInfo | None = None, duration_ms: float = 0.0,
-    ) -> None:  # fmt: skip
-        self.record(ToolResultItem(at=self.now, step=step, call_id=call.id, name=call.name,
-                                   ok=ok, result=result, error=error))  # fmt: skip
+        self,
+        step: int,
+        call: ToolCall,
+        *,
+        ok: bool,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+        duration_ms: float = 0.0,
+    ) -> None:
+        self.record(
+            ToolResultItem(
+                at=self.now,
+                step=step,
+                call_id=call.id,
+                name=call.name,
+                ok=ok,
+                result=result,
+                error=error,
+            )
+        )
         self.emit(
             "tool.result",
-            {"step": step, "call_id": call.id, "name": call.name, "ok": ok,
-             "result": clip(result), "error": error.model_dump() if error else None,
-             "duration_ms": duration_ms},
-        )  # fmt: skip
+            {
+                "step": step,
+                "call_id": call.id,
+                "name": call.name,
+                "ok": ok,
+                "result": clip(result),
+                "error": error.model_dump() if error else None,
+                "duration_ms": duration_ms,
+            },
+        )
 
 
 def _answered(state: AgentState, step: int) -> bool:
@@ -371,22 +402,39 @@ def _apply(run: _Run, msg: AgentInbound) -> str | None:
             return "already started"
         case LLMCompleted():
             flight = st.inflight
-            if st.status in TERMINAL or flight is None or flight.kind != "llm" or (
-                flight.step, flight.attempt) != (msg.step, msg.attempt):  # fmt: skip
+            if (
+                st.status in TERMINAL
+                or flight is None
+                or flight.kind != "llm"
+                or (flight.step, flight.attempt) != (msg.step, msg.attempt)
+            ):
                 return "stale llm result"
             result = msg.result
-            item = AssistantItem(at=run.now, step=msg.step, attempt=msg.attempt, text=result.text,
-                                 tool_calls=result.tool_calls, usage=result.usage,
-                                 model=result.model)  # fmt: skip
+            item = AssistantItem(
+                at=run.now,
+                step=msg.step,
+                attempt=msg.attempt,
+                text=result.text,
+                tool_calls=result.tool_calls,
+                usage=result.usage,
+                model=result.model,
+            )
             run.record(item)
             run.update(usage=st.usage + result.usage, inflight=None)
-            run.emit("llm.response", {
-                "step": msg.step, "attempt": msg.attempt, "text": clip(result.text),
-                "tool_calls": [{"id": c.id, "name": c.name} for c in result.tool_calls],
-                "usage": result.usage.model_dump(), "cost_usd": result.usage.cost_usd,
-                "model": result.model, "provider": result.provider,
-                "latency_ms": result.latency_ms,
-            })  # fmt: skip
+            run.emit(
+                "llm.response",
+                {
+                    "step": msg.step,
+                    "attempt": msg.attempt,
+                    "text": clip(result.text),
+                    "tool_calls": [{"id": c.id, "name": c.name} for c in result.tool_calls],
+                    "usage": result.usage.model_dump(),
+                    "cost_usd": result.usage.cost_usd,
+                    "model": result.model,
+                    "provider": result.provider,
+                    "latency_ms": result.latency_ms,
+                },
+            )
             if run.state.status == "paused":
                 if item.tool_calls:
                     run.update(inflight=Inflight(kind="dispatch", step=msg.step))
@@ -396,25 +444,43 @@ def _apply(run: _Run, msg: AgentInbound) -> str | None:
                 run.continue_()
         case LLMFailed():
             flight = st.inflight
-            if st.status in TERMINAL or flight is None or flight.kind != "llm" or (
-                flight.step, flight.attempt) != (msg.step, msg.attempt):  # fmt: skip
+            if (
+                st.status in TERMINAL
+                or flight is None
+                or flight.kind != "llm"
+                or (flight.step, flight.attempt) != (msg.step, msg.attempt)
+            ):
                 return "stale llm failure"
-            run.record(LLMErrorItem(at=run.now, step=msg.step, attempt=msg.attempt, error=msg.error))
+            run.record(
+                LLMErrorItem(at=run.now, step=msg.step, attempt=msg.attempt, error=msg.error)
+            )
             run.update(inflight=None)
-            run.emit("llm.error", {"step": msg.step, "attempt": msg.attempt,
-                                   "error": msg.error.model_dump()})  # fmt: skip
+            run.emit(
+                "llm.error",
+                {"step": msg.step, "attempt": msg.attempt, "error": msg.error.model_dump()},
+            )
             if run.state.status == "running":
                 run.continue_()
         case ToolCompleted():
             flight = st.inflight
-            if st.status in TERMINAL or flight is None or flight.kind != "tools" or (
-                flight.step != msg.step or msg.call_id not in flight.pending):  # fmt: skip
+            if (
+                st.status in TERMINAL
+                or flight is None
+                or flight.kind != "tools"
+                or (flight.step != msg.step or msg.call_id not in flight.pending)
+            ):
                 return "stale tool result"
             call = _call_of(st, msg.step, msg.call_id)
             if call is None:
                 return "unknown tool call"
-            run.tool_result(msg.step, call, ok=msg.ok, result=msg.result, error=msg.error,
-                            duration_ms=msg.duration_ms)  # fmt: skip
+            run.tool_result(
+                msg.step,
+                call,
+                ok=msg.ok,
+                result=msg.result,
+                error=msg.error,
+                duration_ms=msg.duration_ms,
+            )
             _resolve_pending(run, msg.call_id)
         case HumanResponse():
             return _human_response(run, msg)
@@ -443,8 +509,11 @@ def _apply(run: _Run, msg: AgentInbound) -> str | None:
             if st.status in TERMINAL:
                 return "already finished"
             run.record(ControlItem(at=run.now, action="cancel", reason=msg.reason))
-            run.update(inflight=None, paused_from=None,
-                       error=ErrorInfo(code="cancelled", message=msg.reason))  # fmt: skip
+            run.update(
+                inflight=None,
+                paused_from=None,
+                error=ErrorInfo(code="cancelled", message=msg.reason),
+            )
             run.set_status("cancelled", reason=msg.reason)
     return None
 
@@ -468,10 +537,12 @@ def _human_response(run: _Run, msg: HumanResponse) -> str | None:
         return _reject(run, "human_response", f"agent is {st.status}, not awaiting_human")
     if msg.request_id and msg.request_id != open_request.request_id:
         return _reject(run, "human_response", f"no open request {msg.request_id!r}")
-    run.record(HumanResponseItem(at=run.now, request_id=open_request.request_id,
-                                 response=msg.response))  # fmt: skip
-    run.emit("human.response", {"request_id": open_request.request_id,
-                                "response": clip(msg.response)})  # fmt: skip
+    run.record(
+        HumanResponseItem(at=run.now, request_id=open_request.request_id, response=msg.response)
+    )
+    run.emit(
+        "human.response", {"request_id": open_request.request_id, "response": clip(msg.response)}
+    )
     still_open = run.state.open_human_request()
     run.set_status("awaiting_human" if still_open else "running")
     if open_request.reason == "tool" and open_request.call_id is not None:

@@ -53,7 +53,9 @@ class Emit(_Effect):
     event: Event
 
 
-Effect = Annotated[CallLLM | InvokeTool | ReportToTask | SendToAgent | Emit, Field(discriminator="kind")]
+Effect = Annotated[
+    CallLLM | InvokeTool | ReportToTask | SendToAgent | Emit, Field(discriminator="kind")
+]
 EFFECTS_ADAPTER: TypeAdapter[tuple[Effect, ...]] = TypeAdapter(tuple[Effect, ...])
 
 S = TypeVar("S")

@@ -129,8 +129,13 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
             if record.status in TERMINAL:
                 return Decision(state=None, ignored="task already finished")
             status: TaskStatus = "queued" if msg.status == "idle" else msg.status
-            run.update(status=status, current_step=msg.step, usage=msg.usage,
-                       result=msg.result, error=msg.error)  # fmt: skip
+            run.update(
+                status=status,
+                current_step=msg.step,
+                usage=msg.usage,
+                result=msg.result,
+                error=msg.error,
+            )
             if status in TERMINAL:
                 run.update(finished_at=now)
                 data: dict[str, Any] = {
@@ -142,9 +147,11 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
                     "error": msg.error.model_dump() if msg.error else None,
                 }
                 event_type: EventType = (
-                    "task.completed" if status == "completed"
-                    else "task.failed" if status == "failed"
+                    "task.completed"
+                    if status == "completed"
+                    else "task.failed"
+                    if status == "failed"
                     else "task.cancelled"
-                )  # fmt: skip
+                )
                 run.emit(event_type, data)
     return run.decision()

@@ -57,9 +57,10 @@ def tool_result_content(item: ToolResultItem) -> str:
 def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
     messages: list[Message] = [Message(role="system", content=spec.system_prompt)]
     escalations = {
-        i.request_id for i in state.thread
+        i.request_id
+        for i in state.thread
         if isinstance(i, HumanRequestItem) and i.reason == "escalation"
-    }  # fmt: skip
+    }
     for item in state.thread:
         match item:
             case TaskItem():

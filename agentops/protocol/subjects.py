@@ -152,7 +152,13 @@ CORE_PROCESSES: Final = ("edge", "orchestrator", "tool-executor", "llm-gateway")
 
 
 def all_processes() -> tuple[str, ...]:
-    return ("edge", "orchestrator", *(agent_process(t) for t in AGENT_TYPES), "tool-executor", "llm-gateway")
+    return (
+        "edge",
+        "orchestrator",
+        *(agent_process(t) for t in AGENT_TYPES),
+        "tool-executor",
+        "llm-gateway",
+    )
 
 
 def connection_name(process: str) -> str:

@@ -36,9 +36,15 @@ from agentops.store.kv import Conflict, DocumentStore
 log = structlog.get_logger(__name__)
 
 AGENT_MESSAGES = (
-    StartAgent, PauseAgent, ResumeAgent, CancelAgent, HumanResponse, LLMCompleted, LLMFailed,
+    StartAgent,
+    PauseAgent,
+    ResumeAgent,
+    CancelAgent,
+    HumanResponse,
+    LLMCompleted,
+    LLMFailed,
     ToolCompleted,
-)  # fmt: skip
+)
 CACHE_LIMIT = 10_000
 
 

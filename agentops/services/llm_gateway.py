@@ -34,10 +34,14 @@ async def setup(rt: Runtime) -> None:
         started = time.perf_counter()
         reply: LLMCompleted | LLMFailed
         common = {
-            "id": f"{msg.id}.result", "source": PROCESS, "task_id": msg.task_id,
-            "agent_id": msg.agent_id, "causation_id": msg.id, "step": msg.step,
+            "id": f"{msg.id}.result",
+            "source": PROCESS,
+            "task_id": msg.task_id,
+            "agent_id": msg.agent_id,
+            "causation_id": msg.id,
+            "step": msg.step,
             "attempt": msg.attempt,
-        }  # fmt: skip
+        }
         try:
             result = await provider.complete(msg.request)
             reply = LLMCompleted(**common, ts=datetime.now(UTC), result=result)
@@ -52,8 +56,12 @@ async def setup(rt: Runtime) -> None:
             calls["failed"] += 1
         mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
         await publish(rt.js, mailbox, reply, reply.id)
-        log.info("llm.call", outcome=reply.type, step=msg.step,
-                 duration_ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
+        log.info(
+            "llm.call",
+            outcome=reply.type,
+            step=msg.step,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
     rt.status_extra = lambda: {"provider": provider.name, "llm_calls": dict(calls)}
     await rt.add_consumer(

@@ -46,8 +46,11 @@ RECORD_ADAPTER: TypeAdapter[ToolCallRecord] = TypeAdapter(ToolCallRecord)
 
 
 def record_key(msg: ToolRequested) -> str:
-    call = msg.call_id if _KEY_SAFE.match(msg.call_id) else hashlib.sha256(
-        msg.call_id.encode()).hexdigest()[:32]  # fmt: skip
+    call = (
+        msg.call_id
+        if _KEY_SAFE.match(msg.call_id)
+        else hashlib.sha256(msg.call_id.encode()).hexdigest()[:32]
+    )
     return f"{msg.agent_id}.{msg.step}.{call}"
 
 
@@ -84,10 +87,20 @@ async def setup(rt: Runtime) -> None:
         msg: ToolRequested, ok: bool, result: Any, error: ErrorInfo | None, ms: float
     ) -> ToolCompleted:
         return ToolCompleted(
-            id=f"{msg.id}.result", source=PROCESS, task_id=msg.task_id, agent_id=msg.agent_id,
-            causation_id=msg.id, ts=datetime.now(UTC), step=msg.step, call_id=msg.call_id,
-            name=msg.name, ok=ok, result=result, error=error, duration_ms=round(ms, 3),
-        )  # fmt: skip
+            id=f"{msg.id}.result",
+            source=PROCESS,
+            task_id=msg.task_id,
+            agent_id=msg.agent_id,
+            causation_id=msg.id,
+            ts=datetime.now(UTC),
+            step=msg.step,
+            call_id=msg.call_id,
+            name=msg.name,
+            ok=ok,
+            result=result,
+            error=error,
+            duration_ms=round(ms, 3),
+        )
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, ToolRequested):

@@ -128,9 +128,7 @@ class ToolArgsError(ValueError):
 def validate_call(name: str, arguments: dict[str, Any], allowed: tuple[str, ...]) -> _Args:
     tool = BUILTIN_TOOLS.get(name)
     if tool is None or name not in allowed:
-        raise ToolArgsError(
-            f"unknown tool {name!r}; available tools: {', '.join(sorted(allowed))}"
-        )
+        raise ToolArgsError(f"unknown tool {name!r}; available tools: {', '.join(sorted(allowed))}")
     try:
         return tool.args_model.model_validate(arguments)
     except ValidationError as exc:

@@ -34,11 +34,25 @@ class System:
         return f"nats://127.0.0.1:{self.nats_port}"
 
     def start(self) -> System:
-        cmd = [sys.executable, "-m", "agentops.cli", "up", "--port", str(self.port),
-               "--nats-port", str(self.nats_port), "--data-dir", str(self.data_dir)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "agentops.cli",
+            "up",
+            "--port",
+            str(self.port),
+            "--nats-port",
+            str(self.nats_port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         log = open(self.data_dir.parent / f"up-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "AGENTOPS_LOG_LEVEL": "info"})  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "AGENTOPS_LOG_LEVEL": "info"},
+        )
         log.close()
         eventually_sync(self._healthy, timeout=60, interval=0.1, what="agentops up healthy")
         return self
@@ -55,8 +69,10 @@ class System:
     def pids(self) -> dict[str, int]:
         data = json.loads((self.data_dir / "processes.json").read_text())
         procs = data.get("processes", data)
-        return {name: int(info["pid"] if isinstance(info, dict) else info)
-                for name, info in procs.items()}  # fmt: skip
+        return {
+            name: int(info["pid"] if isinstance(info, dict) else info)
+            for name, info in procs.items()
+        }
 
     def stop(self) -> None:
         if self.proc is None:
@@ -99,4 +115,3 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 def wait_for(probe: object, timeout: float = 30.0, what: str = "condition") -> object:
     return eventually_sync(probe, timeout=timeout, interval=0.05, what=what)  # type: ignore[arg-type]
-

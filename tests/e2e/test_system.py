@@ -28,10 +28,18 @@ SEED = {
 
 def steps(n: int, path: str = "log.txt", delay_ms: int = 0) -> dict[str, Any]:
     """A mock script of n appends: each runs exactly once iff the file has each line once."""
-    return {"mock": {"delay_ms": delay_ms, "script": [
-        {"tool": "write_file", "args": {"path": path, "content": f"line {i}\n", "mode": "append"}}
-        for i in range(n)
-    ]}}  # fmt: skip
+    return {
+        "mock": {
+            "delay_ms": delay_ms,
+            "script": [
+                {
+                    "tool": "write_file",
+                    "args": {"path": path, "content": f"line {i}\n", "mode": "append"},
+                }
+                for i in range(n)
+            ],
+        }
+    }
 
 
 async def create(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +65,14 @@ async def agent_state(http: httpx.AsyncClient, agent_id: str, predicate: Any) ->
     return await eventually(probe, timeout=60, what=f"agent {agent_id} state")
 
 
-async def ws_events(system: System, query: str, until: str, limit: int = 500) -> list[dict[str, Any]]:
+async def ws_events(
+    system: System, query: str, until: str, limit: int = 500
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"{system.url}/ws?{query}") as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{system.url}/ws?{query}") as ws,
+    ):
         while len(events) < limit:
             msg = await ws.receive(timeout=60)
             assert msg.type == aiohttp.WSMsgType.TEXT, msg
@@ -91,14 +104,24 @@ async def test_seed_example_runs_to_completion(system: System) -> None:
         assert (workspace / artifact).is_file(), artifact
     events = await ws_events(system, f"since=0&task_id={created['task_id']}", "task.completed")
     types = [e["type"] for e in events]
-    for expected in ("task.created", "agent.status", "agent.step", "llm.response", "tool.call",
-                     "tool.result", "task.completed"):  # fmt: skip
+    for expected in (
+        "task.created",
+        "agent.status",
+        "agent.step",
+        "llm.response",
+        "tool.call",
+        "tool.result",
+        "task.completed",
+    ):
         assert expected in types, expected
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    assert all(e["task_id"] == created["task_id"] and e["ts"].endswith(("Z", "+00:00"))
-               for e in events)  # fmt: skip
-    executed = [e for e in events if e["type"] == "tool.result" and e["data"]["name"] == "execute_code"]
+    assert all(
+        e["task_id"] == created["task_id"] and e["ts"].endswith(("Z", "+00:00")) for e in events
+    )
+    executed = [
+        e for e in events if e["type"] == "tool.result" and e["data"]["name"] == "execute_code"
+    ]
     assert executed and executed[0]["data"]["result"]["exit_code"] == 0
 
 
@@ -109,12 +132,15 @@ async def test_ws_since_replays_then_goes_live_without_gap(system: System) -> No
         await task_status(http, first["task_id"], "completed")
         replay = await ws_events(system, f"since=0&task_id={first['task_id']}", "task.completed")
         middle = replay[len(replay) // 2]["seq"]
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-            f"{system.url}/ws?since={middle}") as ws:  # fmt: skip
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{system.url}/ws?since={middle}") as ws,
+        ):
             second = await create(http, {**SEED, "context": steps(3)})
             got: list[dict[str, Any]] = []
-            while not any(e["type"] == "task.completed" and e["task_id"] == second["task_id"]
-                          for e in got):  # fmt: skip
+            while not any(
+                e["type"] == "task.completed" and e["task_id"] == second["task_id"] for e in got
+            ):
                 got.append(json.loads((await ws.receive(timeout=60)).data))
     seqs = [e["seq"] for e in got]
     assert seqs[0] == middle + 1
@@ -123,9 +149,14 @@ async def test_ws_since_replays_then_goes_live_without_gap(system: System) -> No
 
 async def test_human_in_the_loop_answer_reaches_the_model(system: System) -> None:
     """request_human_input waits; the answer comes back as that call's result in the next request."""
-    ask = {"tool": "request_human_input", "args": {"question": "Which database?",
-                                                   "format": "multiple_choice",
-                                                   "choices": ["postgres", "sqlite"]}}  # fmt: skip
+    ask = {
+        "tool": "request_human_input",
+        "args": {
+            "question": "Which database?",
+            "format": "multiple_choice",
+            "choices": ["postgres", "sqlite"],
+        },
+    }
     nc = await nats.connect(system.nats_url)
     requests: list[dict[str, Any]] = []
 
@@ -143,8 +174,10 @@ async def test_human_in_the_loop_answer_reaches_the_model(system: System) -> Non
         assert question["question"] == "Which database?"
         events = await ws_events(system, f"since=0&agent_id={agent_id}", "human.request")
         assert events[-1]["data"]["choices"] == ["postgres", "sqlite"]
-        resp = await http.post(f"/agents/{agent_id}/human-response",
-                               json={"response": "postgres", "request_id": question["request_id"]})  # fmt: skip
+        resp = await http.post(
+            f"/agents/{agent_id}/human-response",
+            json={"response": "postgres", "request_id": question["request_id"]},
+        )
         assert resp.status_code == 200, resp.text
         assert resp.json()["status"] == "response_received"
         again = await http.post(f"/agents/{agent_id}/human-response", json={"response": "x"})
@@ -161,18 +194,25 @@ async def test_pause_holds_and_resume_continues(system: System) -> None:
     async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
         created = await create(http, {**SEED, "context": steps(4, delay_ms=400)})
         agent_id = created["agent_id"]
-        await agent_state(http, agent_id, lambda st: st["status"] == "running"
-                          and (st["inflight"] or {}).get("kind") == "llm")  # fmt: skip
+        await agent_state(
+            http,
+            agent_id,
+            lambda st: st["status"] == "running" and (st["inflight"] or {}).get("kind") == "llm",
+        )
         resp = await http.post(f"/agents/{agent_id}/pause")
         assert resp.status_code == 200 and resp.json() == {"status": "paused", "agent_id": agent_id}
-        held = await agent_state(http, agent_id, lambda st: (st["inflight"] or {}).get("kind")
-                                 == "dispatch")  # fmt: skip
+        held = await agent_state(
+            http, agent_id, lambda st: (st["inflight"] or {}).get("kind") == "dispatch"
+        )
         tool_calls_while_paused = sum(1 for i in held["thread"] if i["kind"] == "tool_result")
         assert (await http.post(f"/agents/{agent_id}/pause")).status_code == 409
-        assert (await http.post(f"/agents/{agent_id}/human-response",
-                                json={"response": 1})).status_code == 409  # fmt: skip
+        assert (
+            await http.post(f"/agents/{agent_id}/human-response", json={"response": 1})
+        ).status_code == 409
         still = (await http.get(f"/agents/{agent_id}/state")).json()
-        assert sum(1 for i in still["thread"] if i["kind"] == "tool_result") == tool_calls_while_paused
+        assert (
+            sum(1 for i in still["thread"] if i["kind"] == "tool_result") == tool_calls_while_paused
+        )
         resp = await http.post(f"/agents/{agent_id}/resume")
         assert resp.status_code == 200 and resp.json()["status"] == "resumed"
         assert (await http.post(f"/agents/{agent_id}/resume")).status_code == 409
@@ -284,7 +324,9 @@ def test_restart_keeps_a_task_waiting_for_a_human(tmp_path: Any) -> None:
     ask = {"tool": "request_human_input", "args": {"question": "Deploy now?", "format": "yes_no"}}
     try:
         with httpx.Client(base_url=first.url, timeout=30) as http:
-            created = http.post("/tasks", json={**SEED, "context": {"mock": {"script": [ask]}}}).json()
+            created = http.post(
+                "/tasks", json={**SEED, "context": {"mock": {"script": [ask]}}}
+            ).json()
             asyncio.run(_wait_sync_status(first.url, created["task_id"], "awaiting_human"))
     finally:
         first.stop()
@@ -292,7 +334,9 @@ def test_restart_keeps_a_task_waiting_for_a_human(tmp_path: Any) -> None:
     try:
         with httpx.Client(base_url=second.url, timeout=30) as http:
             assert http.get(f"/tasks/{created['task_id']}").json()["status"] == "awaiting_human"
-            resp = http.post(f"/agents/{created['agent_id']}/human-response", json={"response": "yes"})
+            resp = http.post(
+                f"/agents/{created['agent_id']}/human-response", json={"response": "yes"}
+            )
             assert resp.status_code == 200, resp.text
         asyncio.run(_wait_sync_status(second.url, created["task_id"], "completed"))
     finally:

@@ -125,8 +125,14 @@ async def test_kv_compare_and_swap_refuses_a_stale_revision(nc: Client) -> None:
     buckets = await ensure_jetstream(nc.jetstream())
     store = DocumentStore[TaskRecord](buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
     now = datetime.now(UTC)
-    doc = TaskRecord(task_id="t1", agent_type="backend_developer", description="d",
-                     agent_id="a1", created_at=now, updated_at=now)  # fmt: skip
+    doc = TaskRecord(
+        task_id="t1",
+        agent_type="backend_developer",
+        description="d",
+        agent_id="a1",
+        created_at=now,
+        updated_at=now,
+    )
     rev1 = await store.save("t1", doc, 0)
     with pytest.raises(Conflict):
         await store.save("t1", doc, 0)

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from agentops.agents.definitions import AGENT_SPECS
 from agentops.core.render import render_messages
 from agentops.core.state import HumanResponseItem, ToolResultItem
 from agentops.llm.types import LLMRequest, LLMResult, ToolCall
 from agentops.protocol.errors import AgentOpsError, ErrorInfo
 from agentops.protocol.messages import HumanResponse, PauseAgent, ResumeAgent
 from tests.harness import Harness
-from agentops.agents.definitions import AGENT_SPECS
 
 
 class LLMDown(AgentOpsError):
@@ -25,17 +25,22 @@ def scripted(*entries: dict[str, Any]) -> Any:
 
     def llm(request: LLMRequest) -> LLMResult:
         i = request.metadata["call_index"]
-        entry = entries[i] if i < len(entries) else {"tool": "complete_task",
-                                                     "args": {"summary": "done"}}  # fmt: skip
+        entry = (
+            entries[i]
+            if i < len(entries)
+            else {"tool": "complete_task", "args": {"summary": "done"}}
+        )
         if "error" in entry:
             raise LLMDown(entry["error"])
         if "text" in entry:
             return LLMResult(text=entry["text"])
         calls = entry.get("tools", [entry])
-        return LLMResult(tool_calls=tuple(
-            ToolCall(id=f"c{i}_{j}", name=c["tool"], arguments=c.get("args", {}))
-            for j, c in enumerate(calls)
-        ))  # fmt: skip
+        return LLMResult(
+            tool_calls=tuple(
+                ToolCall(id=f"c{i}_{j}", name=c["tool"], arguments=c.get("args", {}))
+                for j, c in enumerate(calls)
+            )
+        )
 
     return llm
 
@@ -111,13 +116,18 @@ def test_three_consecutive_errors_escalate_to_a_human() -> None:
     request = state.open_human_request()
     assert request is not None and request.reason == "escalation"
     assert len(h.llm_requests) == 3
-    h.send(HumanResponse(id="r1", task_id=state.task_id, agent_id=agent_id, ts=h.now(),
-                         response="try again"))  # fmt: skip
+    h.send(
+        HumanResponse(
+            id="r1", task_id=state.task_id, agent_id=agent_id, ts=h.now(), response="try again"
+        )
+    )
     h.run()
     state = h.agents[agent_id]
     assert state.status == "completed"
-    assert any(m.content == 'Guidance from a human: "try again"'
-               for m in h.llm_requests[3].request.messages)  # fmt: skip
+    assert any(
+        m.content == 'Guidance from a human: "try again"'
+        for m in h.llm_requests[3].request.messages
+    )
 
 
 def test_tool_errors_count_towards_escalation() -> None:
@@ -136,8 +146,16 @@ def test_human_answer_is_the_tool_result_in_the_next_request() -> None:
     asked = state.open_human_request()
     assert asked is not None and asked.question == "Which database?"
     calls_before = len(h.llm_requests)
-    h.send(HumanResponse(id="r", task_id=state.task_id, agent_id=agent_id, ts=h.now(),
-                         response={"db": "postgres"}, request_id=asked.request_id))  # fmt: skip
+    h.send(
+        HumanResponse(
+            id="r",
+            task_id=state.task_id,
+            agent_id=agent_id,
+            ts=h.now(),
+            response={"db": "postgres"},
+            request_id=asked.request_id,
+        )
+    )
     h.run()
     next_request = h.llm_requests[calls_before].request
     tool_msg = next_request.messages[-1]
@@ -150,8 +168,11 @@ def test_human_response_in_wrong_state_is_rejected() -> None:
     """A response while not awaiting a human changes nothing but a rejection event."""
     h, _, agent_id = run()
     before = h.agents[agent_id]
-    h.send(HumanResponse(id="late", task_id=before.task_id, agent_id=agent_id, ts=h.now(),
-                         response="x"))  # fmt: skip
+    h.send(
+        HumanResponse(
+            id="late", task_id=before.task_id, agent_id=agent_id, ts=h.now(), response="x"
+        )
+    )
     h.run()
     after = h.agents[agent_id]
     assert after.status == "completed"
@@ -184,7 +205,7 @@ def test_pause_holds_the_loop_and_resume_continues() -> None:
 def test_redelivered_messages_run_nothing_twice() -> None:
     """Every message delivered twice: same outcome, each step and tool call exactly once."""
     entries = (WRITE, {"tool": "execute_code", "args": {"language": "bash", "code": "ls"}})
-    once, _, a1 = run(*entries)
+    once, _, _a1 = run(*entries)
     twice, _, a2 = run(*entries, redeliver=True)
     assert len(twice.tools.calls) == len(once.tools.calls) == 2
     assert len(twice.llm_requests) == len(once.llm_requests) == 3
@@ -213,17 +234,24 @@ def test_cancel_ends_run_and_ignores_late_results() -> None:
 
 def test_parallel_tool_calls_wait_for_all_results() -> None:
     """Two calls in one answer both run before the next LLM call."""
-    h, task_id, _ = run({"tools": [WRITE, {"tool": "write_file",
-                                           "args": {"path": "b.txt", "content": "b"}}]})  # fmt: skip
+    h, task_id, _ = run(
+        {"tools": [WRITE, {"tool": "write_file", "args": {"path": "b.txt", "content": "b"}}]}
+    )
     assert set(h.tools.files[task_id]) == {"a.txt", "b.txt"}
     assert len(h.llm_requests) == 2
-    assert [m.role for m in h.llm_requests[1].request.messages][-3:] == ["assistant", "tool", "tool"]
+    assert [m.role for m in h.llm_requests[1].request.messages][-3:] == [
+        "assistant",
+        "tool",
+        "tool",
+    ]
 
 
 def test_render_hides_mock_steering_and_includes_context() -> None:
     """The prompt shows the task's context but not the mock LLM's script."""
     h = Harness(llm=scripted())
-    _, agent_id = h.submit("devops_engineer", "Ship it", context={"repo": "x", "mock": {"script": []}})
+    _, agent_id = h.submit(
+        "devops_engineer", "Ship it", context={"repo": "x", "mock": {"script": []}}
+    )
     h.run()
     messages = render_messages(AGENT_SPECS["devops_engineer"], h.agents[agent_id])
     assert messages[0].role == "system" and "DevOps" in messages[0].content

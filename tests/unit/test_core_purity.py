@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import ast
-import re
 import importlib.util
+import re
 from pathlib import Path
 
 import agentops
 
-FORBIDDEN = {"asyncio", "nats", "aiohttp", "httpx", "time", "uuid", "random", "socket",
-             "subprocess", "structlog", "uvloop", "threading"}  # fmt: skip
+FORBIDDEN = {
+    "asyncio",
+    "nats",
+    "aiohttp",
+    "httpx",
+    "time",
+    "uuid",
+    "random",
+    "socket",
+    "subprocess",
+    "structlog",
+    "uvloop",
+    "threading",
+}
 ROOT = Path(agentops.__file__).parent
 
 
@@ -79,7 +91,8 @@ SUBJECT_ROOTS = re.compile(
 def test_only_subjects_module_builds_subject_strings() -> None:
     """Subject strings are written in protocol/subjects.py alone."""
     offenders = [
-        str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
         if p.name != "subjects.py" and SUBJECT_ROOTS.search(p.read_text(encoding="utf-8"))
-    ]  # fmt: skip
+    ]
     assert offenders == []
