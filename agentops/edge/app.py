@@ -1,0 +1,74 @@
+"""The edge's aiohttp application: routes, middlewares and typed app state, built by one factory.
+
+Rules:
+- `create_app(nc, js, buckets, config)` takes everything it needs, so a test builds the app
+  against its own nats-server and drives it with aiohttp's test client; the service module
+  only adds the runner and the site.
+- Middlewares, outermost first: metrics (sees every final status) → errors (every failure
+  becomes the JSON error shape) → auth (bearer token).
+- Bodies over `client_max_size` (1 MiB) are refused with 413 when read.
+- Open WebSockets are closed with 1001 on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from agentops.config import Settings
+from agentops.edge import agents, tasks
+from agentops.edge.auth import auth_middleware
+from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
+from agentops.edge.errors import error_middleware
+from agentops.edge.health import health
+from agentops.edge.metrics import METRICS, EdgeMetrics, metrics, metrics_middleware
+from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
+
+
+def config_from_settings(settings: Settings) -> EdgeConfig:
+    return EdgeConfig(api_token=settings.api_token)
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[WS_CLIENTS].close_all()
+
+
+def create_app(
+    nc: Client,
+    js: JetStreamContext,
+    buckets: Mapping[str, KeyValue],
+    config: EdgeConfig | None = None,
+) -> web.Application:
+    config = config or EdgeConfig()
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        client_max_size=config.client_max_size,
+    )
+    app[BUS] = Bus(nc=nc, js=js, buckets=buckets)
+    app[CONFIG] = config
+    app[METRICS] = EdgeMetrics()
+    app[WS_CLIENTS] = WsClients()
+    app.on_shutdown.append(_close_websockets)
+    app.router.add_routes(
+        [
+            web.get("/health", health),
+            web.get("/metrics", metrics),
+            web.get("/agent-types", agents.agent_types),
+            web.post("/tasks", tasks.create_task),
+            web.get("/tasks", tasks.list_tasks),
+            web.get("/tasks/{task_id}", tasks.get_task_route),
+            web.post("/tasks/{task_id}/cancel", tasks.cancel_task),
+            web.get("/agents", agents.list_agents),
+            web.get("/agents/{agent_id}/status", agents.get_agent_status),
+            web.get("/agents/{agent_id}/state", agents.get_agent_state),
+            web.post("/agents/{agent_id}/pause", agents.pause_agent),
+            web.post("/agents/{agent_id}/resume", agents.resume_agent),
+            web.post("/agents/{agent_id}/human-response", agents.human_response),
+            web.get("/ws", websocket),
+        ]
+    )
+    return app

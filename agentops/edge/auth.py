@@ -1,0 +1,50 @@
+"""Bearer-token authentication for the edge (`AGENTOPS_API_TOKEN`).
+
+Rules:
+- No token configured: everything is open (the local default).
+- Token configured: every request needs `Authorization: Bearer <token>`, except `GET /health`
+  and `GET /metrics` (probes and scrapers). The WebSocket may pass `?token=` instead, since
+  browsers cannot set headers on a WebSocket handshake.
+- Tokens are compared in constant time; a missing or wrong token is 401 with
+  `WWW-Authenticate: Bearer`, and the reason never says which part was wrong.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from agentops.edge.context import CONFIG
+from agentops.edge.errors import ApiError
+
+EXEMPT: frozenset[tuple[str, str]] = frozenset(
+    (method, path) for method in ("GET", "HEAD") for path in ("/health", "/metrics")
+)
+WS_PATH = "/ws"
+
+
+def _presented(request: web.Request) -> str | None:
+    header = request.headers.get(hdrs.AUTHORIZATION, "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if request.path == WS_PATH:
+        return request.query.get("token") or None
+    return None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[CONFIG].api_token
+    if token and (request.method, request.path) not in EXEMPT:
+        presented = _presented(request)
+        if presented is None or not hmac.compare_digest(presented.encode(), token.encode()):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or invalid API token (send Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    return await handler(request)

@@ -1,0 +1,64 @@
+"""What every edge handler reaches through the app: the bus, the stores and the config.
+
+Rules:
+- Handlers get their dependencies only through typed `web.AppKey`s (these, and `METRICS` in
+  `edge.metrics`); nothing is global, so a test builds the app against its own nats-server.
+- `EdgeConfig` holds the edge's own knobs. Timeouts are how long a handler waits for another
+  process to confirm a command (read back from KV); tests shorten them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from agentops.core.state import AGENT_STATE_ADAPTER, TASK_RECORD_ADAPTER, AgentState, TaskRecord
+from agentops.protocol import subjects as s
+from agentops.store.kv import DocumentStore
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    api_token: str | None = None
+    submit_wait_s: float = 2.0  # POST /tasks: wait for the orchestrator's record
+    cancel_wait_s: float = 3.0  # POST /tasks/{id}/cancel: wait for a terminal status
+    control_wait_s: float = 3.0  # pause/resume: wait for the agent to confirm
+    human_wait_s: float = 5.0  # human-response: wait for the answer in the thread
+    health_window_s: float = 0.3  # how long to gather $SRV.PING / $SRV.STATS replies
+    ws_queue_size: int = 1000  # frames buffered per WebSocket client
+    ws_slow_client_s: float = 5.0  # a client whose queue stays full this long is cut off (1013)
+    ws_max_bad_frames: int = 20  # junk frames a client may send before it is closed (1008)
+    ws_heartbeat_s: float = 30.0
+    client_max_size: int = MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class Bus:
+    """The edge's handle on NATS: connection, JetStream and the typed KV stores."""
+
+    nc: Client
+    js: JetStreamContext
+    buckets: Mapping[str, KeyValue]
+
+    @property
+    def tasks(self) -> DocumentStore[TaskRecord]:
+        return DocumentStore(self.buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+
+    @property
+    def agents(self) -> DocumentStore[AgentState]:
+        return DocumentStore(self.buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER)
+
+    @property
+    def idempotency(self) -> KeyValue:
+        return self.buckets[s.IDEMPOTENCY_BUCKET]
+
+
+BUS = web.AppKey("bus", Bus)
+CONFIG = web.AppKey("config", EdgeConfig)

@@ -1,0 +1,138 @@
+"""Every edge error is JSON: `{"error": {"code", "message", "details"}}`, never an HTML page.
+
+Rules:
+- Handlers raise `ApiError` (or one of the helpers below) for anything a client did wrong; the
+  middleware turns it into its status and JSON body.
+- aiohttp's own `HTTPException`s (404 unknown route, 405 wrong method, 413 body over
+  `client_max_size`) are translated here too, keeping their headers (e.g. `Allow`).
+- NATS/JetStream being away is 503 `unavailable` (retry later), not 500.
+- Anything else is a bug: it is logged with a traceback and answered 500 `internal` without
+  leaking the exception text. No client input may reach that branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+
+from agentops.protocol.errors import RetryableError
+from agentops.protocol.subjects import InvalidName, check_id
+
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    431: "headers_too_large",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """A client-facing error: HTTP status, stable code, human message, optional details."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(error_body(code, message, details), status=status, headers=headers)
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {ident!r} not found")
+
+
+def conflict(message: str, details: Any = None) -> ApiError:
+    return ApiError(409, "conflict", message, details)
+
+
+def bad_request(message: str, details: Any = None, code: str = "bad_request") -> ApiError:
+    return ApiError(400, code, message, details)
+
+
+def checked_id(value: str, what: str) -> str:
+    """A path id that cannot name anything (bad characters, too long) is simply not found."""
+    try:
+        return check_id(value, what)
+    except InvalidName:
+        raise not_found(what, value) from None
+
+
+def field_errors(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[dict[str, str]]:
+    """pydantic errors as `[{field, message}]`, field a dotted path (`context.mock.script.0`)."""
+    out: list[dict[str, str]] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [*prefix, *err["loc"]]
+        out.append({"field": ".".join(str(p) for p in loc) or "body", "message": err["msg"]})
+    return out
+
+
+def validation_error(details: list[dict[str, str]], message: str = "invalid request") -> ApiError:
+    return ApiError(422, "validation_error", message, details)
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    status = exc.status
+    code = _HTTP_CODES.get(status, "http_error")
+    message = exc.reason
+    if status == 413:
+        message = "request body too large"
+    elif status == 404:
+        message = "no such route"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate"}}
+    return error_response(status, code, message, None, headers or None)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers or None)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are not errors
+            raise
+        return _from_http_exception(exc)
+    except (nats.errors.Error, RetryableError) as exc:
+        log.warning("edge.unavailable", path=request.path, error=repr(exc))
+        return error_response(503, "unavailable", "the message bus is unavailable, retry later")
+    except Exception:
+        log.exception("edge.internal_error", method=request.method, path=request.path)
+        return error_response(500, "internal", "internal server error")

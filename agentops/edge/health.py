@@ -1,0 +1,55 @@
+"""`GET /health`: is NATS reachable, and does every AgentOps process have a live instance?
+
+Rules:
+- Processes are found with `$SRV.PING` (each registers as a NATS micro service named
+  `subjects.service_name(process)`); the expected set is `subjects.all_processes()`.
+- The edge answering this request is itself up, whether or not it registered a service.
+- 200 `healthy` only when NATS is connected and no expected process is missing; otherwise
+  503 `degraded` with the same body, so probes and humans see what is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from nats.aio.client import Client
+
+from agentops.edge.context import BUS, CONFIG
+from agentops.edge.discovery import gather, instances_by_name
+from agentops.protocol import subjects as s
+
+SELF = "edge"
+
+
+def nats_status(nc: Client) -> dict[str, Any]:
+    url = nc.connected_url
+    if not nc.is_connected or url is None:
+        return {"connected": False, "server": None, "version": None}
+    version = nc.connected_server_version
+    return {
+        # host:port only: the URL may carry credentials
+        "connected": True,
+        "server": f"{url.hostname}:{url.port}",
+        "version": f"{version.major}.{version.minor}.{version.patch}",
+    }
+
+
+async def service_status(nc: Client, window_s: float) -> dict[str, dict[str, Any]]:
+    found = instances_by_name(await gather(nc, s.SERVICE_PING, window_s))
+    services: dict[str, dict[str, Any]] = {}
+    for process in s.all_processes():
+        count = len(found.get(s.service_name(process), ()))
+        if process == SELF:
+            count = max(count, 1)
+        services[process] = {"status": "up" if count else "missing", "instances": count}
+    return services
+
+
+async def health(request: web.Request) -> web.Response:
+    nc = request.app[BUS].nc
+    nats = nats_status(nc)
+    services = await service_status(nc, request.app[CONFIG].health_window_s)
+    healthy = nats["connected"] and all(v["status"] == "up" for v in services.values())
+    body = {"status": "healthy" if healthy else "degraded", "nats": nats, "services": services}
+    return web.json_response(body, status=200 if healthy else 503)

@@ -1,0 +1,159 @@
+"""Request bodies and query parameters: decode, then validate, with a precise error for each.
+
+Rules:
+- The body is read whatever its Content-Type (curl's default form type with a JSON body must
+  work); the size cap is the app's `client_max_size` (413).
+- Not JSON (bad syntax, bad encoding, NaN/Infinity, nesting too deep to parse) is 400
+  `invalid_json`. JSON of the wrong shape is 422 `validation_error` with `[{field, message}]`.
+- Bodies are validated strictly (no "5" for 5, no true for 1) and unknown fields are refused,
+  so a typo is reported rather than ignored.
+- Free-form JSON (`context`, a human `response`) is capped in nesting depth, so nothing
+  downstream (serialisers, the LLM prompt) hits a recursion limit on client data.
+- Query parameters that do not parse or are out of range are 400 `invalid_query`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Sequence
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agentops.edge.errors import ApiError, bad_request, field_errors, validation_error
+from agentops.protocol.subjects import InvalidName, check_id
+
+M = TypeVar("M", bound=BaseModel)
+V = TypeVar("V")
+
+MAX_JSON_DEPTH = 32
+MAX_DESCRIPTION = 100_000
+_UINT = re.compile(r"^[0-9]{1,19}$")
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of decoded JSON (a scalar is 0, `[]` is 1), counted up to `limit + 1`."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            return depth
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
+
+
+def _shallow(value: V) -> V:
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+class CreateTask(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    agent_type: str = Field(min_length=1, max_length=64)
+    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
+    context: dict[str, Any] | None = None
+    max_steps: int | None = Field(default=None, ge=1, le=200)
+    budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @field_validator("description")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _context_depth(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _shallow(value)
+
+
+class HumanAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    response: Any  # required; any JSON, null included
+    request_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @field_validator("response")
+    @classmethod
+    def _response_depth(cls, value: Any) -> Any:
+        return _shallow(value)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise bad_request("request body is empty: send a JSON object", code="invalid_json")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise bad_request(
+            f"malformed JSON: {exc.msg}",
+            {"line": exc.lineno, "column": exc.colno},
+            code="invalid_json",
+        ) from None
+    except (ValueError, RecursionError) as exc:  # bad encoding, NaN, absurd nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise bad_request(f"malformed JSON: {reason}", code="invalid_json") from None
+
+
+async def read_json(request: web.Request) -> Any:
+    return decode_json(await request.read())  # read() raises 413 past client_max_size
+
+
+def parse_model(model: type[M], data: Any, prefix: Sequence[str | int] = ()) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(field_errors(exc, prefix)) from None
+
+
+# ---- query parameters ----
+def _invalid_query(name: str, message: str) -> ApiError:
+    return bad_request(
+        f"invalid query parameter {name!r}: {message}",
+        [{"field": name, "message": message}],
+        code="invalid_query",
+    )
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not _UINT.match(raw) or not lo <= int(raw) <= hi:
+        raise _invalid_query(name, f"must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def query_optional_int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
+    if request.query.get(name) is None:
+        return None
+    return query_int(request, name, lo, lo, hi)
+
+
+def query_choice(request: web.Request, name: str, choices: Collection[str]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw not in choices:
+        raise _invalid_query(name, f"must be one of {', '.join(choices)}")
+    return raw
+
+
+def query_id(request: web.Request, name: str) -> str | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return check_id(raw, name)
+    except InvalidName:
+        raise _invalid_query(name, "must be 1-128 of [A-Za-z0-9_-]") from None

@@ -1,0 +1,196 @@
+"""Task routes: submit, list, read, cancel. Handlers decode → load → check → publish → poll.
+
+Rules:
+- The edge never creates or changes a task record: it publishes `SubmitTask` / `CancelTask` to
+  the task's inbox and reads back what the orchestrator wrote, for a bounded time.
+- Message ids are derived from the task (`<task_id>.submit`, `<task_id>.cancel_request`), so
+  a retried request is dropped by JetStream dedup instead of acting twice. Dedup is per stream,
+  not per subject, so these ids must differ from every id another process publishes on the
+  work stream (the orchestrator's CancelAgent is `<task_id>.cancel`).
+- `Idempotency-Key`: the first request atomically creates sha256(key) → {task_id, agent_id,
+  body_sha256} in the idempotency bucket (KV `create`); a retry with the same key and the same
+  body gets the same ids (and re-publishes the same submit, a no-op if the first one landed);
+  the same key with another body is 422 `idempotency_key_reused`.
+- A `context.mock` script is validated here with the mock provider's own model, so a bad
+  script is a 422 now rather than a failed task later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, get_args
+
+from aiohttp import web
+from nats.js.errors import KeyWrongLastSequenceError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agentops.agents.definitions import AGENT_SPECS
+from agentops.bus.connection import publish
+from agentops.core.state import TaskRecord
+from agentops.edge.context import BUS, CONFIG, Bus
+from agentops.edge.data import find_agent, find_task, get_task, scan, wait_for
+from agentops.edge.errors import ApiError, bad_request, checked_id, conflict, field_errors
+from agentops.edge.schemas import CreateTask, parse_model, query_choice, query_int, read_json
+from agentops.edge.views import task_view
+from agentops.protocol import subjects as s
+from agentops.protocol.messages import TERMINAL, CancelTask, SubmitTask, TaskStatus
+
+SOURCE = "edge"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class IdempotencyClaim(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    task_id: str
+    agent_id: str
+    body_sha256: str
+
+
+def new_ids() -> tuple[str, str]:
+    return f"task_{uuid.uuid4().hex[:20]}", f"agent_{uuid.uuid4().hex[:20]}"
+
+
+def body_digest(data: Any) -> str:
+    """Canonical JSON, so a retry that only reorders keys or spacing counts as the same body."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_mock(context: dict[str, Any]) -> None:
+    if "mock" not in context:
+        return
+    try:
+        from agentops.llm.mock import MockScript  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # the mock provider is not in this build: nothing to check against
+        return
+    try:
+        MockScript.model_validate(context["mock"])
+    except ValidationError as exc:
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid mock script in context.mock",
+            field_errors(exc, ("context", "mock")),
+        ) from None
+
+
+async def claim_ids(bus: Bus, key: str, digest: str) -> tuple[str, str, bool]:
+    """(task_id, agent_id, replayed) for this Idempotency-Key."""
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise bad_request(
+            f"{IDEMPOTENCY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
+            code="invalid_idempotency_key",
+        )
+    kv_key = hashlib.sha256(key.encode()).hexdigest()
+    task_id, agent_id = new_ids()
+    claim = IdempotencyClaim(task_id=task_id, agent_id=agent_id, body_sha256=digest)
+    try:
+        await bus.idempotency.create(kv_key, claim.model_dump_json().encode())
+        return task_id, agent_id, False
+    except KeyWrongLastSequenceError:
+        pass
+    entry = await bus.idempotency.get(kv_key)
+    existing = IdempotencyClaim.model_validate_json(entry.value or b"")
+    if existing.body_sha256 != digest:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            f"this {IDEMPOTENCY_HEADER} was used for a different request body",
+            {"task_id": existing.task_id},
+        )
+    return existing.task_id, existing.agent_id, True
+
+
+async def create_task(request: web.Request) -> web.Response:
+    bus, config = request.app[BUS], request.app[CONFIG]
+    data = await read_json(request)
+    body = parse_model(CreateTask, data)
+    if body.agent_type not in AGENT_SPECS:
+        raise ApiError(
+            404,
+            "unknown_agent_type",
+            f"unknown agent type {body.agent_type!r}",
+            {"agent_types": list(AGENT_SPECS)},
+        )
+    context = body.context or {}
+    check_mock(context)
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        task_id, agent_id, replayed = (*new_ids(), False)
+    else:
+        task_id, agent_id, replayed = await claim_ids(bus, key, body_digest(data))
+    msg = SubmitTask(
+        id=f"{task_id}.submit",
+        source=SOURCE,
+        task_id=task_id,
+        agent_id=agent_id,
+        ts=datetime.now(UTC),
+        agent_type=body.agent_type,
+        description=body.description,
+        context=context,
+        max_steps=body.max_steps,
+        budget_usd=body.budget_usd,
+    )
+    await publish(bus.js, s.task_inbox(task_id), msg, msg.id)
+    record = await wait_for(lambda: find_task(bus, task_id), lambda r: True, config.submit_wait_s)
+    status = record.status if record is not None else "queued"
+    spec = AGENT_SPECS[body.agent_type]
+    message = (
+        f"task already submitted with this {IDEMPOTENCY_HEADER}"
+        if replayed
+        else f"task submitted to {spec.name}"
+    )
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    body_out = {"task_id": task_id, "agent_id": agent_id, "status": status, "message": message}
+    return web.json_response(body_out, status=201, headers=headers)
+
+
+async def _with_agent_step(bus: Bus, record: TaskRecord) -> dict[str, Any]:
+    agent = await find_agent(bus, record.agent_id) if record.status not in TERMINAL else None
+    return task_view(record, agent)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    bus = request.app[BUS]
+    status = query_choice(request, "status", get_args(TaskStatus))
+    limit = query_int(request, "limit", 100, 1, 500)
+    offset = query_int(request, "offset", 0, 0, 10**9)
+    records = await scan(bus.tasks.kv, bus.tasks.adapter)
+    if status is not None:
+        records = [r for r in records if r.status == status]
+    records.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
+    page = records[offset : offset + limit]
+    tasks = await asyncio.gather(*(_with_agent_step(bus, r) for r in page))
+    return web.json_response({"tasks": list(tasks), "total": len(records)})
+
+
+async def get_task_route(request: web.Request) -> web.Response:
+    bus = request.app[BUS]
+    record = await get_task(bus, checked_id(request.match_info["task_id"], "task"))
+    return web.json_response(await _with_agent_step(bus, record))
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    bus, config = request.app[BUS], request.app[CONFIG]
+    record = await get_task(bus, checked_id(request.match_info["task_id"], "task"))
+    if record.status in TERMINAL:
+        raise conflict(f"task {record.task_id} already {record.status}", {"status": record.status})
+    msg = CancelTask(
+        id=f"{record.task_id}.cancel_request",
+        source=SOURCE,
+        task_id=record.task_id,
+        agent_id=record.agent_id,
+        ts=datetime.now(UTC),
+    )
+    await publish(bus.js, s.task_inbox(record.task_id), msg, msg.id)
+    final = await wait_for(
+        lambda: find_task(bus, record.task_id), lambda r: r.status in TERMINAL, config.cancel_wait_s
+    )
+    status = (final or record).status
+    return web.json_response({"task_id": record.task_id, "status": status})

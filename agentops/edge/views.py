@@ -1,0 +1,98 @@
+"""How task records and agent states look over HTTP (pure functions, no I/O).
+
+Rules:
+- Internal bookkeeping (`last_msg_id`, `outbox`, `events_emitted`) never leaves the edge.
+- Derived facts come from the state's own methods (`open_human_request`, `errors`,
+  `tool_calls_made`), never recomputed differently here.
+- `awaiting_human` is the status, the one fact `POST .../human-response` checks; the open
+  request is shown whenever there is one (also while paused).
+- A task's `current_step` is refreshed from its agent's state, since the orchestrator only
+  hears about status changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentops.agents.definitions import AGENT_SPECS
+from agentops.core.state import (
+    AgentState,
+    HumanRequestItem,
+    HumanResponseItem,
+    TaskItem,
+    TaskRecord,
+)
+
+HIDDEN_TASK_FIELDS = frozenset({"last_msg_id", "outbox", "events_emitted"})
+HIDDEN_AGENT_FIELDS = frozenset({"last_msg_id", "outbox"})
+
+
+def task_view(record: TaskRecord, agent: AgentState | None = None) -> dict[str, Any]:
+    body = record.model_dump(mode="json", exclude=set(HIDDEN_TASK_FIELDS))
+    if agent is not None and agent.agent_id == record.agent_id:
+        body["current_step"] = max(record.current_step, agent.step)
+    body["cost_usd"] = record.usage.cost_usd
+    return body
+
+
+def task_description(state: AgentState) -> str | None:
+    for item in state.thread:
+        if isinstance(item, TaskItem):
+            return item.description
+    return None
+
+
+def pending_requests(state: AgentState) -> int:
+    answered = {i.request_id for i in state.thread if isinstance(i, HumanResponseItem)}
+    return sum(
+        1 for i in state.thread if isinstance(i, HumanRequestItem) and i.request_id not in answered
+    )
+
+
+def _spec_fields(agent_type: str) -> dict[str, Any]:
+    spec = AGENT_SPECS.get(agent_type)
+    if spec is None:  # a type from a newer deploy: show what we know
+        return {"name": agent_type, "role": "", "capabilities": []}
+    return {"name": spec.name, "role": spec.role, "capabilities": list(spec.capabilities)}
+
+
+def human_request(state: AgentState) -> dict[str, Any] | None:
+    request = state.open_human_request()
+    return request.model_dump(mode="json") if request is not None else None
+
+
+def agent_summary(state: AgentState) -> dict[str, Any]:
+    return {
+        "agent_id": state.agent_id,
+        "agent_type": state.agent_type,
+        **_spec_fields(state.agent_type),
+        "status": state.status,
+        "current_task": task_description(state),
+        "task_id": state.task_id,
+        "current_step": state.step,
+    }
+
+
+def agent_status(state: AgentState) -> dict[str, Any]:
+    return {
+        "agent_id": state.agent_id,
+        "agent_type": state.agent_type,
+        "name": _spec_fields(state.agent_type)["name"],
+        "status": state.status,
+        "current_step": state.step,
+        "max_steps": state.max_steps,
+        "task": {"task_id": state.task_id, "description": task_description(state)},
+        "awaiting_human": state.status == "awaiting_human",
+        "pending_requests": pending_requests(state),
+        "human_request": human_request(state),
+        "errors": len(state.errors()),
+        "tool_calls": state.tool_calls_made(),
+        "usage": state.usage.model_dump(mode="json"),
+    }
+
+
+def agent_state_view(state: AgentState) -> dict[str, Any]:
+    body = state.model_dump(mode="json", exclude=set(HIDDEN_AGENT_FIELDS))
+    body["awaiting_human"] = state.status == "awaiting_human"
+    body["human_request"] = human_request(state)
+    return body

@@ -1,0 +1,247 @@
+"""The edge's WebSocket against a real nats-server: replay from `since`, live, filters, junk."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from agentops.bus.connection import publish_event
+from agentops.bus.setup import ensure_jetstream
+from agentops.edge.app import create_app
+from agentops.edge.context import EdgeConfig
+from agentops.edge.metrics import METRICS
+from agentops.protocol import subjects as s
+from agentops.protocol.messages import Event
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+Client_ = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client_]]
+
+
+@pytest.fixture
+async def make_client(nc: Client) -> AsyncIterator[MakeClient]:
+    clients: list[Client_] = []
+
+    async def make(**config: Any) -> Client_:
+        js = nc.jetstream()
+        app = create_app(nc, js, await ensure_jetstream(js), replace(EdgeConfig(), **config))
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> Client_:
+    return await make_client()
+
+
+@pytest.fixture
+def js(nc: Client) -> JetStreamContext:
+    return nc.jetstream()
+
+
+async def emit(js: JetStreamContext, n: int, task_id: str = "task_a", **data: Any) -> int:
+    """Publish one event; returns its stream sequence."""
+    event = Event(
+        id=f"{task_id}.ev{n}",
+        type="agent.step",
+        ts=datetime.now(UTC),
+        task_id=task_id,
+        agent_id=f"agent_{task_id}",
+        data={"n": n, **data},
+    )
+    return (await publish_event(js, event)).seq
+
+
+async def frames(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
+    return [await ws.receive_json(timeout=10) for _ in range(count)]
+
+
+async def test_replays_after_since_then_continues_live_without_gap_or_duplicate(
+    client: Client_, js: JetStreamContext
+) -> None:
+    """since=N replays exactly the events after N, in order, then live ones follow."""
+    seqs = [await emit(js, n) for n in range(5)]
+    async with client.ws_connect("/ws", params={"since": str(seqs[1])}) as ws:
+        replayed = await frames(ws, 3)
+        assert [f["seq"] for f in replayed] == seqs[2:]
+        assert [f["data"]["n"] for f in replayed] == [2, 3, 4]
+        first = replayed[0]
+        assert set(first) == {"seq", "type", "ts", "task_id", "agent_id", "data"}
+        assert (first["type"], first["task_id"], first["agent_id"]) == (
+            "agent.step",
+            "task_a",
+            "agent_task_a",
+        )
+        assert first["ts"].endswith("Z") or first["ts"].endswith("+00:00")
+        live_seqs = [await emit(js, n) for n in range(5, 8)]
+        live = await frames(ws, 3)
+        assert [f["seq"] for f in live] == live_seqs
+        await ws.send_json({"type": "ping"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}  # nothing else was queued
+
+
+async def test_since_zero_replays_everything(client: Client_, js: JetStreamContext) -> None:
+    """since=0 replays the whole stream from sequence 1."""
+    seqs = [await emit(js, n) for n in range(3)]
+    async with client.ws_connect("/ws", params={"since": "0"}) as ws:
+        assert [f["seq"] for f in await frames(ws, 3)] == seqs
+
+
+async def test_without_since_only_new_events_arrive(client: Client_, js: JetStreamContext) -> None:
+    """Without since, a client sees events published after it connected, not the backlog."""
+    await emit(js, 0)
+    async with client.ws_connect("/ws") as ws:
+        seq = await emit(js, 1)
+        assert (await ws.receive_json(timeout=10))["seq"] == seq
+
+
+async def test_task_and_agent_filters_select_events(client: Client_, js: JetStreamContext) -> None:
+    """task_id= and agent_id= deliver only the matching events."""
+    mine = []
+    for n in range(6):
+        task = "task_a" if n % 2 else "task_b"
+        seq = await emit(js, n, task)
+        if task == "task_a":
+            mine.append(seq)
+    async with client.ws_connect("/ws", params={"since": "0", "task_id": "task_a"}) as ws:
+        got = await frames(ws, 3)
+        assert [f["seq"] for f in got] == mine
+        assert {f["task_id"] for f in got} == {"task_a"}
+        await ws.send_json({"type": "ping"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}
+    async with client.ws_connect("/ws", params={"since": "0", "agent_id": "agent_task_b"}) as ws:
+        assert {f["task_id"] for f in await frames(ws, 3)} == {"task_b"}
+
+
+async def test_undecodable_event_is_skipped(client: Client_, js: JetStreamContext) -> None:
+    """Junk on the events stream is skipped; the next event arrives with its own seq."""
+    junk = await js.publish(s.event("task_a", None, "agent.step"), b"not an event")
+    seq = await emit(js, 1)
+    async with client.ws_connect("/ws", params={"since": str(junk.seq - 1)}) as ws:
+        assert (await ws.receive_json(timeout=10))["seq"] == seq
+
+
+async def test_junk_frames_get_error_frames_and_the_connection_stays_usable(
+    client: Client_, js: JetStreamContext
+) -> None:
+    """Non-JSON, binary, shapeless and unknown frames each get an error frame; ping still works."""
+    async with client.ws_connect("/ws") as ws:
+        await ws.send_str("not json")
+        await ws.send_bytes(b"\x00\x01")
+        await ws.send_str("[1, 2]")
+        await ws.send_json({"type": "subscribe"})
+        codes = [(await ws.receive_json(timeout=10))["error"]["code"] for _ in range(4)]
+        assert codes == ["invalid_json", "unsupported_frame", "invalid_frame", "unknown_type"]
+        await ws.send_json({"type": "ping"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}
+        seq = await emit(js, 1)
+        assert (await ws.receive_json(timeout=10))["seq"] == seq
+
+
+async def test_too_many_bad_frames_close_with_1008(make_client: MakeClient) -> None:
+    """After ws_max_bad_frames junk frames the server closes with policy violation."""
+    client = await make_client(ws_max_bad_frames=3)
+    async with client.ws_connect("/ws") as ws:
+        for _ in range(3):
+            await ws.send_str("junk")
+        errors = [await ws.receive(timeout=10) for _ in range(3)]
+        assert all(m.type is WSMsgType.TEXT for m in errors)
+        closing = await ws.receive(timeout=10)
+        assert closing.type is WSMsgType.CLOSE
+        assert closing.data == 1008
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"since": "-1"}, {"since": "abc"}, {"since": "1.5"}, {"task_id": "a.b"}, {"agent_id": "*"}],
+)
+async def test_bad_query_params_are_400_json_before_the_upgrade(
+    client: Client_, params: dict[str, str]
+) -> None:
+    """Bad since/task_id/agent_id are a JSON 400, not a WebSocket."""
+    resp = await client.get("/ws", params=params)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "invalid_query"
+
+
+async def test_plain_http_get_on_ws_is_400(client: Client_) -> None:
+    """GET /ws without an upgrade is a JSON 400."""
+    resp = await client.get("/ws")
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "websocket_required"
+
+
+async def test_token_can_be_passed_as_query_on_the_websocket(
+    make_client: MakeClient, js: JetStreamContext
+) -> None:
+    """With an API token, /ws refuses a client without it and accepts ?token=."""
+    client = await make_client(api_token="s3cret")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws")
+    assert refused.value.status == 401
+    async with client.ws_connect("/ws", params={"token": "s3cret"}) as ws:
+        seq = await emit(js, 1)
+        assert (await ws.receive_json(timeout=10))["seq"] == seq
+
+
+async def test_slow_client_is_closed_1013_with_the_seq_to_resume_from(
+    make_client: MakeClient, js: JetStreamContext
+) -> None:
+    """A client that stops reading is cut off with 1013 and told since=<last seq sent>."""
+    client = await make_client(ws_queue_size=2, ws_slow_client_s=0.2)
+    app = client.app
+    assert app is not None
+    async with client.ws_connect("/ws", params={"since": "0"}) as ws:
+        blob = "x" * 60_000
+        for n in range(400):  # ~24 MB: more than the socket buffers hold
+            await emit(js, n, blob=blob)
+
+        async def cut_off() -> bool:
+            return app[METRICS].ws_disconnects["slow"] == 1
+
+        await eventually(cut_off, timeout=30, what="the slow client to be cut off")
+        seqs: list[int] = []
+        while True:
+            msg = await ws.receive(timeout=30)
+            if msg.type is not WSMsgType.TEXT:
+                break
+            seqs.append(msg.json()["seq"])
+        assert msg.type is WSMsgType.CLOSE
+        assert ws.close_code == 1013
+        assert msg.extra == f"client too slow: reconnect with since={seqs[-1]}"
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert len(seqs) < 400
+
+
+async def test_ws_metrics_count_clients_and_frames(client: Client_, js: JetStreamContext) -> None:
+    """The edge counts connected WebSocket clients and frames sent."""
+    app = client.app
+    assert app is not None
+    async with client.ws_connect("/ws") as ws:
+        await emit(js, 1)
+        await ws.receive_json(timeout=10)
+        text = await (await client.get("/metrics")).text()
+        assert "agentops_edge_ws_clients 1" in text
+        assert "agentops_edge_ws_events_sent_total 1" in text
+
+    async def unregistered() -> bool:
+        return app[METRICS].ws_clients == 0
+
+    await eventually(unregistered, what="the client to be unregistered")
