@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from agentops.bus.connection import ERROR_CODE, ERROR_MESSAGE, ORIGINAL_SUBJECT
 from agentops.protocol import subjects as s
-from agentops.protocol.errors import AgentOpsError, PermanentError, RetryableError
+from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError, RetryableError
 from agentops.protocol.messages import WORK_ADAPTER, WorkMessage
 
 log = structlog.get_logger(__name__)
@@ -46,6 +46,8 @@ class Delivery:
 
 
 Handler = Callable[[WorkMessage, Delivery], Awaitable[None]]
+# Called with a decoded message that is about to be dead-lettered (e.g. to answer a request).
+GiveUp = Callable[[WorkMessage, ErrorInfo], Awaitable[None]]
 
 
 def decode_work(data: bytes) -> WorkMessage:
@@ -103,7 +105,9 @@ class Consumer:
         handler: Handler,
         concurrency: int = 1,
         max_ack_pending: int | None = None,
+        on_give_up: GiveUp | None = None,
     ) -> None:
+        self.on_give_up = on_give_up
         self.js = js
         self.stream = stream
         self.durable = durable
@@ -116,7 +120,7 @@ class Consumer:
         self._busy: set[asyncio.Task[None] | None] = set()
         self.handled = 0
 
-    async def start(self) -> asyncio.Task[None]:
+    async def start(self) -> None:
         await ensure_consumer(
             self.js, self.stream, self.durable, self.filter_subject, self.max_ack_pending
         )
@@ -125,7 +129,6 @@ class Consumer:
             self._workers.append(
                 asyncio.create_task(self._work(sub), name=f"consumer:{self.durable}:{n}")
             )
-        return asyncio.create_task(self._stopping.wait())
 
     async def stop(self) -> None:
         """Stop fetching; a message being handled is finished (and acked) first."""
@@ -170,16 +173,15 @@ class Consumer:
         started = time.perf_counter()
         num = msg.metadata.num_delivered if msg.metadata else 1
         heartbeat = asyncio.create_task(self._heartbeat(msg)) if self.concurrency > 1 else None
+        message: WorkMessage | None = None
         outcome = "ack"
         try:
             message = decode_work(msg.data)
-            with structlog.contextvars.bound_contextvars(
-                msg_type=message.type,
-                msg_id=message.id,
-                task_id=message.task_id,
+            structlog.contextvars.bind_contextvars(
+                msg_type=message.type, msg_id=message.id, task_id=message.task_id,
                 agent_id=message.agent_id,
-            ):
-                await self.handler(message, Delivery(msg.subject, num))
+            )  # fmt: skip
+            await self.handler(message, Delivery(msg.subject, num))
             await msg.ack()
         except RetryableError as exc:
             outcome = "nak"
@@ -188,19 +190,18 @@ class Consumer:
         except PermanentError as exc:
             outcome = "dead_letter"
             log.error("message.dead_letter", subject=msg.subject, code=exc.code, error=exc.message)
-            await dead_letter(self.js, msg, exc.code, exc.message)
-            await msg.term()
+            await self._give_up(msg, message, exc.info())
         except Exception as exc:
-            code = exc.code if isinstance(exc, AgentOpsError) else type(exc).__name__
-            if num >= MAX_BUG_RETRIES:
-                outcome = "dead_letter"
-                log.exception("message.failed_permanently", subject=msg.subject, delivered=num)
-                await dead_letter(self.js, msg, code, f"{type(exc).__name__}: {exc}")
-                await msg.term()
-            else:
+            if num < MAX_BUG_RETRIES:
                 outcome = "nak"
                 log.exception("message.failed", subject=msg.subject, delivered=num)
                 await msg.nak(delay=backoff_s(num))
+            else:
+                outcome = "dead_letter"
+                log.exception("message.failed_permanently", subject=msg.subject, delivered=num)
+                code = exc.code if isinstance(exc, AgentOpsError) else "internal"
+                info = ErrorInfo(code=code, message=f"{type(exc).__name__}: {exc}")
+                await self._give_up(msg, message, info)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -212,6 +213,17 @@ class Consumer:
                 outcome=outcome,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
+            structlog.contextvars.clear_contextvars()
+
+    async def _give_up(self, msg: Msg, message: WorkMessage | None, info: ErrorInfo) -> None:
+        """Dead-letter and terminate; answer the requester first when there is one."""
+        if message is not None and self.on_give_up is not None:
+            try:
+                await self.on_give_up(message, info)
+            except Exception:
+                log.exception("message.give_up_failed", subject=msg.subject)
+        await dead_letter(self.js, msg, info.code, info.message)
+        await msg.term()
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:

@@ -23,7 +23,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.micro import add_service
-from nats.micro.service import Request, Service
+from nats.micro.request import Request
+from nats.micro.service import Service
 
 from agentops import __version__
 from agentops.bus.connection import connect
@@ -52,7 +53,7 @@ class Runtime:
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def add_consumer(self, consumer: Consumer) -> None:
-        self.tasks.append(await consumer.start())
+        await consumer.start()
         self.consumers.append(consumer)
 
     def status(self) -> dict[str, Any]:

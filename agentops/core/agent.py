@@ -69,6 +69,9 @@ from agentops.tools.registry import (
 )
 
 MAX_CONSECUTIVE_ERRORS = 3
+# The rendered conversation in a saved outbox is not stored: it is a pure function of the
+# state, so a replay renders it again (see `_replay`). Keeps each state write O(thread).
+STATE_EXCLUDE = {"outbox": {"__all__": {"message": {"request": {"messages"}}}}}
 EVENT_STRING_LIMIT = 4000
 SOURCE = "agent"
 
@@ -386,12 +389,28 @@ def step(
             return start(spec, msg, now)
         raise PermanentError(f"{msg.type} for unknown agent {msg.agent_id!r}", code="unknown_agent")
     if msg.id == state.last_msg_id:
-        return Decision(state=None, effects=state.outbox, replay=True)
+        return Decision(state=None, effects=_replay(spec, state), replay=True)
     run = _Run(spec, state, msg.id, now)
     reason = _apply(run, msg)
     if reason is not None:
         return Decision(state=None, ignored=reason)
     return run.decision()
+
+
+def _replay(spec: AgentSpec, state: AgentState) -> tuple[Effect, ...]:
+    """The saved outbox, with LLM requests rendered again where the stored copy was trimmed.
+
+    `call_llm` is always the last thing a transition does, so rendering from the saved state
+    (with the call counter as it was before that call) gives the same request.
+    """
+    out: list[Effect] = []
+    for effect in state.outbox:
+        if isinstance(effect, CallLLM) and not effect.message.request.messages:
+            before = state.model_copy(update={"llm_calls": state.llm_calls - 1})
+            request = render_request(spec, before, effect.message.step)
+            effect = CallLLM(message=effect.message.model_copy(update={"request": request}))
+        out.append(effect)
+    return tuple(out)
 
 
 def _apply(run: _Run, msg: AgentInbound) -> str | None:

@@ -39,7 +39,7 @@ class ToolSchema(_Frozen):
 
 class LLMRequest(_Frozen):
     model: str
-    messages: tuple[Message, ...]
+    messages: tuple[Message, ...] = ()
     tools: tuple[ToolSchema, ...] = ()
     temperature: float = 0.2
     max_output_tokens: int = 2048

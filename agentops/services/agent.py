@@ -49,7 +49,9 @@ CACHE_LIMIT = 10_000
 
 
 async def setup(spec: AgentSpec, rt: Runtime) -> None:
-    store = DocumentStore[AgentState](rt.buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER)
+    store = DocumentStore[AgentState](
+        rt.buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER, exclude=agent.STATE_EXCLUDE
+    )
     cache: dict[str, tuple[AgentState, int]] = {}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:

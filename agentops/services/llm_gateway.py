@@ -54,14 +54,35 @@ async def setup(rt: Runtime) -> None:
             info = ErrorInfo(code="provider_error", message=f"{type(exc).__name__}: {exc}")
             reply = LLMFailed(**common, ts=datetime.now(UTC), error=info)
             calls["failed"] += 1
-        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
-        await publish(rt.js, mailbox, reply, reply.id)
+        await send(msg, reply)
         log.info(
             "llm.call",
             outcome=reply.type,
             step=msg.step,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+
+    async def send(msg: LLMRequested, reply: LLMCompleted | LLMFailed) -> None:
+        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
+        await publish(rt.js, mailbox, reply, reply.id)
+
+    async def give_up(msg: WorkMessage, info: ErrorInfo) -> None:
+        """A request that cannot be handled still gets an answer, so the agent never hangs."""
+        if isinstance(msg, LLMRequested):
+            await send(
+                msg,
+                LLMFailed(
+                    id=f"{msg.id}.result",
+                    source=PROCESS,
+                    task_id=msg.task_id,
+                    agent_id=msg.agent_id,
+                    causation_id=msg.id,
+                    ts=datetime.now(UTC),
+                    step=msg.step,
+                    attempt=msg.attempt,
+                    error=info,
+                ),
+            )
 
     rt.status_extra = lambda: {"provider": provider.name, "llm_calls": dict(calls)}
     await rt.add_consumer(
@@ -71,6 +92,7 @@ async def setup(rt: Runtime) -> None:
             durable=s.LLM_GATEWAY_CONSUMER,
             filter_subject=s.llm_requests(),
             handler=handle,
+            on_give_up=give_up,
             concurrency=CONCURRENCY,
         )
     )

@@ -8,6 +8,7 @@ Every call has a record in the `agentops_tool_calls` bucket keyed by (agent, ste
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -24,7 +25,7 @@ from agentops.bus.service import Runtime, run_process
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
 from agentops.protocol.messages import ToolCompleted, ToolRequested, WorkMessage
-from agentops.store.kv import DocumentStore
+from agentops.store.kv import Conflict, DocumentStore
 from agentops.tools.handlers import ToolContext, run_tool
 from agentops.tools.registry import BUILTIN_TOOLS, ToolArgsError, validate_call
 from agentops.tools.workspace import workspace_for
@@ -43,6 +44,14 @@ class ToolCallRecord(BaseModel):
 
 
 RECORD_ADAPTER: TypeAdapter[ToolCallRecord] = TypeAdapter(ToolCallRecord)
+
+
+def INTERRUPTED(msg: ToolRequested) -> ErrorInfo:
+    return ErrorInfo(
+        code="interrupted",
+        message=f"the executor stopped while {msg.name} was running; it was not run again so "
+        "that its side effects do not happen twice. Check the workspace and retry if needed.",
+    )
 
 
 def record_key(msg: ToolRequested) -> str:
@@ -108,32 +117,34 @@ async def setup(rt: Runtime) -> None:
         if msg.agent_id is None:
             raise PermanentError("tool request without agent_id")
         key = record_key(msg)
-        record, revision = await store.load(key)
-        if record is not None and record.reply is not None:
-            counts["replayed"] += 1
-            await reply(msg, record.reply)
-            return
-        if record is not None and not msg.idempotent:
-            info = ErrorInfo(
-                code="interrupted",
-                message=f"the executor stopped while {msg.name} was running; it was not run "
-                "again so that its side effects do not happen twice. Check the workspace "
-                "and retry the call if needed.",
-            )
-            result = completed(msg, False, None, info, 0.0)
-        else:
-            revision = await store.save(
-                key, ToolCallRecord(state="started", request_id=msg.id), revision
-            )
-            started = time.perf_counter()
-            ok, value, error = await execute(msg, data_dir)
-            result = completed(msg, ok, value, error, (time.perf_counter() - started) * 1000)
+        try:  # claim the call: only the first delivery gets to create its record
+            revision = await store.save(key, ToolCallRecord(state="started", request_id=msg.id), 0)
+        except Conflict:
+            record, revision = await store.load(key)
+            if record is not None and record.reply is not None:
+                counts["replayed"] += 1
+                await reply(msg, record.reply)
+                return
+            if not msg.idempotent:
+                await finish(key, revision, msg, completed(msg, False, None, INTERRUPTED(msg), 0.0))
+                return
+        started = time.perf_counter()
+        ok, value, error = await execute(msg, data_dir)
+        result = completed(msg, ok, value, error, (time.perf_counter() - started) * 1000)
+        await finish(key, revision, msg, result)
+
+    async def finish(key: str, revision: int, msg: ToolRequested, result: ToolCompleted) -> None:
         counts["ok" if result.ok else "failed"] += 1
-        await store.save(
-            key, ToolCallRecord(state="done", request_id=msg.id, reply=result), revision
-        )
-        await reply(msg, result)
+        record = ToolCallRecord(state="done", request_id=msg.id, reply=result)
+        # The reply carries a fixed message id, so sending it before the record is durable is
+        # safe: a redelivery either finds the record or sends a duplicate that JetStream drops.
+        await asyncio.gather(reply(msg, result), store.save(key, record, revision))
         log.info("tool.call", tool=msg.name, ok=result.ok, duration_ms=result.duration_ms)
+
+    async def give_up(msg: WorkMessage, info: ErrorInfo) -> None:
+        """A request that cannot be handled still gets an answer, so the agent never hangs."""
+        if isinstance(msg, ToolRequested) and msg.agent_id is not None:
+            await reply(msg, completed(msg, False, None, info, 0.0))
 
     rt.status_extra = lambda: {"tools": list(executor_tools()), "tool_calls": dict(counts)}
     await rt.add_consumer(
@@ -143,6 +154,7 @@ async def setup(rt: Runtime) -> None:
             durable=s.TOOL_EXECUTOR_CONSUMER,
             filter_subject=s.tool_requests_filter(),
             handler=handle,
+            on_give_up=give_up,
             concurrency=CONCURRENCY,
         )
     )

@@ -10,7 +10,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nats.js.errors import (
     KeyDeletedError,
@@ -35,9 +35,10 @@ class CorruptDocument(AgentOpsError):
 
 
 class DocumentStore(Generic[T]):
-    def __init__(self, kv: KeyValue, adapter: TypeAdapter[T]) -> None:
+    def __init__(self, kv: KeyValue, adapter: TypeAdapter[T], exclude: Any = None) -> None:
         self.kv = kv
         self.adapter = adapter
+        self.exclude = exclude  # fields not worth storing (pydantic `exclude` spec)
 
     async def load(self, key: str) -> tuple[T | None, int]:
         try:
@@ -52,7 +53,7 @@ class DocumentStore(Generic[T]):
             raise CorruptDocument(f"stored document {key!r} is invalid: {exc}") from None
 
     async def save(self, key: str, doc: T, revision: int) -> int:
-        data = doc.model_dump_json().encode()
+        data = doc.model_dump_json(exclude=self.exclude).encode()
         try:
             if revision == 0:
                 return await self.kv.create(key, data)

@@ -277,3 +277,31 @@ def test_llm_error_info_survives_into_state() -> None:
     errors = h.agents[agent_id].errors()
     assert errors[0]["source"] == "llm" and errors[0]["code"] == "server_error"
     assert ErrorInfo.model_validate(errors[0] | {}).message == "boom"
+
+
+def test_replay_after_reload_republishes_the_same_llm_request() -> None:
+    """A redelivered message after a crash re-sends the identical LLM request from saved state."""
+    from agentops.core import agent
+    from agentops.core.effects import CallLLM
+    from agentops.core.state import AGENT_STATE_ADAPTER
+    from agentops.protocol.messages import StartAgent
+
+    spec = AGENT_SPECS["backend_developer"]
+    start = StartAgent(
+        id="s1",
+        task_id="t",
+        agent_id="a",
+        ts=Harness().now(),
+        agent_type=spec.agent_type,
+        description="Build it",
+    )
+    first = agent.step(spec, None, start, start.ts)
+    assert first.state is not None
+    stored = first.state.model_dump_json(exclude=agent.STATE_EXCLUDE)
+    assert '"messages"' not in stored.split('"outbox"')[1]
+    reloaded = AGENT_STATE_ADAPTER.validate_json(stored)
+    again = agent.step(spec, reloaded, start, start.ts)
+    assert again.replay and again.state is None
+    original = [e for e in first.effects if isinstance(e, CallLLM)]
+    replayed = [e for e in again.effects if isinstance(e, CallLLM)]
+    assert replayed == original and original[0].message.request.messages
