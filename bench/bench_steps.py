@@ -119,7 +119,20 @@ async def step_times(js: nats.js.JetStreamContext, task_id: str) -> list[float]:
     return [(b - a).total_seconds() * 1000 for a, b in itertools.pairwise(stamps)]
 
 
-async def run(args: argparse.Namespace, base: str, nats_url: str) -> None:
+def cpu_ms(pids: dict[str, int]) -> dict[str, float]:
+    """User+system CPU time of each process so far, in ms (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) * 1000 / tick
+    return out
+
+
+async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path) -> None:
     hops = await raw_hop(nats_url, args.hops)
     nc = await nats.connect(nats_url, name="agentops-bench")
     js = nc.jetstream()
@@ -131,12 +144,15 @@ async def run(args: argparse.Namespace, base: str, nats_url: str) -> None:
         await wait_done(js, {single}, 120)
         steps = await step_times(js, single)
 
+        pids = json.loads((data_dir / "processes.json").read_text())
+        cpu_before = cpu_ms(pids)
         started = time.perf_counter()
         ids = set(await asyncio.gather(*(submit(http, args.steps) for _ in range(args.tasks))))
         outcome = await wait_done(js, ids, 600)
         wall = time.perf_counter() - started
+        cpu_after = cpu_ms(pids)
     await nc.close()
-    completed = sum(1 for v in outcome.values() if v == "task.completed")
+    completed = sum(1 for k, v in outcome.items() if k in ids and v == "task.completed")
     total_steps = completed * args.steps
 
     hop50, step50 = pct(hops, 50), pct(steps, 50)
@@ -152,6 +168,12 @@ async def run(args: argparse.Namespace, base: str, nats_url: str) -> None:
     print(
         f"{args.tasks} concurrent tasks x {args.steps} steps: {completed} completed in "
         f"{wall:.2f} s -> {total_steps / wall:.0f} steps/s (target >= 300)"
+    )
+    per_step = {k: (cpu_after[k] - cpu_before.get(k, 0)) / max(1, total_steps) for k in cpu_after}
+    print(
+        "CPU per step (ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_step.items()))
+        + f"; total {sum(per_step.values()):.2f}"
     )
 
 
@@ -190,7 +212,7 @@ def main() -> None:
                 if time.monotonic() > deadline or up.poll() is not None:
                     raise SystemExit("agentops up did not become healthy")
                 time.sleep(0.1)
-            asyncio.run(run(args, base, f"nats://127.0.0.1:{nats_port}"))
+            asyncio.run(run(args, base, f"nats://127.0.0.1:{nats_port}", Path(tmp) / "data"))
         finally:
             up.send_signal(signal.SIGTERM)
             try:

@@ -10,6 +10,7 @@ service stops, the connection drains.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -101,6 +102,7 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     rt = Runtime(process=process, settings=settings, nc=nc, js=js, buckets=buckets)
     micro = await register_micro(rt, description)
     await setup(rt)
+    tune_gc()
     log.info("process.started", nats=nats_url, pid=os.getpid())
 
     stop = asyncio.Event()
@@ -120,6 +122,15 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     if not await _bounded(nc.drain(), 5):
         await _bounded(nc.close(), 2)
     log.info("process.stopped")
+
+
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes: handling a message allocates many short-lived pydantic objects
+    and the default gen-0 threshold (700) made collection ~15% of a service's CPU. Objects
+    alive after start-up (modules, schemas) are frozen out of collection entirely."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 async def _bounded(step: Awaitable[object], seconds: float) -> bool:

@@ -66,7 +66,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
             raise PermanentError(f"agent {agent_id} is a {state.agent_type}")
         decision = agent.step(spec, state, msg, datetime.now(UTC))
         if decision.ignored:
-            log.info("agent.message_ignored", reason=decision.ignored)
+            structlog.contextvars.bind_contextvars(ignored=decision.ignored)
             return
         if decision.state is not None:
             try:
@@ -81,6 +81,10 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                     cache.pop(next(iter(cache)))
                 cache[agent_id] = (decision.state, revision)
         await perform(rt.js, decision.effects)
+        if decision.state is not None:
+            structlog.contextvars.bind_contextvars(
+                status=decision.state.status, step=decision.state.step
+            )
 
     rt.status_extra = lambda: {"agent_type": spec.agent_type, "cached_agents": len(cache)}
     for lane in range(s.LANES):

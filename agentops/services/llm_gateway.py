@@ -55,11 +55,9 @@ async def setup(rt: Runtime) -> None:
             reply = LLMFailed(**common, ts=datetime.now(UTC), error=info)
             calls["failed"] += 1
         await send(msg, reply)
-        log.info(
-            "llm.call",
-            outcome=reply.type,
-            step=msg.step,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        # Facts for the consumer's one canonical log line of this message.
+        structlog.contextvars.bind_contextvars(
+            llm_outcome=reply.type, llm_ms=round((time.perf_counter() - started) * 1000, 3)
         )
 
     async def send(msg: LLMRequested, reply: LLMCompleted | LLMFailed) -> None:

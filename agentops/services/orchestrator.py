@@ -30,7 +30,7 @@ async def setup(rt: Runtime) -> None:
         record, revision = await store.load(msg.task_id)
         decision = orchestrator.step(record, msg, datetime.now(UTC))
         if decision.ignored:
-            log.info("task.message_ignored", reason=decision.ignored)
+            structlog.contextvars.bind_contextvars(ignored=decision.ignored)
             return
         if decision.state is not None:
             await store.save(msg.task_id, decision.state, revision)

@@ -139,7 +139,10 @@ async def setup(rt: Runtime) -> None:
         # The reply carries a fixed message id, so sending it before the record is durable is
         # safe: a redelivery either finds the record or sends a duplicate that JetStream drops.
         await asyncio.gather(reply(msg, result), store.save(key, record, revision))
-        log.info("tool.call", tool=msg.name, ok=result.ok, duration_ms=result.duration_ms)
+        # Facts for the consumer's one canonical log line of this message.
+        structlog.contextvars.bind_contextvars(
+            tool=msg.name, tool_ok=result.ok, tool_ms=result.duration_ms
+        )
 
     async def give_up(msg: WorkMessage, info: ErrorInfo) -> None:
         """A request that cannot be handled still gets an answer, so the agent never hangs."""
