@@ -23,6 +23,7 @@ class System:
     data_dir: Path
     port: int = field(default_factory=free_port)
     nats_port: int = field(default_factory=free_port)
+    external_nats: str | None = None  # `agentops up --nats-url` instead of the embedded server
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -31,7 +32,7 @@ class System:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats_port}"
+        return self.external_nats or f"nats://127.0.0.1:{self.nats_port}"
 
     def start(self) -> System:
         cmd = [
@@ -45,6 +46,7 @@ class System:
             str(self.nats_port),
             "--data-dir",
             str(self.data_dir),
+            *(["--nats-url", self.external_nats] if self.external_nats else []),
         ]
         log = open(self.data_dir.parent / f"up-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -99,9 +101,9 @@ def _is_ours(pid: int) -> bool:
     return b"agentops" in cmdline or b"nats-server" in cmdline
 
 
-def start_system(data_dir: Path) -> System:
+def start_system(data_dir: Path, nats_url: str | None = None) -> System:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return System(data_dir=data_dir).start()
+    return System(data_dir=data_dir, external_nats=nats_url).start()
 
 
 @pytest.fixture(scope="module")

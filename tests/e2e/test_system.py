@@ -240,6 +240,21 @@ async def test_max_steps_without_complete_task_fails(system: System) -> None:
         assert record["status"] == "failed" and record["error"]["code"] == "max_steps"
 
 
+async def test_three_llm_errors_escalate_to_a_human_who_can_unblock_it(system: System) -> None:
+    """Scripted LLM errors escalate after three in a row; the human's answer resumes the run."""
+    errors = [{"error": "timeout"}, {"error": "rate_limit"}, {"error": "server"}]
+    async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+        created = await create(http, {**SEED, "context": {"mock": {"script": errors}}})
+        await task_status(http, created["task_id"], "awaiting_human")
+        status = (await http.get(f"/agents/{created['agent_id']}/status")).json()
+        assert status["human_request"]["reason"] == "escalation" and status["errors"] == 3
+        resp = await http.post(
+            f"/agents/{created['agent_id']}/human-response", json={"response": "carry on"}
+        )
+        assert resp.status_code == 200, resp.text
+        await task_status(http, created["task_id"], "completed")
+
+
 async def test_garbage_on_every_subject_is_dead_lettered(system: System) -> None:
     """Junk published on AgentOps subjects goes to the DLQ; no process crashes or restarts."""
     before = system.pids()
@@ -346,3 +361,22 @@ def test_restart_keeps_a_task_waiting_for_a_human(tmp_path: Any) -> None:
 async def _wait_sync_status(url: str, task_id: str, wanted: str) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         await task_status(http, task_id, wanted)
+
+
+def test_up_with_an_external_nats_server_names_every_connection(tmp_path: Any) -> None:
+    """`agentops up --nats-url` uses that server; every process connects as agentops-<process>."""
+    from agentops.natsserver import NatsServer
+    from tests.e2e.conftest import start_system
+
+    with NatsServer(store_dir=tmp_path / "js", log_file=tmp_path / "nats.log") as server:
+        system = start_system(tmp_path / "data", nats_url=server.url)
+        try:
+            assert "nats-server" not in system.pids()
+            with httpx.Client(base_url=system.url, timeout=30) as http:
+                created = http.post("/tasks", json={**SEED, "context": steps(1)}).json()
+            asyncio.run(_wait_sync_status(system.url, created["task_id"], "completed"))
+            connz = httpx.get(f"{server.monitor_url}/connz?limit=100", timeout=5).json()
+            names = {c.get("name") for c in connz["connections"]}
+            assert {s.connection_name(p) for p in s.all_processes()} <= names
+        finally:
+            system.stop()
