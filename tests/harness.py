@@ -144,10 +144,7 @@ class Harness:
             self.put(
                 "agent",
                 ToolCompleted(
-                    id=f"{msg.id}.result",
-                    task_id=msg.task_id,
-                    agent_id=msg.agent_id,
-                    ts=self.now(),
+                    **msg.reply_header("harness", self.now()),
                     step=msg.step,
                     call_id=msg.call_id,
                     name=msg.name,
@@ -158,14 +155,8 @@ class Harness:
             )
 
     def _answer_llm(self, msg: LLMRequested) -> None:
-        common = {
-            "id": f"{msg.id}.result",
-            "task_id": msg.task_id,
-            "agent_id": msg.agent_id,
-            "ts": self.now(),
-            "step": msg.step,
-            "attempt": msg.attempt,
-        }
+        common = {**msg.reply_header("harness", self.now()), "step": msg.step,
+                  "attempt": msg.attempt}  # fmt: skip
         try:
             self.put("agent", LLMCompleted(**common, result=self.llm(msg.request)))
         except AgentOpsError as exc:

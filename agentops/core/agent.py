@@ -123,12 +123,7 @@ class _Run:
         self.emit("agent.status", {"status": status, "previous": previous, **extra})
         st = self.state
         report = AgentReport(
-            id=f"{st.agent_id}.report{st.events_emitted}",
-            source=SOURCE,
-            task_id=st.task_id,
-            agent_id=st.agent_id,
-            causation_id=self.msg_id,
-            ts=self.now,
+            **self.header(f"report{st.events_emitted}"),
             agent_type=st.agent_type,
             status=status,
             step=st.step,
@@ -137,6 +132,18 @@ class _Run:
             usage=st.usage,
         )
         self.effects.append(ReportToTask(message=report))
+
+    def header(self, suffix: str) -> dict[str, Any]:
+        """Envelope fields of a message this transition sends; ids derive from the agent id."""
+        st = self.state
+        return {
+            "id": f"{st.agent_id}.{suffix}",
+            "source": SOURCE,
+            "task_id": st.task_id,
+            "agent_id": st.agent_id,
+            "causation_id": self.msg_id,
+            "ts": self.now,
+        }
 
     def reply_to(self) -> ReplyTo:
         return ReplyTo(agent_type=self.state.agent_type, agent_id=self.state.agent_id)
@@ -156,12 +163,7 @@ class _Run:
             self.emit("agent.step", {"step": step, "max_steps": st.max_steps})
         request = render_request(self.spec, self.state, step)
         message = LLMRequested(
-            id=f"{st.agent_id}.llm{step}.{attempt}",
-            source=SOURCE,
-            task_id=st.task_id,
-            agent_id=st.agent_id,
-            causation_id=self.msg_id,
-            ts=self.now,
+            **self.header(f"llm{step}.{attempt}"),
             step=step,
             attempt=attempt,
             reply_to=self.reply_to(),
@@ -280,15 +282,9 @@ class _Run:
             self.update(paused_from="awaiting_human")
 
     def invoke_tool(self, step: int, call: ToolCall, arguments: dict[str, Any]) -> None:
-        st = self.state
         tool = BUILTIN_TOOLS[call.name]
         message = ToolRequested(
-            id=f"{st.agent_id}.tool{step}.{call.id}",
-            source=SOURCE,
-            task_id=st.task_id,
-            agent_id=st.agent_id,
-            causation_id=self.msg_id,
-            ts=self.now,
+            **self.header(f"tool{step}.{call.id}"),
             step=step,
             call_id=call.id,
             name=call.name,

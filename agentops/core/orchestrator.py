@@ -56,6 +56,17 @@ class _Run:
             )
         )
 
+    def header(self, suffix: str) -> dict[str, Any]:
+        """Envelope fields of a message to the task's agent; ids derive from the task id."""
+        return {
+            "id": f"{self.record.task_id}.{suffix}",
+            "source": SOURCE,
+            "task_id": self.record.task_id,
+            "agent_id": self.record.agent_id,
+            "causation_id": self.msg_id,
+            "ts": self.now,
+        }
+
     def decision(self) -> Decision[TaskRecord]:
         effects = tuple(self.effects)
         final = self.record.model_copy(
@@ -81,12 +92,7 @@ def _submit(msg: SubmitTask, now: datetime) -> Decision[TaskRecord]:
     )
     run = _Run(record, msg.id, now)
     start = StartAgent(
-        id=f"{msg.task_id}.start",
-        source=SOURCE,
-        task_id=msg.task_id,
-        agent_id=msg.agent_id,
-        causation_id=msg.id,
-        ts=now,
+        **run.header("start"),
         agent_type=msg.agent_type,
         description=msg.description,
         context=msg.context,
@@ -115,15 +121,7 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
         case CancelTask():
             if record.status in TERMINAL:
                 return Decision(state=None, ignored="already finished")
-            cancel = CancelAgent(
-                id=f"{record.task_id}.cancel",
-                source=SOURCE,
-                task_id=record.task_id,
-                agent_id=record.agent_id,
-                causation_id=msg.id,
-                ts=now,
-                reason=msg.reason,
-            )
+            cancel = CancelAgent(**run.header("cancel"), reason=msg.reason)
             run.effects.append(SendToAgent(agent_type=record.agent_type, message=cancel))
         case AgentReport():
             if record.status in TERMINAL:

@@ -41,6 +41,17 @@ class Envelope(Wire):
     causation_id: str | None = None
     ts: datetime
 
+    def reply_header(self, source: str, ts: datetime) -> dict[str, Any]:
+        """Envelope fields of the answer to this message; its id is fixed by this one's."""
+        return {
+            "id": f"{self.id}.result",
+            "source": source,
+            "task_id": self.task_id,
+            "agent_id": self.agent_id,
+            "causation_id": self.id,
+            "ts": ts,
+        }
+
 
 class ReplyTo(Wire):
     """An agent mailbox to answer to."""

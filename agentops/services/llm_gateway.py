@@ -33,26 +33,22 @@ async def setup(rt: Runtime) -> None:
             raise PermanentError(f"{msg.type} is not an LLM request")
         started = time.perf_counter()
         reply: LLMCompleted | LLMFailed
-        common = {
-            "id": f"{msg.id}.result",
-            "source": PROCESS,
-            "task_id": msg.task_id,
-            "agent_id": msg.agent_id,
-            "causation_id": msg.id,
-            "step": msg.step,
-            "attempt": msg.attempt,
-        }
+        common = {"step": msg.step, "attempt": msg.attempt}
         try:
             result = await provider.complete(msg.request)
-            reply = LLMCompleted(**common, ts=datetime.now(UTC), result=result)
+            reply = LLMCompleted(
+                **msg.reply_header(PROCESS, datetime.now(UTC)), **common, result=result
+            )
             calls["ok"] += 1
         except AgentOpsError as exc:
-            reply = LLMFailed(**common, ts=datetime.now(UTC), error=exc.info())
+            reply = LLMFailed(
+                **msg.reply_header(PROCESS, datetime.now(UTC)), **common, error=exc.info()
+            )
             calls["failed"] += 1
         except Exception as exc:  # a provider bug must reach the agent as an error, not a loop
             log.exception("llm.provider_crashed")
             info = ErrorInfo(code="provider_error", message=f"{type(exc).__name__}: {exc}")
-            reply = LLMFailed(**common, ts=datetime.now(UTC), error=info)
+            reply = LLMFailed(**msg.reply_header(PROCESS, datetime.now(UTC)), **common, error=info)
             calls["failed"] += 1
         await send(msg, reply)
         # Facts for the consumer's one canonical log line of this message.
@@ -67,20 +63,13 @@ async def setup(rt: Runtime) -> None:
     async def give_up(msg: WorkMessage, info: ErrorInfo) -> None:
         """A request that cannot be handled still gets an answer, so the agent never hangs."""
         if isinstance(msg, LLMRequested):
-            await send(
-                msg,
-                LLMFailed(
-                    id=f"{msg.id}.result",
-                    source=PROCESS,
-                    task_id=msg.task_id,
-                    agent_id=msg.agent_id,
-                    causation_id=msg.id,
-                    ts=datetime.now(UTC),
-                    step=msg.step,
-                    attempt=msg.attempt,
-                    error=info,
-                ),
+            info_reply = LLMFailed(
+                **msg.reply_header(PROCESS, datetime.now(UTC)),
+                step=msg.step,
+                attempt=msg.attempt,
+                error=info,
             )
+            await send(msg, info_reply)
 
     rt.status_extra = lambda: {"provider": provider.name, "llm_calls": dict(calls)}
     await rt.add_consumer(

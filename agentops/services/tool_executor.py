@@ -96,12 +96,7 @@ async def setup(rt: Runtime) -> None:
         msg: ToolRequested, ok: bool, result: Any, error: ErrorInfo | None, ms: float
     ) -> ToolCompleted:
         return ToolCompleted(
-            id=f"{msg.id}.result",
-            source=PROCESS,
-            task_id=msg.task_id,
-            agent_id=msg.agent_id,
-            causation_id=msg.id,
-            ts=datetime.now(UTC),
+            **msg.reply_header(PROCESS, datetime.now(UTC)),
             step=msg.step,
             call_id=msg.call_id,
             name=msg.name,
