@@ -64,7 +64,9 @@ from agentops.tools.registry import (
     BUILTIN_TOOLS,
     CompleteTaskArgs,
     RequestHumanInputArgs,
+    ToolArgs,
     ToolArgsError,
+    is_idempotent,
     validate_call,
 )
 
@@ -250,7 +252,7 @@ class _Run:
             if isinstance(args, RequestHumanInputArgs):
                 self.ask_human(assistant.step, call, args)
             else:
-                self.invoke_tool(assistant.step, call, args.model_dump(mode="json"))
+                self.invoke_tool(assistant.step, call, args)
             pending.append(call.id)
         if pending:
             self.update(
@@ -281,17 +283,17 @@ class _Run:
         elif self.state.status == "paused":
             self.update(paused_from="awaiting_human")
 
-    def invoke_tool(self, step: int, call: ToolCall, arguments: dict[str, Any]) -> None:
+    def invoke_tool(self, step: int, call: ToolCall, args: ToolArgs) -> None:
         tool = BUILTIN_TOOLS[call.name]
         message = ToolRequested(
             **self.header(f"tool{step}.{call.id}"),
             step=step,
             call_id=call.id,
             name=call.name,
-            arguments=arguments,
+            arguments=args.model_dump(mode="json"),
             reply_to=self.reply_to(),
             timeout_s=tool.timeout_s,
-            idempotent=tool.idempotent,
+            idempotent=is_idempotent(call.name, args),
         )
         self.effects.append(InvokeTool(message=message))
 

@@ -20,6 +20,9 @@ class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ToolArgs = _Args  # public name for "the validated arguments of some tool"
+
+
 class ExecuteCodeArgs(_Args):
     language: Literal["python", "javascript", "bash"]
     code: str = Field(min_length=1, max_length=200_000)
@@ -137,6 +140,14 @@ def validate_call(name: str, arguments: dict[str, Any], allowed: tuple[str, ...]
             for err in exc.errors(include_url=False)
         )
         raise ToolArgsError(f"invalid arguments for {name}: {problems}") from None
+
+
+def is_idempotent(name: str, args: _Args) -> bool:
+    """Safe to run again after a crash mid-call: reads, and writes that replace a whole file."""
+    if isinstance(args, WriteFileArgs):
+        return args.mode == "write"
+    tool = BUILTIN_TOOLS.get(name)
+    return tool is not None and tool.idempotent
 
 
 def schemas_for(allowed: tuple[str, ...]) -> tuple[ToolSchema, ...]:

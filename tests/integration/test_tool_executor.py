@@ -1,0 +1,101 @@
+"""The tool executor against a real nats-server: each call runs at most once."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+
+from agentops.bus.connection import MSG_ID, encode
+from agentops.bus.service import Runtime
+from agentops.bus.setup import ensure_jetstream
+from agentops.config import load_settings
+from agentops.protocol import subjects as s
+from agentops.protocol.messages import ReplyTo, ToolRequested
+from agentops.services import tool_executor
+from agentops.store.kv import DocumentStore
+from tests.helpers import until
+
+pytestmark = pytest.mark.integration
+
+
+def request(call_id: str, mode: str = "append", content: str = "once\n") -> ToolRequested:
+    return ToolRequested(
+        id=f"agent_x.tool1.{call_id}", task_id="task_x", agent_id="agent_x",
+        ts=datetime.now(UTC), step=1, call_id=call_id, name="write_file",
+        arguments={"path": "out.txt", "content": content, "mode": mode},
+        reply_to=ReplyTo(agent_type="backend_developer", agent_id="agent_x"),
+        idempotent=mode == "write",
+    )  # fmt: skip
+
+
+async def start_executor(nc: Client, data_dir: Path) -> tuple[Runtime, list[dict[str, Any]]]:
+    js = nc.jetstream()
+    rt = Runtime(
+        process="tool-executor", settings=load_settings(data_dir=data_dir), nc=nc, js=js,
+        buckets=await ensure_jetstream(js),
+    )  # fmt: skip
+    replies: list[dict[str, Any]] = []
+
+    async def on_reply(msg: Any) -> None:
+        replies.append(json.loads(msg.data))
+
+    await nc.subscribe(s.agent_mailbox("backend_developer", "agent_x"), cb=on_reply)
+    await tool_executor.setup(rt)
+    return rt, replies
+
+
+async def send_as_redelivery(nc: Client, msg: ToolRequested, n: int) -> None:
+    """A fresh publish id makes JetStream deliver it again, as a redelivery would."""
+    await nc.jetstream().publish(
+        s.tool_requests(msg.name), encode(msg), headers={MSG_ID: f"{msg.id}#{n}"}
+    )
+
+
+async def test_redelivered_call_returns_the_recorded_result_without_running(
+    nc: Client, tmp_path: Path
+) -> None:
+    """The same call delivered twice appends once; the second answer is the recorded one."""
+    rt, replies = await start_executor(nc, tmp_path)
+    msg = request("c1")
+    await send_as_redelivery(nc, msg, 1)
+    await until(lambda: len(replies) == 1, what="first reply")
+    await send_as_redelivery(nc, msg, 2)
+    await until(lambda: len(replies) == 2, what="second reply")
+    assert replies[0] == replies[1] and replies[0]["ok"] is True
+    assert (tmp_path / "workspaces" / "task_x" / "out.txt").read_text() == "once\n"
+    for consumer in rt.consumers:
+        await consumer.stop()
+
+
+async def test_call_interrupted_mid_run_is_not_run_again(nc: Client, tmp_path: Path) -> None:
+    """A side-effecting call claimed before a crash answers `interrupted` and does not run."""
+    rt, replies = await start_executor(nc, tmp_path)
+    store = DocumentStore(rt.buckets[s.TOOL_CALLS_BUCKET], tool_executor.RECORD_ADAPTER)
+    append, rewrite = request("c2"), request("c3", mode="write", content="whole\n")
+    for msg in (append, rewrite):  # what a crash between claim and result leaves behind
+        claimed = tool_executor.ToolCallRecord(state="started", request_id=msg.id)
+        await store.save(tool_executor.record_key(msg), claimed, 0)
+        await send_as_redelivery(nc, msg, 1)
+    await until(lambda: len(replies) == 2, what="two replies")
+    by_call = {r["call_id"]: r for r in replies}
+    assert by_call["c2"]["ok"] is False and by_call["c2"]["error"]["code"] == "interrupted"
+    assert by_call["c3"]["ok"] is True  # replacing a whole file is safe to repeat
+    assert (tmp_path / "workspaces" / "task_x" / "out.txt").read_text() == "whole\n"
+    for consumer in rt.consumers:
+        await consumer.stop()
+
+
+async def test_invalid_arguments_from_a_request_are_an_error_reply(
+    nc: Client, tmp_path: Path
+) -> None:
+    """The executor re-validates arguments: a bad call gets an error reply, nothing runs."""
+    _, replies = await start_executor(nc, tmp_path)
+    bad = request("c4").model_copy(update={"arguments": {"path": "/etc/passwd"}})
+    await send_as_redelivery(nc, bad, 1)
+    await until(lambda: len(replies) == 1, what="reply")
+    assert replies[0]["ok"] is False and replies[0]["error"]["code"] == "invalid_arguments"
