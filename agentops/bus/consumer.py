@@ -59,6 +59,12 @@ def decode_work(data: bytes) -> WorkMessage:
         raise PermanentError(f"undecodable work message: {detail}", code="bad_message") from None
 
 
+def _raise_if_cancelling() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def backoff_s(num_delivered: int) -> float:
     return float(min(30.0, 0.1 * 2 ** max(0, num_delivered - 1)))
 
@@ -146,8 +152,10 @@ class Consumer:
             try:
                 msgs = await sub.fetch(1, timeout=FETCH_TIMEOUT_S)
             except (TimeoutError, nats.errors.TimeoutError):
+                _raise_if_cancelling()  # nats-py may turn a cancellation into a timeout
                 continue
             except Exception as exc:  # disconnected, consumer deleted: retry after a pause
+                _raise_if_cancelling()
                 if self._stopping.is_set():
                     return
                 log.warning("consumer.fetch_failed", consumer=self.durable, error=str(exc))
