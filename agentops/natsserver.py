@@ -7,10 +7,13 @@ monitoring port set on the command line (those flags win over the file).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import sysconfig
 import time
 from dataclasses import dataclass, field
@@ -19,6 +22,17 @@ from pathlib import Path
 from agentops.protocol.errors import ConfigError
 
 NATS_CONF = Path(__file__).with_name("nats.conf")
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for children: on Linux they get SIGTERM when the process that started them
+    dies, even by SIGKILL, so a killed supervisor or test run leaves no orphans behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def find_binary() -> str:
@@ -99,7 +113,11 @@ class NatsServer:
         try:
             # Own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last.
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         finally:
             if self.log_file:

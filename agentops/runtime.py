@@ -37,7 +37,7 @@ import structlog
 
 import agentops
 from agentops.config import Settings
-from agentops.natsserver import NatsServer, port_is_free
+from agentops.natsserver import NatsServer, die_with_parent, port_is_free
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
 
@@ -269,7 +269,7 @@ class Supervisor:
             return await asyncio.create_subprocess_exec(
                 *cmd, env=self._child_env(name), stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=None if out is None else asyncio.subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent,
             )  # fmt: skip
         finally:
             if out is not None:
