@@ -85,6 +85,8 @@ def configure_logging(process: str, level: str = "info", fmt: str = "auto") -> N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level_no)
+    # httpx logs every request at INFO (the supervisor's health polls); keep only problems.
+    logging.getLogger("httpx").setLevel(max(level_no, logging.WARNING))
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:

@@ -123,6 +123,7 @@ class Consumer:
         self.max_ack_pending = max_ack_pending or (1 if concurrency == 1 else 1024)
         self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        self._subs: list[JetStreamContext.PullSubscription] = []
         self._busy: set[asyncio.Task[None] | None] = set()
         self.handled = 0
 
@@ -132,6 +133,7 @@ class Consumer:
         )
         for n in range(self.concurrency):
             sub = await self.js.pull_subscribe_bind(self.durable, self.stream)
+            self._subs.append(sub)
             self._workers.append(
                 asyncio.create_task(self._work(sub), name=f"consumer:{self.durable}:{n}")
             )
@@ -146,6 +148,11 @@ class Consumer:
             await asyncio.wait(self._workers, timeout=ACK_WAIT_S)
         for worker in self._workers:
             worker.cancel()
+        # Unsubscribe now: draining a pull subscription otherwise waits for its pending
+        # fetch request to expire on the server (FETCH_TIMEOUT_S).
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _work(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():

@@ -259,7 +259,10 @@ def _parse_mock(raw: Any) -> MockScript | None:
 
 def _task(request: LLMRequest) -> str:
     first_user = next((m for m in request.messages if m.role == "user"), None)
-    return task_line(first_user.content) if first_user else ""
+    if first_user is None:
+        return ""
+    # The rendered prompt opens with "Task: <description>" (core/render.py).
+    return task_line(first_user.content.removeprefix("Task: "))
 
 
 def _result(request: LLMRequest, text: str, calls: tuple[ToolCall, ...]) -> LLMResult:
