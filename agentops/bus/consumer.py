@@ -35,7 +35,7 @@ from agentops.protocol.messages import WORK_ADAPTER, WorkMessage
 log = structlog.get_logger(__name__)
 
 MAX_BUG_RETRIES = 5
-ACK_WAIT_S = 30.0
+ACK_WAIT_S = 10.0  # handlers are short; pools send in_progress() while a long one runs
 FETCH_TIMEOUT_S = 5.0
 
 
@@ -57,6 +57,15 @@ def decode_work(data: bytes) -> WorkMessage:
         first = exc.errors(include_url=False)[:3]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in first)
         raise PermanentError(f"undecodable work message: {detail}", code="bad_message") from None
+
+
+async def _settle(reply: Awaitable[None]) -> None:
+    """Ack/nak/term without letting a lost connection kill the worker: an ack that does not
+    arrive means a redelivery after ack_wait, which handling already tolerates."""
+    try:
+        await reply
+    except Exception as exc:
+        log.warning("message.settle_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _raise_if_cancelling() -> None:
@@ -180,7 +189,10 @@ class Consumer:
             self._busy.add(me)
             try:
                 for msg in msgs:
-                    await self._handle(msg)
+                    try:
+                        await self._handle(msg)
+                    except Exception:  # never lose the worker; the message is redelivered
+                        log.exception("consumer.handle_crashed", consumer=self.durable)
             finally:
                 self._busy.discard(me)
 
@@ -197,11 +209,11 @@ class Consumer:
                 agent_id=message.agent_id,
             )  # fmt: skip
             await self.handler(message, Delivery(msg.subject, num))
-            await msg.ack()
+            await _settle(msg.ack())
         except RetryableError as exc:
             outcome = "nak"
             log.warning("message.retry", subject=msg.subject, error=exc.message, delivered=num)
-            await msg.nak(delay=backoff_s(num))
+            await _settle(msg.nak(delay=backoff_s(num)))
         except PermanentError as exc:
             outcome = "dead_letter"
             log.error("message.dead_letter", subject=msg.subject, code=exc.code, error=exc.message)
@@ -210,7 +222,7 @@ class Consumer:
             if num < MAX_BUG_RETRIES:
                 outcome = "nak"
                 log.exception("message.failed", subject=msg.subject, delivered=num)
-                await msg.nak(delay=backoff_s(num))
+                await _settle(msg.nak(delay=backoff_s(num)))
             else:
                 outcome = "dead_letter"
                 log.exception("message.failed_permanently", subject=msg.subject, delivered=num)
@@ -238,7 +250,7 @@ class Consumer:
             except Exception:
                 log.exception("message.give_up_failed", subject=msg.subject)
         await dead_letter(self.js, msg, info.code, info.message)
-        await msg.term()
+        await _settle(msg.term())
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:

@@ -294,7 +294,15 @@ async def test_health_lists_every_process(system: System) -> None:
 
 
 @pytest.mark.parametrize(
-    "victim", ["agent-backend_developer", "tool-executor", "llm-gateway", "orchestrator", "edge"]
+    "victim",
+    [
+        "agent-backend_developer",
+        "tool-executor",
+        "llm-gateway",
+        "orchestrator",
+        "edge",
+        "nats-server",
+    ],
 )
 async def test_kill_9_mid_task_loses_nothing_and_runs_nothing_twice(
     system: System, victim: str
