@@ -1,0 +1,338 @@
+"""One transition of the agent's control loop: the state as it evolves, and what it decides.
+
+`Transition` accumulates the new state, events and effects while the reducer in
+`core/agent.py` applies one message. Its methods are the loop's actions (call the LLM,
+dispatch tool calls, ask a human, escalate, finish); `continue_` is the loop's decision of
+what comes after a step whose results are all in. Pure, like the rest of `core`.
+
+Rules:
+- `call_llm` is the last action of any transition (the saved outbox relies on it: see
+  `agent._replay`).
+- Every event id is `<agent_id>.ev<n>` with n counted in the state; every message id derives
+  from the agent id, the step and the call, so a replay publishes the same ids.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from agentops.agents.definitions import AgentSpec
+from agentops.core.effects import CallLLM, Decision, Effect, Emit, InvokeTool, ReportToTask
+from agentops.core.render import render_request
+from agentops.core.state import (
+    AgentState,
+    AssistantItem,
+    HumanRequestItem,
+    Inflight,
+    LLMErrorItem,
+    ThreadItem,
+    ToolResultItem,
+)
+from agentops.llm.types import ToolCall
+from agentops.protocol.errors import ErrorInfo
+from agentops.protocol.messages import (
+    AgentReport,
+    AgentStatus,
+    Event,
+    EventType,
+    LLMRequested,
+    ReplyTo,
+    TaskResult,
+    ToolRequested,
+)
+from agentops.tools.registry import (
+    BUILTIN_TOOLS,
+    CompleteTaskArgs,
+    RequestHumanInputArgs,
+    ToolArgs,
+    ToolArgsError,
+    is_idempotent,
+    validate_call,
+)
+
+MAX_CONSECUTIVE_ERRORS = 3
+EVENT_STRING_LIMIT = 4000
+SOURCE = "agent"
+
+
+def clip(value: Any, limit: int = EVENT_STRING_LIMIT) -> Any:
+    """Shorten long strings for events; the state keeps the whole value."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"... [{len(value) - limit} more characters]"
+    if isinstance(value, dict):
+        return {k: clip(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clip(v, limit) for v in value]
+    return value
+
+
+class Transition:
+    """Accumulates one transition: the evolving state, its effects and events."""
+
+    def __init__(self, spec: AgentSpec, state: AgentState, msg_id: str, now: datetime) -> None:
+        self.spec = spec
+        self.state = state
+        self.msg_id = msg_id
+        self.now = now
+        self.effects: list[Effect] = []
+
+    # ---- state helpers ----
+    def update(self, **changes: Any) -> None:
+        self.state = self.state.model_copy(update=changes)
+
+    def record(self, item: ThreadItem) -> None:
+        self.update(thread=(*self.state.thread, item))
+
+    def emit(self, type_: EventType, data: dict[str, Any]) -> None:
+        n = self.state.events_emitted
+        self.update(events_emitted=n + 1)
+        event = Event(
+            id=f"{self.state.agent_id}.ev{n}",
+            type=type_,
+            ts=self.now,
+            task_id=self.state.task_id,
+            agent_id=self.state.agent_id,
+            data=data,
+        )
+        self.effects.append(Emit(event=event))
+
+    def set_status(self, status: AgentStatus, **extra: Any) -> None:
+        previous = self.state.status
+        self.update(status=status)
+        self.emit("agent.status", {"status": status, "previous": previous, **extra})
+        st = self.state
+        report = AgentReport(
+            **self.header(f"report{st.events_emitted}"),
+            agent_type=st.agent_type,
+            status=status,
+            step=st.step,
+            result=st.result,
+            error=st.error,
+            usage=st.usage,
+        )
+        self.effects.append(ReportToTask(message=report))
+
+    def header(self, suffix: str) -> dict[str, Any]:
+        """Envelope fields of a message this transition sends; ids derive from the agent id."""
+        st = self.state
+        return {
+            "id": f"{st.agent_id}.{suffix}",
+            "source": SOURCE,
+            "task_id": st.task_id,
+            "agent_id": st.agent_id,
+            "causation_id": self.msg_id,
+            "ts": self.now,
+        }
+
+    def reply_to(self) -> ReplyTo:
+        return ReplyTo(agent_type=self.state.agent_type, agent_id=self.state.agent_id)
+
+    def decision(self) -> Decision[AgentState]:
+        effects = tuple(self.effects)
+        final = self.state.model_copy(
+            update={"last_msg_id": self.msg_id, "outbox": effects, "updated_at": self.now}
+        )
+        return Decision(state=final, effects=effects)
+
+    # ---- the loop ----
+    def call_llm(self, step: int, attempt: int) -> None:
+        st = self.state
+        if attempt == 0:
+            self.update(step=step)
+            self.emit("agent.step", {"step": step, "max_steps": st.max_steps})
+        request = render_request(self.spec, self.state, step)
+        message = LLMRequested(
+            **self.header(f"llm{step}.{attempt}"),
+            step=step,
+            attempt=attempt,
+            reply_to=self.reply_to(),
+            request=request,
+        )
+        self.effects.append(CallLLM(message=message))
+        self.update(
+            inflight=Inflight(kind="llm", step=step, attempt=attempt),
+            llm_calls=self.state.llm_calls + 1,
+        )
+
+    def continue_(self) -> None:
+        """Every result of the current step is in and the agent is running: decide what's next."""
+        st = self.state
+        if st.consecutive_errors() >= MAX_CONSECUTIVE_ERRORS:
+            self.escalate()
+        elif st.step > 0 and not _answered(st, st.step):
+            self.call_llm(st.step, attempt=_failed_attempts(st, st.step))
+        elif st.step >= st.max_steps:
+            self.finish_failed(
+                ErrorInfo(
+                    code="max_steps",
+                    message=f"reached max_steps ({st.max_steps}) without complete_task",
+                )
+            )
+        else:
+            self.call_llm(st.step + 1, attempt=0)
+
+    def escalate(self) -> None:
+        st = self.state
+        errors = st.errors()
+        last = errors[-1]["message"] if errors else "unknown error"
+        n = st.count("human_request")
+        request = HumanRequestItem(
+            at=self.now,
+            request_id=f"{st.agent_id}.esc{n}",
+            step=st.step,
+            reason="escalation",
+            question=(
+                f"The agent hit {st.consecutive_errors()} consecutive errors (last: {last}). "
+                "Reply with guidance to continue, or cancel the task."
+            ),
+            urgency="high",
+        )
+        self.record(request)
+        self.update(inflight=None)
+        self.emit("human.request", _human_request_data(request))
+        self.set_status("awaiting_human", reason="escalation")
+
+    def finish_failed(self, error: ErrorInfo) -> None:
+        self.update(error=error, inflight=None)
+        self.set_status("failed", error=error.model_dump())
+
+    def dispatch(self, assistant: AssistantItem) -> None:
+        """Validate and send out the tool calls of one LLM answer."""
+        pending: list[str] = []
+        for call in assistant.tool_calls:
+            self.emit(
+                "tool.call",
+                {
+                    "step": assistant.step,
+                    "call_id": call.id,
+                    "name": call.name,
+                    "arguments": clip(call.arguments),
+                },
+            )
+            try:
+                if call.arguments_error:
+                    raise ToolArgsError(f"arguments are not valid JSON: {call.arguments_error}")
+                args = validate_call(call.name, call.arguments, self.spec.allowed_tools)
+            except ToolArgsError as exc:
+                self.tool_result(
+                    assistant.step,
+                    call,
+                    ok=False,
+                    error=ErrorInfo(code="invalid_arguments", message=str(exc)),
+                )
+                continue
+            if isinstance(args, CompleteTaskArgs):
+                result = TaskResult(summary=args.summary, artifacts=tuple(args.artifacts))
+                self.update(result=result, inflight=None)
+                self.set_status("completed", result=result.model_dump())
+                return
+            if isinstance(args, RequestHumanInputArgs):
+                self.ask_human(assistant.step, call, args)
+            else:
+                self.invoke_tool(assistant.step, call, args)
+            pending.append(call.id)
+        if pending:
+            self.update(
+                inflight=Inflight(kind="tools", step=assistant.step, pending=tuple(pending))
+            )
+        else:
+            self.update(inflight=None)
+            if self.state.status == "running":
+                self.continue_()
+
+    def ask_human(self, step: int, call: ToolCall, args: RequestHumanInputArgs) -> None:
+        request = HumanRequestItem(
+            at=self.now,
+            request_id=f"{self.state.agent_id}.h{step}.{call.id}",
+            step=step,
+            call_id=call.id,
+            reason="tool",
+            question=args.question,
+            context=args.context,
+            urgency=args.urgency,
+            format=args.format,
+            choices=tuple(args.choices) if args.choices else None,
+        )
+        self.record(request)
+        self.emit("human.request", _human_request_data(request))
+        if self.state.status == "running":
+            self.set_status("awaiting_human", reason="tool", request_id=request.request_id)
+        elif self.state.status == "paused":
+            self.update(paused_from="awaiting_human")
+
+    def invoke_tool(self, step: int, call: ToolCall, args: ToolArgs) -> None:
+        tool = BUILTIN_TOOLS[call.name]
+        message = ToolRequested(
+            **self.header(f"tool{step}.{call.id}"),
+            step=step,
+            call_id=call.id,
+            name=call.name,
+            arguments=args.model_dump(mode="json"),
+            reply_to=self.reply_to(),
+            timeout_s=tool.timeout_s,
+            idempotent=is_idempotent(call.name, args),
+        )
+        self.effects.append(InvokeTool(message=message))
+
+    def tool_result(
+        self,
+        step: int,
+        call: ToolCall,
+        *,
+        ok: bool,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+        duration_ms: float = 0.0,
+    ) -> None:
+        self.record(
+            ToolResultItem(
+                at=self.now,
+                step=step,
+                call_id=call.id,
+                name=call.name,
+                ok=ok,
+                result=result,
+                error=error,
+            )
+        )
+        self.emit(
+            "tool.result",
+            {
+                "step": step,
+                "call_id": call.id,
+                "name": call.name,
+                "ok": ok,
+                "result": clip(result),
+                "error": error.model_dump() if error else None,
+                "duration_ms": duration_ms,
+            },
+        )
+
+
+def _answered(state: AgentState, step: int) -> bool:
+    return any(isinstance(i, AssistantItem) and i.step == step for i in state.thread)
+
+
+def _failed_attempts(state: AgentState, step: int) -> int:
+    return sum(1 for i in state.thread if isinstance(i, LLMErrorItem) and i.step == step)
+
+
+def _human_request_data(item: HumanRequestItem) -> dict[str, Any]:
+    return item.model_dump(mode="json", exclude={"at"})
+
+
+def call_of(state: AgentState, step: int, call_id: str) -> ToolCall | None:
+    for item in state.thread:
+        if isinstance(item, AssistantItem) and item.step == step:
+            for call in item.tool_calls:
+                if call.id == call_id:
+                    return call
+    return None
+
+
+def last_assistant(state: AgentState) -> AssistantItem | None:
+    for item in reversed(state.thread):
+        if isinstance(item, AssistantItem):
+            return item
+    return None
