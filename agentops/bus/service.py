@@ -29,7 +29,7 @@ from nats.micro.service import Service
 
 from agentops import __version__
 from agentops.bus.connection import connect
-from agentops.bus.consumer import Consumer
+from agentops.bus.consumer import Consumer, GiveUp, Handler
 from agentops.bus.setup import ensure_jetstream
 from agentops.config import Settings, load_settings
 from agentops.logging import configure_logging
@@ -48,7 +48,6 @@ class Runtime:
     js: JetStreamContext
     buckets: dict[str, KeyValue]
     consumers: list[Consumer] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     status_extra: Callable[[], dict[str, Any]] | None = None
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -56,6 +55,24 @@ class Runtime:
     async def add_consumer(self, consumer: Consumer) -> None:
         await consumer.start()
         self.consumers.append(consumer)
+
+    async def serve_pool(
+        self, durable: str, filter_subject: str, handler: Handler, on_give_up: GiveUp,
+        concurrency: int,
+    ) -> None:  # fmt: skip
+        """A work pool on the work stream: requests handled concurrently, answered even when
+        they have to be dead-lettered."""
+        await self.add_consumer(
+            Consumer(
+                self.js,
+                stream=s.WORK_STREAM,
+                durable=durable,
+                filter_subject=filter_subject,
+                handler=handler,
+                on_give_up=on_give_up,
+                concurrency=concurrency,
+            )
+        )
 
     def status(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -114,8 +131,6 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     log.info("process.stopping")
     # Every step is bounded: with NATS down, drain would otherwise wait for a reconnect forever.
     await _bounded(asyncio.gather(*(c.stop() for c in rt.consumers), return_exceptions=True), 15)
-    for task in rt.tasks:
-        task.cancel()
     for hook in rt.on_shutdown:
         await _bounded(hook(), 10)
     await _bounded(micro.stop(), 3)

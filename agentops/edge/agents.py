@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, get_args
 
@@ -79,39 +80,39 @@ async def get_agent_state(request: web.Request) -> web.Response:
 
 
 async def pause_agent(request: web.Request) -> web.Response:
-    bus, state = await _agent_from_path(request)
-    if state.status not in ("running", "awaiting_human"):
-        raise conflict(
-            f"agent {state.agent_id} is {state.status}; only a running or awaiting_human "
-            "agent can be paused",
-            {"status": state.status},
-        )
-    msg = PauseAgent(
-        id=f"{state.agent_id}.pause.{uuid.uuid4().hex}",
-        source=SOURCE,
-        task_id=state.task_id,
-        agent_id=state.agent_id,
-        ts=datetime.now(UTC),
-    )
-    await _send(bus, state, msg)
-    now = await wait_for(
-        lambda: find_agent(bus, state.agent_id),
-        lambda a: a.status == "paused" or a.status in TERMINAL,
-        request.app[CONFIG].control_wait_s,
-    )
-    now = now or state
-    return _control_answer(now, now.status == "paused", "paused", "pause_requested")
+    return await _control(
+        request, "pause", PauseAgent, ("running", "awaiting_human"), "a running or awaiting_human",
+        settled=lambda a: a.status == "paused", done="paused", pending="pause_requested",
+    )  # fmt: skip
 
 
 async def resume_agent(request: web.Request) -> web.Response:
+    return await _control(
+        request, "resume", ResumeAgent, ("paused",), "a paused",
+        settled=lambda a: a.status != "paused", done="resumed", pending="resume_requested",
+    )  # fmt: skip
+
+
+async def _control(
+    request: web.Request,
+    name: str,
+    command: type[PauseAgent] | type[ResumeAgent],
+    allowed: tuple[str, ...],
+    allowed_text: str,
+    *,
+    settled: Callable[[AgentState], bool],
+    done: str,
+    pending: str,
+) -> web.Response:
+    """Pause or resume: check the state (409), send the command, wait briefly for the agent."""
     bus, state = await _agent_from_path(request)
-    if state.status != "paused":
+    if state.status not in allowed:
         raise conflict(
-            f"agent {state.agent_id} is {state.status}; only a paused agent can be resumed",
+            f"agent {state.agent_id} is {state.status}; only {allowed_text} agent can be {done}",
             {"status": state.status},
         )
-    msg = ResumeAgent(
-        id=f"{state.agent_id}.resume.{uuid.uuid4().hex}",
+    msg = command(
+        id=f"{state.agent_id}.{name}.{uuid.uuid4().hex}",
         source=SOURCE,
         task_id=state.task_id,
         agent_id=state.agent_id,
@@ -120,11 +121,11 @@ async def resume_agent(request: web.Request) -> web.Response:
     await _send(bus, state, msg)
     now = await wait_for(
         lambda: find_agent(bus, state.agent_id),
-        lambda a: a.status != "paused",
+        lambda a: settled(a) or a.status in TERMINAL,
         request.app[CONFIG].control_wait_s,
     )
     now = now or state
-    return _control_answer(now, now.status != "paused", "resumed", "resume_requested")
+    return _control_answer(now, settled(now), done, pending)
 
 
 def _control_answer(now: AgentState, confirmed: bool, done: str, pending: str) -> web.Response:

@@ -17,9 +17,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from agentops.core.state import AGENT_STATE_ADAPTER, TASK_RECORD_ADAPTER, AgentState, TaskRecord
+from agentops.core.state import AgentState, TaskRecord
 from agentops.protocol import subjects as s
-from agentops.store.kv import DocumentStore
+from agentops.store.kv import DocumentStore, agent_states, task_records
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -49,11 +49,11 @@ class Bus:
 
     @property
     def tasks(self) -> DocumentStore[TaskRecord]:
-        return DocumentStore(self.buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+        return task_records(self.buckets)
 
     @property
     def agents(self) -> DocumentStore[AgentState]:
-        return DocumentStore(self.buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER)
+        return agent_states(self.buckets)
 
     @property
     def idempotency(self) -> KeyValue:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 from functools import partial
+from typing import get_args
 
 import structlog
 
@@ -17,41 +18,20 @@ from agentops.bus.consumer import Consumer, Delivery
 from agentops.bus.effects import perform
 from agentops.bus.service import Runtime, run_process
 from agentops.core import agent
-from agentops.core.state import AGENT_STATE_ADAPTER, AgentState
+from agentops.core.state import AgentState
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import PermanentError
-from agentops.protocol.messages import (
-    CancelAgent,
-    HumanResponse,
-    LLMCompleted,
-    LLMFailed,
-    PauseAgent,
-    ResumeAgent,
-    StartAgent,
-    ToolCompleted,
-    WorkMessage,
-)
-from agentops.store.kv import Conflict, DocumentStore
+from agentops.protocol.messages import AgentInbound, WorkMessage
+from agentops.store.kv import Conflict, agent_states
 
 log = structlog.get_logger(__name__)
 
-AGENT_MESSAGES = (
-    StartAgent,
-    PauseAgent,
-    ResumeAgent,
-    CancelAgent,
-    HumanResponse,
-    LLMCompleted,
-    LLMFailed,
-    ToolCompleted,
-)
+AGENT_MESSAGES = get_args(AgentInbound)  # what may arrive in a mailbox
 CACHE_LIMIT = 10_000
 
 
 async def setup(spec: AgentSpec, rt: Runtime) -> None:
-    store = DocumentStore[AgentState](
-        rt.buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER, exclude=agent.STATE_EXCLUDE
-    )
+    store = agent_states(rt.buckets)
     cache: dict[str, tuple[AgentState, int]] = {}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:

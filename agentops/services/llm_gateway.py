@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import structlog
 
 from agentops.bus.connection import publish
-from agentops.bus.consumer import Consumer, Delivery
+from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
 from agentops.llm.providers import make_provider
 from agentops.protocol import subjects as s
@@ -72,17 +72,7 @@ async def setup(rt: Runtime) -> None:
             await send(msg, info_reply)
 
     rt.status_extra = lambda: {"provider": provider.name, "llm_calls": dict(calls)}
-    await rt.add_consumer(
-        Consumer(
-            rt.js,
-            stream=s.WORK_STREAM,
-            durable=s.LLM_GATEWAY_CONSUMER,
-            filter_subject=s.llm_requests(),
-            handler=handle,
-            on_give_up=give_up,
-            concurrency=CONCURRENCY,
-        )
-    )
+    await rt.serve_pool(s.LLM_GATEWAY_CONSUMER, s.llm_requests(), handle, give_up, CONCURRENCY)
 
 
 def main() -> None:

@@ -10,18 +10,17 @@ from agentops.bus.consumer import Consumer, Delivery
 from agentops.bus.effects import perform
 from agentops.bus.service import Runtime, run_process
 from agentops.core import orchestrator
-from agentops.core.state import TASK_RECORD_ADAPTER, TaskRecord
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import PermanentError
 from agentops.protocol.messages import AgentReport, CancelTask, SubmitTask, WorkMessage
-from agentops.store.kv import DocumentStore
+from agentops.store.kv import task_records
 
 log = structlog.get_logger(__name__)
 PROCESS = "orchestrator"
 
 
 async def setup(rt: Runtime) -> None:
-    store = DocumentStore[TaskRecord](rt.buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+    store = task_records(rt.buckets)
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, SubmitTask | CancelTask | AgentReport):

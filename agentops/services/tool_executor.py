@@ -20,7 +20,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from agentops.bus.connection import publish
-from agentops.bus.consumer import Consumer, Delivery
+from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
@@ -145,16 +145,8 @@ async def setup(rt: Runtime) -> None:
             await reply(msg, completed(msg, False, None, info, 0.0))
 
     rt.status_extra = lambda: {"tools": list(executor_tools()), "tool_calls": dict(counts)}
-    await rt.add_consumer(
-        Consumer(
-            rt.js,
-            stream=s.WORK_STREAM,
-            durable=s.TOOL_EXECUTOR_CONSUMER,
-            filter_subject=s.tool_requests_filter(),
-            handler=handle,
-            on_give_up=give_up,
-            concurrency=CONCURRENCY,
-        )
+    await rt.serve_pool(
+        s.TOOL_EXECUTOR_CONSUMER, s.tool_requests_filter(), handle, give_up, CONCURRENCY
     )
 
 

@@ -10,6 +10,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 from nats.js.errors import (
@@ -21,6 +22,14 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from agentops.core.agent import STATE_EXCLUDE
+from agentops.core.state import (
+    AGENT_STATE_ADAPTER,
+    TASK_RECORD_ADAPTER,
+    AgentState,
+    TaskRecord,
+)
+from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, RetryableError
 
 T = TypeVar("T", bound=BaseModel)
@@ -66,3 +75,13 @@ class DocumentStore(Generic[T]):
             return list(await self.kv.keys())
         except NoKeysError:
             return []
+
+
+def task_records(buckets: Mapping[str, KeyValue]) -> DocumentStore[TaskRecord]:
+    """Task records (`nats kv get agentops_tasks <task_id>`); the orchestrator writes them."""
+    return DocumentStore(buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+
+
+def agent_states(buckets: Mapping[str, KeyValue]) -> DocumentStore[AgentState]:
+    """Agent states (`nats kv get agentops_agents <agent_id>`); each agent process writes its own."""
+    return DocumentStore(buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER, exclude=STATE_EXCLUDE)

@@ -48,7 +48,7 @@ from agentops.protocol.messages import (
     TaskResult,
     WorkMessage,
 )
-from agentops.store.kv import DocumentStore
+from agentops.store.kv import DocumentStore, agent_states, task_records
 
 pytestmark = pytest.mark.integration
 
@@ -75,11 +75,11 @@ class Edge:
 
     @property
     def tasks(self) -> DocumentStore[TaskRecord]:
-        return DocumentStore(self.buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+        return task_records(self.buckets)
 
     @property
     def agents(self) -> DocumentStore[AgentState]:
-        return DocumentStore(self.buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER)
+        return agent_states(self.buckets)
 
     async def put_agent(self, state: AgentState) -> None:
         _, revision = await self.agents.load(state.agent_id)
