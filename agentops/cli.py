@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from agentops import __version__
-from agentops.config import load_settings
+from agentops.config import load_settings, validate_sections
 from agentops.logging import configure_logging
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
@@ -43,6 +43,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(
         host=args.host, port=args.port, nats_url=args.nats_url, data_dir=args.data_dir
     )
+    validate_sections(settings)
     configure_logging("supervisor", settings.log_level, settings.log_format)
     supervisor = Supervisor(
         settings, nats_port=args.nats_port, foreground_logs=args.foreground_logs
@@ -60,7 +61,8 @@ def _run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     module_name, argv = service_entry(args.process)
-    load_settings()  # fail here, with a clean message, before the service starts
+    # Fail here, with a clean message, before the service starts.
+    validate_sections(load_settings())
     module = importlib.import_module(module_name)
     # The same argv as `python -m <module> ...`, so the service parses its options unchanged.
     sys.argv = [module_name, *argv]

@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "api_token": "AGENTOPS_API_TOKEN",
     "log_level": "AGENTOPS_LOG_LEVEL",
     "log_format": "AGENTOPS_LOG_FORMAT",
+    "config_file": "AGENTOPS_CONFIG",
 }
 
 
@@ -55,6 +57,8 @@ class Settings:
     api_token: str | None = None
     log_level: str = "info"
     log_format: str = "auto"
+    # Optional TOML file with sections such as [llm] and [tools]; see README "Configuration".
+    config_file: Path | None = None
 
     def __repr__(self) -> str:
         parts = []
@@ -87,10 +91,20 @@ class Settings:
                 env[var] = str(value)
         return env
 
+    def section(self, name: str) -> Mapping[str, Any]:
+        """Table `[name]` of the config file, or an empty mapping (no file, no such table)."""
+        if self.config_file is None:
+            return {}
+        value = read_config_file(self.config_file).get(name, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{self.config_file}: [{name}] must be a table, got {value!r}")
+        return value
+
     def safe_dict(self) -> dict[str, Any]:
         """For logs and banners: every field, secrets masked."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["data_dir"] = str(self.data_dir)
+        out["config_file"] = str(self.config_file) if self.config_file else None
         if out["api_token"] is not None:
             out["api_token"] = "***"
         return out
@@ -168,8 +182,32 @@ def _parse_dir(raw: object, what: str) -> Path:
     return Path(value).expanduser().resolve()
 
 
+def _parse_config_file(raw: object, what: str) -> Path | None:
+    value = str(raw).strip()
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    read_config_file(path)  # a missing or malformed file fails now, not in a child later
+    return path
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML config file; `ConfigError` naming the file if it is missing or bad."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (AGENTOPS_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
 def _parse(name: str, raw: object, what: str) -> Any:
     match name:
+        case "config_file":
+            return _parse_config_file(raw, what)
         case "port":
             return _parse_port(raw, what)
         case "log_level":
@@ -209,3 +247,12 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
     # Validate the default provider too, so a build without `mock` would fail loudly.
     _parse_provider(settings.llm_provider, ENV_VARS["llm_provider"])
     return settings
+
+
+def validate_sections(settings: Settings) -> None:
+    """Parse every config-file section now, so `agentops up` fails before starting anything.
+
+    Each subsystem that owns a section adds its loader here (it raises `ConfigError`).
+    """
+    settings.section("llm")
+    settings.section("tools")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentops import cli
-from agentops.config import DEFAULT_NATS_URL, Settings, load_settings
+from agentops.config import DEFAULT_NATS_URL, Settings, load_settings, validate_sections
 from agentops.protocol.errors import ConfigError
 
 
@@ -135,3 +135,28 @@ def test_cli_config_error_prints_message_and_exits_2(capsys: pytest.CaptureFixtu
     assert err.startswith("error: ")
     assert "--port" in err
     assert "Traceback" not in err
+
+
+def test_config_file_sections(tmp_path: Path) -> None:
+    """AGENTOPS_CONFIG names a TOML file; its tables are read by name, missing ones are empty."""
+    path = tmp_path / "agentops.toml"
+    path.write_text('[llm]\nprovider = "mock"\n[llm.agents.devops_engineer]\nmodel = "big"\n')
+    settings = load_settings(environ={"AGENTOPS_CONFIG": str(path)})
+    assert settings.config_file == path
+    assert settings.section("llm")["agents"]["devops_engineer"]["model"] == "big"
+    assert settings.section("tools") == {}
+    assert settings.child_env()["AGENTOPS_CONFIG"] == str(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "does not exist"), ("[llm\n", "not valid TOML"), ("llm = 3\n", "must be a table")],
+)
+def test_bad_config_file_is_a_clear_error(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "agentops.toml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        validate_sections(load_settings(environ={"AGENTOPS_CONFIG": str(path)}))
