@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.definitions import AGENT_SPECS, AgentSpec
 from agentops.core import agent, orchestrator
 from agentops.core.effects import CallLLM, Effect, Emit, InvokeTool, ReportToTask, SendToAgent
 from agentops.core.state import AgentState, TaskRecord
@@ -71,6 +71,7 @@ class Harness:
     llm: LLM = default_llm
     tools: MemoryTools = field(default_factory=MemoryTools)
     redeliver: bool = False
+    specs: dict[str, AgentSpec] = field(default_factory=lambda: dict(AGENT_SPECS))
     hold_llm: bool = False  # keep LLM requests queued in `held` instead of answering
     agents: dict[str, AgentState] = field(default_factory=dict)
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
@@ -173,7 +174,7 @@ class Harness:
         state = self.agents.get(msg.agent_id)
         agent_type = state.agent_type if state else getattr(msg, "agent_type", None)
         assert agent_type is not None
-        decision = agent.step(AGENT_SPECS[agent_type], state, msg, self.now())
+        decision = agent.step(self.specs[agent_type], state, msg, self.now())
         if decision.state is not None:
             self.agents[msg.agent_id] = decision.state
         self._perform(decision.effects)

@@ -34,6 +34,17 @@ class AgentSpec:
     max_steps: int = 20
     temperature: float = 0.2
     model: str = "mock-1"
+    # Facts of the model this type runs on (the LLM settings' route for the type fills them in
+    # the agent process); the pure core uses them to fit the context and to check the budget.
+    context_window: int = 32_768
+    max_output_tokens: int = 2048
+    input_usd_per_mtok: float = 0.0
+    output_usd_per_mtok: float = 0.0
+
+    def call_cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (
+            input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
+        ) / 1_000_000
 
     def public(self) -> dict[str, object]:
         return {

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import assert_never
 
 from agentops.agents.definitions import AgentSpec
+from agentops.core.answers import BadAnswer, RaiseBudget, Stop, parse_answer
 from agentops.core.effects import CallLLM, Decision, Effect
 from agentops.core.render import render_request
 from agentops.core.state import (
@@ -275,12 +276,25 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
         return _reject(run, "human_response", f"agent is {st.status}, not awaiting_human")
     if msg.request_id and msg.request_id != open_request.request_id:
         return _reject(run, "human_response", f"no open request {msg.request_id!r}")
+    try:
+        answer = parse_answer(open_request, msg.response, st.usage.cost_usd)
+    except BadAnswer as exc:
+        return _reject(run, "human_response", str(exc))
     run.record(
         HumanResponseItem(at=run.now, request_id=open_request.request_id, response=msg.response)
     )
     run.emit(
         "human.response", {"request_id": open_request.request_id, "response": clip(msg.response)}
     )
+    if isinstance(answer, Stop):
+        reason = "stopped by a human at the budget limit" + (
+            f": {answer.comment}" if answer.comment else ""
+        )
+        run.update(inflight=None, error=ErrorInfo(code="budget_exceeded", message=reason))
+        run.set_status("cancelled", reason=reason)
+        return None
+    if isinstance(answer, RaiseBudget):
+        run.update(budget_usd=answer.budget_usd)
     still_open = run.state.open_human_request()
     run.set_status("awaiting_human" if still_open else "running")
     if open_request.reason == "tool" and open_request.call_id is not None:

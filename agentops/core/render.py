@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from agentops.agents.definitions import AgentSpec
+from agentops.core.context import fit
 from agentops.core.state import (
     AgentState,
     AssistantItem,
@@ -88,6 +89,8 @@ def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
 
 
 def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:
+    """The request for `step`; `metadata` carries the context facts (estimated input tokens,
+    messages compacted) the agent reports in its `agent.step` event and budget check."""
     task = next((i for i in state.thread if isinstance(i, TaskItem)), None)
     mock = task.context.get(MOCK_KEY) if task else None
     metadata: dict[str, Any] = {
@@ -99,10 +102,20 @@ def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:
     }
     if mock is not None:
         metadata[MOCK_KEY] = mock
+    tools = _tool_schemas(spec.allowed_tools)
+    fitted = fit(
+        render_messages(spec, state),
+        tools,
+        context_window=spec.context_window,
+        max_output_tokens=spec.max_output_tokens,
+    )
+    metadata["estimated_input_tokens"] = fitted.estimated_tokens
+    metadata["compacted_messages"] = fitted.compacted
     return LLMRequest(
         model=spec.model,
-        messages=render_messages(spec, state),
-        tools=_tool_schemas(spec.allowed_tools),
+        messages=fitted.messages,
+        tools=tools,
         temperature=spec.temperature,
+        max_output_tokens=spec.max_output_tokens,
         metadata=metadata,
     )

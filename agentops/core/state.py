@@ -65,14 +65,17 @@ class HumanRequestItem(_Item):
     kind: Literal["human_request"] = "human_request"
     request_id: str
     step: int
-    # The request_human_input call this answers; None for an escalation after repeated errors.
+    # The tool call this answers (request_human_input, or a call held for approval); None for
+    # an escalation after repeated errors and for a budget question.
     call_id: str | None = None
-    reason: Literal["tool", "escalation"] = "tool"
+    reason: Literal["tool", "escalation", "approval", "budget"] = "tool"
     question: str
     context: str | None = None
     urgency: str = "medium"
     format: str = "free_text"
     choices: tuple[str, ...] | None = None
+    # Machine-readable facts of the question: the exact call to approve, the budget figures.
+    details: dict[str, Any] | None = None
 
 
 class HumanResponseItem(_Item):

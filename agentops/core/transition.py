@@ -138,10 +138,27 @@ class Transition:
     # ---- the loop ----
     def call_llm(self, step: int, attempt: int) -> None:
         st = self.state
+        request = render_request(self.spec, st, step)
+        estimate = self.spec.call_cost_usd(
+            request.metadata["estimated_input_tokens"], request.max_output_tokens
+        )
+        if st.budget_usd is not None and st.usage.cost_usd + estimate > st.budget_usd:
+            self.ask_budget(estimate)
+            return
         if attempt == 0:
             self.update(step=step)
-            self.emit("agent.step", {"step": step, "max_steps": st.max_steps})
-        request = render_request(self.spec, self.state, step)
+            self.emit(
+                "agent.step",
+                {
+                    "step": step,
+                    "max_steps": st.max_steps,
+                    "context": {
+                        "estimated_input_tokens": request.metadata["estimated_input_tokens"],
+                        "compacted_messages": request.metadata["compacted_messages"],
+                        "context_window": self.spec.context_window,
+                    },
+                },
+            )
         message = LLMRequested(
             **self.header(f"llm{step}.{attempt}"),
             step=step,
@@ -188,10 +205,39 @@ class Transition:
             ),
             urgency="high",
         )
+        self.stop_for_human(request)
+
+    def stop_for_human(self, request: HumanRequestItem) -> None:
+        """The loop stops between steps until a human answers `request`."""
         self.record(request)
         self.update(inflight=None)
         self.emit("human.request", _human_request_data(request))
-        self.set_status("awaiting_human", reason="escalation")
+        self.set_status("awaiting_human", reason=request.reason, request_id=request.request_id)
+
+    def ask_budget(self, estimate_usd: float) -> None:
+        """The next LLM call could take the task over its budget: a human raises it or stops."""
+        st = self.state
+        assert st.budget_usd is not None
+        spent = st.usage.cost_usd
+        request = HumanRequestItem(
+            at=self.now,
+            request_id=f"{st.agent_id}.budget{st.count('human_request')}",
+            step=st.step,
+            reason="budget",
+            question=(
+                f"The next LLM call may cost up to ${estimate_usd:.4f}; ${spent:.4f} of the "
+                f'${st.budget_usd:.4f} budget is spent. Answer {{"budget_usd": <new budget>}} '
+                'to raise the budget, or {"stop": true} to end the task.'
+            ),
+            urgency="high",
+            details={
+                "budget_usd": st.budget_usd,
+                "spent_usd": spent,
+                "next_call_estimate_usd": round(estimate_usd, 6),
+            },
+        )
+        self.emit("budget.exceeded", dict(request.details or {}))
+        self.stop_for_human(request)
 
     def finish_failed(self, error: ErrorInfo) -> None:
         self.update(error=error, inflight=None)

@@ -24,10 +24,11 @@ from aiohttp import web
 
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
+from agentops.core.answers import BadAnswer, parse_answer
 from agentops.core.state import AgentState, HumanResponseItem
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import find_agent, get_agent, scan, wait_for
-from agentops.edge.errors import checked_id, conflict
+from agentops.edge.errors import bad_request, checked_id, conflict
 from agentops.edge.schemas import HumanAnswer, parse_model, query_choice, read_json
 from agentops.edge.views import agent_state_view, agent_status, agent_summary
 from agentops.protocol import subjects as s
@@ -164,6 +165,12 @@ async def human_response(request: web.Request) -> web.Response:
             f"request {body.request_id!r} is not the open request",
             {"open_request_id": open_request.request_id},
         )
+    try:  # an approval or a budget question takes a specific answer; say which, now
+        parse_answer(open_request, body.response, state.usage.cost_usd)
+    except BadAnswer as exc:
+        raise bad_request(
+            str(exc), {"request_id": open_request.request_id, "reason": open_request.reason}
+        ) from None
     msg = HumanResponse(
         id=human_msg_id(agent_id, open_request.request_id),
         source=SOURCE,

@@ -173,7 +173,8 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def get_task_route(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     record = await get_task(bus, checked_id(request.match_info["task_id"], "task"))
-    return web.json_response(await _with_agent_step(bus, record))
+    # One task: always with its agent's state, for the usage per agent and per call.
+    return web.json_response(task_view(record, await find_agent(bus, record.agent_id)))
 
 
 async def cancel_task(request: web.Request) -> web.Response:

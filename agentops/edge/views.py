@@ -6,8 +6,8 @@ Rules:
   `tool_calls_made`), never recomputed differently here.
 - `awaiting_human` is the status, the one fact `POST .../human-response` checks; the open
   request is shown whenever there is one (also while paused).
-- A task's `current_step` is refreshed from its agent's state, since the orchestrator only
-  hears about status changes.
+- A task's `current_step`, `usage` and `budget_usd` are refreshed from its agent's state,
+  since the orchestrator only hears about status changes (a human may raise the budget).
 """
 
 from __future__ import annotations
@@ -29,9 +29,19 @@ HIDDEN_AGENT_FIELDS = frozenset({"last_msg_id", "outbox"})
 
 def task_view(record: TaskRecord, agent: AgentState | None = None) -> dict[str, Any]:
     body = record.model_dump(mode="json", exclude=set(HIDDEN_TASK_FIELDS))
+    usage = record.usage
     if agent is not None and agent.agent_id == record.agent_id:
+        # The agent's state is fresher: the orchestrator hears only of status changes.
         body["current_step"] = max(record.current_step, agent.step)
-    body["cost_usd"] = record.usage.cost_usd
+        body["budget_usd"] = agent.budget_usd
+        if (
+            agent.usage.cost_usd >= usage.cost_usd
+            and agent.usage.input_tokens >= usage.input_tokens
+        ):
+            usage = agent.usage
+        body["usage_by_agent"] = {agent.agent_id: agent.usage.model_dump(mode="json")}
+    body["usage"] = usage.model_dump(mode="json")
+    body["cost_usd"] = usage.cost_usd
     return body
 
 

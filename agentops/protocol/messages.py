@@ -199,6 +199,7 @@ EventType = Literal[
     "human.request",
     "human.response",
     "command.rejected",
+    "budget.exceeded",
 ]
 
 
