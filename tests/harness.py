@@ -24,6 +24,7 @@ from agentops.protocol.errors import AgentOpsError, ErrorInfo
 from agentops.protocol.messages import (
     AgentInbound,
     Event,
+    HumanResponse,
     LLMCompleted,
     LLMFailed,
     LLMRequested,
@@ -112,6 +113,23 @@ class Harness:
 
     def send(self, msg: AgentInbound) -> None:
         self.put("agent", msg)
+
+    def answer(self, agent_id: str, response: Any) -> None:
+        """A human answers the agent's open request (as `POST .../human-response` does)."""
+        state = self.agents[agent_id]
+        request = state.open_human_request()
+        assert request is not None, f"{agent_id} has no open request"
+        self.send(
+            HumanResponse(
+                id=f"answer-{len(self.published)}",
+                task_id=state.task_id,
+                agent_id=agent_id,
+                ts=self.now(),
+                response=response,
+                request_id=request.request_id,
+            )
+        )
+        self.run()
 
     def release_llm(self) -> None:
         held, self.held = self.held, []

@@ -6,8 +6,10 @@ Reading the prompt files is the only I/O here and happens once at import; the re
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentops.protocol.subjects import AGENT_TYPES
 
@@ -40,6 +42,9 @@ class AgentSpec:
     max_output_tokens: int = 2048
     input_usd_per_mtok: float = 0.0
     output_usd_per_mtok: float = 0.0
+    # The approval policy for this type: (tool, arguments) -> why a human must approve, or
+    # None. A pure function the agent process binds from the tool settings.
+    needs_approval: Callable[[str, Mapping[str, Any]], str | None] | None = None
 
     def call_cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import assert_never
 
 from agentops.agents.definitions import AgentSpec
-from agentops.core.answers import BadAnswer, RaiseBudget, Stop, parse_answer
+from agentops.core.answers import Approval, BadAnswer, RaiseBudget, Stop, parse_answer
 from agentops.core.effects import CallLLM, Decision, Effect
 from agentops.core.render import render_request
 from agentops.core.state import (
@@ -37,6 +37,7 @@ from agentops.core.state import (
     TaskItem,
 )
 from agentops.core.transition import Transition, call_of, clip, last_assistant
+from agentops.llm.types import ToolCall
 from agentops.protocol.errors import ErrorInfo, PermanentError
 from agentops.protocol.messages import (
     TERMINAL,
@@ -51,6 +52,7 @@ from agentops.protocol.messages import (
     StartAgent,
     ToolCompleted,
 )
+from agentops.tools.registry import validate_call
 
 # The rendered conversation in a saved outbox is not stored: it is a pure function of the
 # state, so a replay renders it again (see `_replay`). Keeps each state write O(thread).
@@ -297,14 +299,32 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
         run.update(budget_usd=answer.budget_usd)
     still_open = run.state.open_human_request()
     run.set_status("awaiting_human" if still_open else "running")
-    if open_request.reason == "tool" and open_request.call_id is not None:
-        call = call_of(st, open_request.step, open_request.call_id)
-        assert call is not None, "human request without its tool call"
+    if open_request.call_id is None:  # an escalation or a budget question
+        run.continue_()
+        return None
+    call = call_of(st, open_request.step, open_request.call_id)
+    assert call is not None, "human request without its tool call"
+    if isinstance(answer, Approval):
+        _approval(run, open_request.step, call, answer)
+    else:
         run.tool_result(open_request.step, call, ok=True, result={"response": msg.response})
         _resolve_pending(run, call.id)
-    else:
-        run.continue_()
     return None
+
+
+def _approval(run: Transition, step: int, call: ToolCall, answer: Approval) -> None:
+    if answer.approved:
+        args = validate_call(call.name, call.arguments, run.spec.allowed_tools)
+        run.invoke_tool(step, call, args)  # still pending: its result continues the loop
+        return
+    comment = f": {answer.comment}" if answer.comment else ""
+    error = ErrorInfo(
+        code="rejected_by_human",
+        message=f"a human did not approve this {call.name} call{comment}. "
+        "Do something else or ask the human how to proceed.",
+    )
+    run.tool_result(step, call, ok=False, error=error)
+    _resolve_pending(run, call.id)
 
 
 def _reject(run: Transition, command: str, reason: str) -> str | None:

@@ -276,7 +276,7 @@ class Transition:
             if isinstance(args, RequestHumanInputArgs):
                 self.ask_human(assistant.step, call, args)
             else:
-                self.invoke_tool(assistant.step, call, args)
+                self.invoke_or_hold(assistant.step, call, args)
             pending.append(call.id)
         if pending:
             self.update(
@@ -288,22 +288,49 @@ class Transition:
                 self.continue_()
 
     def ask_human(self, step: int, call: ToolCall, args: RequestHumanInputArgs) -> None:
-        request = HumanRequestItem(
-            at=self.now,
-            request_id=f"{self.state.agent_id}.h{step}.{call.id}",
-            step=step,
-            call_id=call.id,
-            reason="tool",
-            question=args.question,
-            context=args.context,
-            urgency=args.urgency,
-            format=args.format,
-            choices=tuple(args.choices) if args.choices else None,
+        self.hold_for_human(
+            HumanRequestItem(
+                at=self.now,
+                request_id=f"{self.state.agent_id}.h{step}.{call.id}",
+                step=step,
+                call_id=call.id,
+                reason="tool",
+                question=args.question,
+                context=args.context,
+                urgency=args.urgency,
+                format=args.format,
+                choices=tuple(args.choices) if args.choices else None,
+            )
         )
+
+    def invoke_or_hold(self, step: int, call: ToolCall, args: ToolArgs) -> None:
+        """Send the call to the executor, unless the approval policy holds it for a human."""
+        check = self.spec.needs_approval
+        arguments = args.model_dump(mode="json")
+        reason = check(call.name, arguments) if check is not None else None
+        if reason is None:
+            self.invoke_tool(step, call, args)
+            return
+        self.hold_for_human(
+            HumanRequestItem(
+                at=self.now,
+                request_id=f"{self.state.agent_id}.ap{step}.{call.id}",
+                step=step,
+                call_id=call.id,
+                reason="approval",
+                question=f"Approve this {call.name} call? ({reason}) "
+                'Answer {"approved": true|false, "comment": "..."}.',
+                format="yes_no",
+                details={"tool": call.name, "arguments": arguments, "policy": reason},
+            )
+        )
+
+    def hold_for_human(self, request: HumanRequestItem) -> None:
+        """A tool call waits for a human; other calls of the same answer go on meanwhile."""
         self.record(request)
         self.emit("human.request", _human_request_data(request))
         if self.state.status == "running":
-            self.set_status("awaiting_human", reason="tool", request_id=request.request_id)
+            self.set_status("awaiting_human", reason=request.reason, request_id=request.request_id)
         elif self.state.status == "paused":
             self.update(paused_from="awaiting_human")
 

@@ -11,7 +11,6 @@ import pytest
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.core.context import KEEP_RECENT, estimate_tokens, fit, message_tokens, tools_tokens
 from agentops.llm.types import LLMRequest, LLMResult, Message, ToolCall, Usage
-from agentops.protocol.messages import HumanResponse
 from tests.harness import Harness
 
 AGENT = "backend_developer"
@@ -40,23 +39,6 @@ def priced_harness(llm: Any, **spec_changes: Any) -> Harness:
     return h
 
 
-def answer(h: Harness, agent_id: str, response: Any) -> None:
-    state = h.agents[agent_id]
-    request = state.open_human_request()
-    assert request is not None
-    h.send(
-        HumanResponse(
-            id=f"answer-{len(h.published)}",
-            task_id=state.task_id,
-            agent_id=agent_id,
-            ts=h.now(),
-            response=response,
-            request_id=request.request_id,
-        )
-    )
-    h.run()
-
-
 WRITES = [{"tool": "write_file", "args": {"path": f"f{i}.txt", "content": "x"}} for i in range(8)]
 
 
@@ -76,7 +58,7 @@ def test_a_call_that_would_exceed_the_budget_asks_a_human_first() -> None:
     assert "budget.exceeded" in h.event_types(agent_id)
     assert h.tasks[task_id].status == "awaiting_human"
 
-    answer(h, agent_id, {"budget_usd": 1.0})
+    h.answer(agent_id, {"budget_usd": 1.0})
     state = h.agents[agent_id]
     assert state.status == "completed"
     assert state.budget_usd == 1.0
@@ -88,7 +70,7 @@ def test_stop_at_the_budget_ends_the_task() -> None:
     h = priced_harness(tool_llm(WRITES))
     task_id, agent_id = h.submit(AGENT, budget_usd=0.015)
     h.run()
-    answer(h, agent_id, {"stop": True, "comment": "too expensive"})
+    h.answer(agent_id, {"stop": True, "comment": "too expensive"})
     state = h.agents[agent_id]
     assert state.status == "cancelled"
     assert state.error is not None and state.error.code == "budget_exceeded"
@@ -102,7 +84,7 @@ def test_an_answer_that_does_not_fit_the_budget_question_is_rejected(bad: Any) -
     _, agent_id = h.submit(AGENT, budget_usd=0.015)
     h.run()
     before = h.agents[agent_id]
-    answer(h, agent_id, bad)
+    h.answer(agent_id, bad)
     after = h.agents[agent_id]
     assert after.status == "awaiting_human"
     assert after.open_human_request() == before.open_human_request()
@@ -128,7 +110,7 @@ def test_old_tool_output_is_compacted_and_the_rest_stays_whole() -> None:
     h.tools.files[task_id] = {"big.txt": BIG}
     h.run()
     human_answer = "use the second " + "h" * 4000
-    answer(h, agent_id, human_answer)
+    h.answer(agent_id, human_answer)
     assert h.agents[agent_id].status == "completed"
 
     spec = h.specs[AGENT]
