@@ -742,3 +742,23 @@ async def test_metrics_are_prometheus_text_with_edge_kv_and_stream_figures(edge:
         line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")
     }
     assert samples <= families
+
+
+@pytest.mark.parametrize(
+    ("reason", "bad", "hint"),
+    [("approval", "maybe", '"approved"'), ("budget", {"budget_usd": "lots"}, '"budget_usd"')],
+)
+async def test_an_answer_that_does_not_fit_the_question_is_400(
+    edge: Edge, reason: str, bad: Any, hint: str
+) -> None:
+    """Approvals and budget questions take a specific answer; anything else is a clear 400."""
+    request = HumanRequestItem(
+        at=NOW, request_id="agent_a1.q", step=2, call_id=None, reason=reason, question="?"
+    )
+    await edge.put_agent(agent_state(status="awaiting_human", thread=(request,)))
+    resp = await edge.client.post("/agents/agent_a1/human-response", json={"response": bad})
+    assert resp.status == 400
+    body = await resp.json()
+    assert_error(body, "bad_request")
+    assert hint in body["error"]["message"]
+    assert body["error"]["details"] == {"request_id": "agent_a1.q", "reason": reason}
