@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentops.llm.types import ToolSchema
 from agentops.protocol.subjects import AGENT_TYPES
 
 _PROMPTS = Path(__file__).with_name("prompts")
@@ -45,6 +46,12 @@ class AgentSpec:
     # The approval policy for this type: (tool, arguments) -> why a human must approve, or
     # None. A pure function the agent process binds from the tool settings.
     needs_approval: Callable[[str, Mapping[str, Any]], str | None] | None = None
+    # Tools that plugins offer this type right now (the agent process refreshes them live).
+    # The executor validates their arguments against the schema.
+    plugin_tools: tuple[ToolSchema, ...] = ()
+
+    def plugin_tool(self, name: str) -> ToolSchema | None:
+        return next((t for t in self.plugin_tools if t.name == name), None)
 
     def call_cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (

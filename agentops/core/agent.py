@@ -52,7 +52,6 @@ from agentops.protocol.messages import (
     StartAgent,
     ToolCompleted,
 )
-from agentops.tools.registry import validate_call
 
 # The rendered conversation in a saved outbox is not stored: it is a pure function of the
 # state, so a replay renders it again (see `_replay`). Keeps each state write O(thread).
@@ -313,9 +312,8 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
 
 
 def _approval(run: Transition, step: int, call: ToolCall, answer: Approval) -> None:
-    if answer.approved:
-        args = validate_call(call.name, call.arguments, run.spec.allowed_tools)
-        run.invoke_tool(step, call, args)  # still pending: its result continues the loop
+    if answer.approved:  # arguments were validated when it was held; the result continues
+        run.invoke_tool(step, call, call.arguments)
         return
     comment = f": {answer.comment}" if answer.comment else ""
     error = ErrorInfo(

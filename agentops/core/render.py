@@ -102,7 +102,7 @@ def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:
     }
     if mock is not None:
         metadata[MOCK_KEY] = mock
-    tools = _tool_schemas(spec.allowed_tools)
+    tools = _tool_schemas(spec.allowed_tools) + spec.plugin_tools
     fitted = fit(
         render_messages(spec, state),
         tools,

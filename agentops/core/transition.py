@@ -45,13 +45,13 @@ from agentops.tools.registry import (
     BUILTIN_TOOLS,
     CompleteTaskArgs,
     RequestHumanInputArgs,
-    ToolArgs,
     ToolArgsError,
     is_idempotent,
     validate_call,
 )
 
 MAX_CONSECUTIVE_ERRORS = 3
+PLUGIN_TIMEOUT_S = 60.0
 EVENT_STRING_LIMIT = 4000
 SOURCE = "agent"
 
@@ -259,7 +259,11 @@ class Transition:
             try:
                 if call.arguments_error:
                     raise ToolArgsError(f"arguments are not valid JSON: {call.arguments_error}")
-                args = validate_call(call.name, call.arguments, self.spec.allowed_tools)
+                if self.spec.plugin_tool(call.name) is not None:
+                    self.invoke_or_hold(assistant.step, call, call.arguments)
+                    pending.append(call.id)
+                    continue
+                args = validate_call(call.name, call.arguments, self.allowed_tools())
             except ToolArgsError as exc:
                 self.tool_result(
                     assistant.step,
@@ -276,7 +280,7 @@ class Transition:
             if isinstance(args, RequestHumanInputArgs):
                 self.ask_human(assistant.step, call, args)
             else:
-                self.invoke_or_hold(assistant.step, call, args)
+                self.invoke_or_hold(assistant.step, call, args.model_dump(mode="json"))
             pending.append(call.id)
         if pending:
             self.update(
@@ -303,13 +307,15 @@ class Transition:
             )
         )
 
-    def invoke_or_hold(self, step: int, call: ToolCall, args: ToolArgs) -> None:
+    def allowed_tools(self) -> tuple[str, ...]:
+        return self.spec.allowed_tools + tuple(t.name for t in self.spec.plugin_tools)
+
+    def invoke_or_hold(self, step: int, call: ToolCall, arguments: dict[str, Any]) -> None:
         """Send the call to the executor, unless the approval policy holds it for a human."""
         check = self.spec.needs_approval
-        arguments = args.model_dump(mode="json")
         reason = check(call.name, arguments) if check is not None else None
         if reason is None:
-            self.invoke_tool(step, call, args)
+            self.invoke_tool(step, call, arguments)
             return
         self.hold_for_human(
             HumanRequestItem(
@@ -334,17 +340,24 @@ class Transition:
         elif self.state.status == "paused":
             self.update(paused_from="awaiting_human")
 
-    def invoke_tool(self, step: int, call: ToolCall, args: ToolArgs) -> None:
-        tool = BUILTIN_TOOLS[call.name]
+    def invoke_tool(self, step: int, call: ToolCall, arguments: dict[str, Any]) -> None:
+        """Send a validated call to the executor (a builtin's arguments in canonical form)."""
+        builtin = BUILTIN_TOOLS.get(call.name)
+        if builtin is not None:
+            args = builtin.args_model.model_validate(arguments)
+            arguments = args.model_dump(mode="json")
+            timeout_s, idempotent = builtin.timeout_s, is_idempotent(call.name, args)
+        else:  # a plugin's tool: the executor validates against its schema
+            timeout_s, idempotent = PLUGIN_TIMEOUT_S, False
         message = ToolRequested(
             **self.header(f"tool{step}.{call.id}"),
             step=step,
             call_id=call.id,
             name=call.name,
-            arguments=args.model_dump(mode="json"),
+            arguments=arguments,
             reply_to=self.reply_to(),
-            timeout_s=tool.timeout_s,
-            idempotent=is_idempotent(call.name, args),
+            timeout_s=timeout_s,
+            idempotent=idempotent,
         )
         self.effects.append(InvokeTool(message=message))
 
