@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import threading
@@ -54,6 +55,7 @@ class FakeServer:
         self.requests: list[Recorded] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._closing = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -66,7 +68,8 @@ class FakeServer:
     async def start(self) -> FakeServer:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        # Held-back replies end at stop(); a short grace keeps cleanup bounded.
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -75,6 +78,7 @@ class FakeServer:
 
     async def stop(self) -> None:
         if self._runner is not None:
+            self._closing.set()
             await self._runner.cleanup()
             self._runner = None
 
@@ -99,8 +103,9 @@ class FakeServer:
             reply = await answer if inspect.isawaitable(answer) else answer
         else:
             reply = Reply(status=500, body={"error": {"message": "no reply scripted"}})
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
+        if reply.delay_s:  # hold the answer back, but never past stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), reply.delay_s)
         if reply.sse is not None:
             return await _stream(request, reply)
         if reply.raw is not None:
