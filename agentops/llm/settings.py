@@ -90,7 +90,9 @@ class ModelRoute(_Frozen):
     context_window: int = Field(gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
     timeout_s: float = Field(default=120.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
+    # Extra request headers (OpenRouter's HTTP-Referer, X-Title); kept out of repr in case
+    # someone puts a credential there (keys belong in api_key / api_key_env).
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
     price: Price = Price()
     stream: bool = False
     # RunPod serverless: the endpoint, and how its worker takes input. "messages" (worker-vllm's
