@@ -6,8 +6,8 @@ Rules:
   every route of its provider.
 - The pure mapping lives in `wire_<provider>.py`; adapters only do I/O and raise `LLMError`.
   Retries, limits, usage estimates and prices are the gateway's job, not theirs.
-- `on_delta` gets the text of each streamed chunk (OpenAI SSE when `route.stream`); adapters
-  that do not stream ignore it.
+- `on_delta` gets the text of each streamed chunk (OpenAI and Anthropic SSE when
+  `route.stream`); adapters that do not stream ignore it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ from agentops.llm.types import LLMRequest, LLMResult
 from agentops.protocol.errors import ConfigError
 
 OnDelta = Callable[[str], Awaitable[None]]
+
+
+class Accumulator(Protocol):
+    """A provider's stream reader: text delta per event, the whole result at the end."""
+
+    def feed(self, event: Any) -> str: ...
+
+    def result(self) -> LLMResult: ...
 
 
 class Provider(Protocol):
@@ -73,6 +81,24 @@ class _HTTPAdapter:
             method, url, provider=self.name, timeout_s=route.timeout_s, headers=headers, body=body
         )
 
+    async def _stream(
+        self,
+        url: str,
+        route: ModelRoute,
+        headers: dict[str, str],
+        body: Any,
+        acc: Accumulator,
+        on_delta: OnDelta | None,
+    ) -> LLMResult:
+        events = self.http.stream_sse(
+            url, provider=self.name, timeout_s=route.timeout_s, headers=headers, body=body
+        )
+        async for event in events:
+            delta = acc.feed(event)
+            if delta and on_delta is not None:
+                await on_delta(delta)
+        return acc.result()
+
 
 class OpenAIProvider(_HTTPAdapter):
     name = "openai"
@@ -86,14 +112,7 @@ class OpenAIProvider(_HTTPAdapter):
             reply = await self._json("POST", url, route, _bearer(route), body)
             return wire_openai.from_response(reply, request)
         acc = wire_openai.StreamAccumulator(request)
-        events = self.http.stream_sse(
-            url, provider=self.name, timeout_s=route.timeout_s, headers=_bearer(route), body=body
-        )
-        async for chunk in events:
-            delta = acc.feed(chunk)
-            if delta and on_delta is not None:
-                await on_delta(delta)
-        return acc.result()
+        return await self._stream(url, route, _bearer(route), body, acc, on_delta)
 
 
 class AnthropicProvider(_HTTPAdapter):
@@ -104,9 +123,13 @@ class AnthropicProvider(_HTTPAdapter):
     ) -> LLMResult:
         key = route.api_key.get_secret_value() if route.api_key else None
         headers = {**route.headers, **wire_anthropic.headers(key)}
-        body = wire_anthropic.to_request(request, route)
-        reply = await self._json("POST", f"{route.base_url}/v1/messages", route, headers, body)
-        return wire_anthropic.from_response(reply, request)
+        url = f"{route.base_url}/v1/messages"
+        body = wire_anthropic.to_request(request, route, stream=route.stream)
+        if not route.stream:
+            reply = await self._json("POST", url, route, headers, body)
+            return wire_anthropic.from_response(reply, request)
+        acc = wire_anthropic.StreamAccumulator(request)
+        return await self._stream(url, route, headers, body, acc, on_delta)
 
 
 class OllamaProvider(_HTTPAdapter):

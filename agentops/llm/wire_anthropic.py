@@ -9,6 +9,8 @@ Rules:
 - Empty text blocks are dropped (the API rejects them); the conversation starts with a user
   message (the API requires it).
 - `stop_reason: "refusal"` becomes a result with `finish_reason="refusal"`.
+- Streaming (`stream: true`) is the same mapping: `StreamAccumulator` rebuilds the message from
+  the events and reads it with `from_response`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def headers(api_key: str | None) -> dict[str, str]:
     return out
 
 
-def to_request(request: LLMRequest, route: ModelRoute) -> dict[str, Any]:
+def to_request(request: LLMRequest, route: ModelRoute, *, stream: bool = False) -> dict[str, Any]:
     system = "\n\n".join(m.content for m in request.messages if m.role == "system" and m.content)
     messages: list[dict[str, Any]] = []
     for message in request.messages:
@@ -56,6 +58,8 @@ def to_request(request: LLMRequest, route: ModelRoute) -> dict[str, Any]:
     }
     if system:
         body["system"] = system
+    if stream:
+        body["stream"] = True
     if request.tools:
         body["tools"] = [
             {"name": t.name, "description": t.description, "input_schema": t.parameters}
@@ -120,3 +124,52 @@ def from_response(body: Any, request: LLMRequest) -> LLMResult:
         provider=PROVIDER,
         finish_reason=finish,
     )
+
+
+class StreamAccumulator:
+    """Reads Messages API stream events (`message_start`, `content_block_start/delta`,
+    `message_delta`, `error`); `feed` returns the text delta, `result` the whole reply,
+    read by `from_response` like an unstreamed one."""
+
+    def __init__(self, request: LLMRequest) -> None:
+        self.request = request
+        self.message: dict[str, Any] = {"content": [], "usage": {}}
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.partial_json: dict[int, list[str]] = {}
+
+    def feed(self, event: Any) -> str:
+        if not isinstance(event, dict):
+            return ""
+        kind = event.get("type")
+        if kind == "error":
+            raise error_in_body(PROVIDER, event, "stream failed")
+        if kind == "message_start" and isinstance(event.get("message"), dict):
+            start = event["message"]
+            self.message.update(model=start.get("model"), usage=dict(start.get("usage") or {}))
+        elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
+            self.blocks[as_int(event.get("index"))] = dict(event["content_block"])
+        elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
+            return self._delta(as_int(event.get("index")), event["delta"])
+        elif kind == "message_delta":
+            delta: dict[str, Any] = event["delta"] if isinstance(event.get("delta"), dict) else {}
+            self.message["stop_reason"] = delta.get("stop_reason")
+            if isinstance(event.get("usage"), dict):
+                self.message["usage"].update(event["usage"])
+        return ""
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> str:
+        block = self.blocks.setdefault(index, {"type": "text", "text": ""})
+        if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+            block["text"] = block.get("text", "") + delta["text"]
+            return str(delta["text"])
+        if delta.get("type") == "input_json_delta":
+            self.partial_json.setdefault(index, []).append(str(delta.get("partial_json") or ""))
+        return ""
+
+    def result(self) -> LLMResult:
+        for index, parts in self.partial_json.items():
+            raw = "".join(parts)
+            # The tool input arrives as JSON text in pieces; parse it as a whole, tolerantly.
+            self.blocks[index]["input"] = raw if raw.strip() else {}
+        content = [self.blocks[i] for i in sorted(self.blocks)]
+        return from_response({**self.message, "content": content}, self.request)

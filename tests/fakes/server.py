@@ -5,7 +5,8 @@ Rules:
   body), so tests assert what the adapter sent as well as how it read the answer.
 - Each request is answered by the next queued `Reply`, else by `responder(request)` (sync or
   async), else 500 "no reply scripted" (a test that forgets a reply fails loudly).
-- `Reply.delay_s` holds the answer back (timeouts); `Reply.sse` streams `data:` events;
+- `Reply.delay_s` holds the answer back (timeouts); `Reply.sse` streams `data:` events (with
+  `event: <type>` lines for events that have a type, as Anthropic sends them);
   `Reply.raw` sends bytes that are not JSON.
 - Use `async with FakeServer(...)` inside a test's loop, or `with serve_in_thread(server)` when
   the client runs in other processes (e2e): the server then has its own loop and thread.
@@ -34,6 +35,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     sse: list[Any] | None = None
+    sse_done: bool = True  # OpenAI ends a stream with `data: [DONE]`; Anthropic does not
     raw: bytes | None = None
 
 
@@ -120,8 +122,10 @@ async def _stream(request: web.Request, reply: Reply) -> web.StreamResponse:
     await response.prepare(request)
     for event in reply.sse or ():
         data = event if isinstance(event, str) else json.dumps(event)
-        await response.write(f"data: {data}\n\n".encode())
-    await response.write(b"data: [DONE]\n\n")
+        name = f"event: {event['type']}\n" if isinstance(event, dict) and "type" in event else ""
+        await response.write(f"{name}data: {data}\n\n".encode())
+    if reply.sse_done:
+        await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
 

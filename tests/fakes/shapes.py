@@ -144,6 +144,56 @@ def anthropic_reply(
     }
 
 
+def anthropic_events(
+    text_parts: Sequence[str] = (),
+    calls: Sequence[Call] = (),
+    *,
+    usage: tuple[int, int] = (20, 7),
+    stop_reason: str | None = None,
+    model: str = "claude-sonnet-4-5-20250929",
+) -> list[dict[str, Any]]:
+    """A Messages API stream: message_start, text and tool_use blocks (input as JSON pieces),
+    message_delta with the stop reason and output tokens, message_stop."""
+    start = {
+        "id": "msg_01", "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": None, "usage": {"input_tokens": usage[0], "output_tokens": 1},
+    }  # fmt: skip
+    out: list[dict[str, Any]] = [{"type": "message_start", "message": start}, {"type": "ping"}]
+    index = 0
+    if text_parts:
+        out.append(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }
+        )
+        out += [
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+            for t in text_parts
+        ]
+        out.append({"type": "content_block_stop", "index": 0})
+        index = 1
+    for i, (cid, name, args) in enumerate(calls, start=index):
+        raw = args if isinstance(args, str) else json.dumps(args)
+        block = {"type": "tool_use", "id": cid, "name": name, "input": {}}
+        out.append({"type": "content_block_start", "index": i, "content_block": block})
+        for piece in (raw[: len(raw) // 2], raw[len(raw) // 2 :]):
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            out.append({"type": "content_block_delta", "index": i, "delta": delta})
+        out.append({"type": "content_block_stop", "index": i})
+    stop = stop_reason or ("tool_use" if calls else "end_turn")
+    out.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop},
+            "usage": {"output_tokens": usage[1]},
+        }
+    )
+    out.append({"type": "message_stop"})
+    return out
+
+
 def anthropic_error(type_: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": type_, "message": message}}
 

@@ -10,7 +10,7 @@ import pytest
 from agentops.llm.errors import LLMError
 from agentops.llm.gateway import LLMGateway
 from agentops.llm.settings import load_llm_settings
-from agentops.llm.types import LLMRequest, Message, ToolSchema
+from agentops.llm.types import LLMRequest, LLMResult, Message, ToolSchema
 from tests.fakes import shapes
 from tests.fakes.server import FakeServer, Reply
 
@@ -181,19 +181,25 @@ async def test_openai_unreachable_server_is_unavailable() -> None:
     assert info.value.code == "unavailable" and info.value.retryable and url in info.value.message
 
 
-async def test_openai_streaming_sends_deltas_and_the_same_result() -> None:
-    """stream = true: SSE deltas reach on_delta in order; the result is the whole reply."""
-    chunks = shapes.openai_chunks(["Wri", "ting"], [("c1", "write_file", {"path": "x"})])
+async def streamed(provider: str, reply: Reply) -> tuple[LLMResult, list[str], FakeServer]:
+    """One call with stream = true; the text deltas on_delta received, in order."""
     deltas: list[str] = []
 
     async def on_delta(text: str) -> None:
         deltas.append(text)
 
     async with FakeServer() as server:
-        server.queue(Reply(sse=chunks))
-        gateway = make_gateway("openai", server.url, stream=True)
+        server.queue(reply)
+        gateway = make_gateway(provider, server.url, stream=True)
         result = await gateway.complete(REQUEST, on_delta=on_delta)
         await gateway.aclose()
+    return result, deltas, server
+
+
+async def test_openai_streaming_sends_deltas_and_the_same_result() -> None:
+    """stream = true: SSE deltas reach on_delta in order; the result is the whole reply."""
+    chunks = shapes.openai_chunks(["Wri", "ting"], [("c1", "write_file", {"path": "x"})])
+    result, deltas, server = await streamed("openai", Reply(sse=chunks))
     assert deltas == ["Wri", "ting"] and result.text == "Writing"
     assert result.tool_calls[0].arguments == {"path": "x"}
     assert server.requests[0].body["stream"] is True
@@ -280,6 +286,14 @@ async def test_anthropic_refusal_and_context_length() -> None:
         await gateway.aclose()
     assert refused.finish_reason == "refusal"
     assert info.value.code == "context_length" and len(server.requests) == 2
+
+
+async def test_anthropic_streaming_sends_deltas() -> None:
+    """stream = true on Anthropic: text deltas reach on_delta; tool_use input is rebuilt."""
+    events = shapes.anthropic_events(["Let ", "me"], [("toolu_9", "write_file", {"path": "z"})])
+    result, deltas, server = await streamed("anthropic", Reply(sse=events, sse_done=False))
+    assert deltas == ["Let ", "me"] and result.tool_calls[0].arguments == {"path": "z"}
+    assert server.requests[0].body["stream"] is True and result.usage.output_tokens == 7
 
 
 # ---- Ollama ----

@@ -331,3 +331,27 @@ def test_parse_arguments_never_raises(raw: Any, ok: bool) -> None:
     """Arguments parse to a dict or give a reason; nothing raises."""
     args, error = parse_arguments(raw)
     assert isinstance(args, dict) and (error is None) == ok
+
+
+def test_anthropic_stream_reads_back_to_the_same_result() -> None:
+    """Stream events (text deltas, tool input as JSON pieces, usage) rebuild the full reply."""
+    acc = wire_anthropic.StreamAccumulator(CONVERSATION)
+    events = shapes.anthropic_events(["On ", "it."], [("toolu_1", "write_file", {"path": "s.py"})])
+    deltas = [acc.feed(e) for e in events]
+    result = acc.result()
+    assert "".join(deltas) == "On it." == result.text
+    assert result.tool_calls == (
+        ToolCall(id="toolu_1", name="write_file", arguments={"path": "s.py"}),
+    )
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (20, 7)
+    assert result.finish_reason == "tool_calls"
+
+
+def test_anthropic_stream_error_event_and_broken_tool_json() -> None:
+    """An `error` event mid-stream is an LLMError; broken streamed tool JSON is flagged."""
+    acc = wire_anthropic.StreamAccumulator(CONVERSATION)
+    for event in shapes.anthropic_events([], [("t1", "write_file", '{"path": ')]):
+        acc.feed(event)
+    assert acc.result().tool_calls[0].arguments_error
+    with pytest.raises(LLMError):
+        acc.feed(shapes.anthropic_error("overloaded_error", "Overloaded"))
