@@ -182,7 +182,7 @@ def load_llm_settings(section: Mapping[str, Any], environ: Mapping[str, str]) ->
     if "AGENTOPS_LLM_MODEL" in env:
         base["model"] = env["AGENTOPS_LLM_MODEL"]
     base.setdefault("provider", "mock")
-    default = _build_route(base, env, table.prices, "[llm]", env_first=True)
+    default = _build_route(base, env, table.prices, "LLM default route", env_first=True)
     # Agents of the same provider inherit what the default resolved to (environment included).
     base.update(
         provider=default.provider,
