@@ -2,7 +2,7 @@
 
 Invariants:
 - `load_settings()` is the only reader of AGENTOPS_* / NATS_URL variables; a `Settings` it
-  returns is valid (port in range, known log level and format, an available LLM provider).
+  returns is valid (port in range, known log level and format, a known LLM provider).
   Anything else raises `ConfigError` with a message meant for the person at the terminal.
 - An override of `None` means "not given", so argparse values can be passed straight through.
 - `Settings.child_env()` is the inverse of `load_settings()`: a child process that reads its
@@ -20,13 +20,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from agentops.llm.settings import PROVIDERS, load_llm_settings
 from agentops.protocol.errors import ConfigError
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 
-PROVIDERS: Final = ("mock", "openai", "anthropic", "ollama", "runpod")
-# Only these have an adapter in this build; the others are known names, refused until shipped.
-AVAILABLE_PROVIDERS: Final = frozenset({"mock"})
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
 NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
@@ -52,8 +50,10 @@ class Settings:
     data_dir: Path = Path(".agentops")
     host: str = "127.0.0.1"
     port: int = 8000
-    llm_provider: str = "mock"
-    llm_model: str = "mock-1"
+    # None: not set in the environment; the config file's [llm] table or the default (mock)
+    # decides (agentops.llm.settings resolves the whole LLM configuration).
+    llm_provider: str | None = None
+    llm_model: str | None = None
     api_token: str | None = None
     log_level: str = "info"
     log_format: str = "auto"
@@ -137,11 +137,6 @@ def _parse_provider(raw: object, what: str) -> str:
     if value not in PROVIDERS:
         raise ConfigError(
             f"unknown LLM provider {raw!r} ({what}); valid providers: {', '.join(PROVIDERS)}"
-        )
-    if value not in AVAILABLE_PROVIDERS:
-        raise ConfigError(
-            f"LLM provider {value!r} is not available yet in this build; "
-            f"available: {', '.join(sorted(AVAILABLE_PROVIDERS))} (set {ENV_VARS['llm_provider']})"
         )
     return value
 
@@ -244,15 +239,26 @@ def load_settings(*, environ: Mapping[str, str] | None = None, **overrides: Any)
     settings = replace(Settings(), **values)
     if "data_dir" not in values:
         settings = replace(settings, data_dir=_parse_dir(settings.data_dir, "data dir"))
-    # Validate the default provider too, so a build without `mock` would fail loudly.
-    _parse_provider(settings.llm_provider, ENV_VARS["llm_provider"])
     return settings
 
 
-def validate_sections(settings: Settings) -> None:
+def validate_sections(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
     """Parse every config-file section now, so `agentops up` fails before starting anything.
 
     Each subsystem that owns a section adds its loader here (it raises `ConfigError`).
+    `environ` (default `os.environ`) supplies the provider keys and URLs.
     """
-    settings.section("llm")
+    env = os.environ if environ is None else environ
+    load_llm_settings(settings.section("llm"), llm_environ(settings, env))
     settings.section("tools")
+
+
+def llm_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the LLM settings read: provider keys and URLs from `environ`, with
+    AGENTOPS_LLM_PROVIDER/MODEL as these settings have them (overrides included)."""
+    env = dict(environ)
+    for name in ("llm_provider", "llm_model"):
+        value = getattr(settings, name)
+        if value is not None:
+            env[ENV_VARS[name]] = value
+    return env

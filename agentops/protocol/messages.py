@@ -193,6 +193,7 @@ EventType = Literal[
     "agent.step",
     "llm.request",
     "llm.response",
+    "llm.delta",
     "llm.error",
     "tool.call",
     "tool.result",

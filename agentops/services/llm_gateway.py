@@ -1,31 +1,76 @@
 """The LLM gateway process: turns canonical LLM requests into provider calls.
 
 Answers go to the requesting agent's mailbox with the request id + ".result" as message id,
-so a redelivered request that is answered twice still reaches the agent once.
+so a redelivered request that is answered twice still reaches the agent once. Routing, limits,
+retries and accounting live in `agentops.llm.gateway.LLMGateway`; this module only wires it
+to the bus and publishes streamed text as coalesced `llm.delta` events.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 
 import structlog
+from nats.js import JetStreamContext
 
-from agentops.bus.connection import publish
+from agentops.bus.connection import publish, publish_event
 from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
-from agentops.llm.providers import make_provider
+from agentops.config import llm_environ
+from agentops.llm.gateway import LLMGateway
+from agentops.llm.settings import load_llm_settings
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
-from agentops.protocol.messages import LLMCompleted, LLMFailed, LLMRequested, WorkMessage
+from agentops.protocol.messages import Event, LLMCompleted, LLMFailed, LLMRequested, WorkMessage
 
 log = structlog.get_logger(__name__)
 PROCESS = "llm-gateway"
 CONCURRENCY = 64
+DELTA_INTERVAL_S = 0.05  # at most one llm.delta event per request per 50 ms
+
+
+class DeltaPublisher:
+    """Collects streamed text and publishes it as `llm.delta` events, coalesced in time."""
+
+    def __init__(self, js: JetStreamContext, msg: LLMRequested) -> None:
+        self.js = js
+        self.msg = msg
+        self.buffer: list[str] = []
+        self.sent = 0
+        self.last = 0.0
+
+    async def __call__(self, text: str) -> None:
+        self.buffer.append(text)
+        if time.monotonic() - self.last >= DELTA_INTERVAL_S:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.buffer:
+            return
+        text, self.buffer = "".join(self.buffer), []
+        msg = self.msg
+        event = Event(
+            id=f"{msg.id}.delta{self.sent}",
+            type="llm.delta",
+            ts=datetime.now(UTC),
+            task_id=msg.task_id,
+            agent_id=msg.agent_id,
+            data={"step": msg.step, "attempt": msg.attempt, "text": text},
+        )
+        self.sent += 1
+        self.last = time.monotonic()
+        try:
+            await publish_event(self.js, event)
+        except Exception as exc:  # live display is best effort; the answer still goes out
+            log.warning("llm.delta_not_published", error=f"{type(exc).__name__}: {exc}")
 
 
 async def setup(rt: Runtime) -> None:
-    provider = make_provider(rt.settings.llm_provider)
+    llm = load_llm_settings(rt.settings.section("llm"), llm_environ(rt.settings, os.environ))
+    gateway = LLMGateway(llm)
+    rt.on_shutdown.append(gateway.aclose)
     calls = {"ok": 0, "failed": 0}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
@@ -34,8 +79,9 @@ async def setup(rt: Runtime) -> None:
         started = time.perf_counter()
         reply: LLMCompleted | LLMFailed
         common = {"step": msg.step, "attempt": msg.attempt}
+        deltas = DeltaPublisher(rt.js, msg)
         try:
-            result = await provider.complete(msg.request)
+            result = await gateway.complete(msg.request, on_delta=deltas)
             reply = LLMCompleted(
                 **msg.reply_header(PROCESS, datetime.now(UTC)), **common, result=result
             )
@@ -50,10 +96,13 @@ async def setup(rt: Runtime) -> None:
             info = ErrorInfo(code="provider_error", message=f"{type(exc).__name__}: {exc}")
             reply = LLMFailed(**msg.reply_header(PROCESS, datetime.now(UTC)), **common, error=info)
             calls["failed"] += 1
+        await deltas.flush()
         await send(msg, reply)
         # Facts for the consumer's one canonical log line of this message.
         structlog.contextvars.bind_contextvars(
-            llm_outcome=reply.type, llm_ms=round((time.perf_counter() - started) * 1000, 3)
+            llm_outcome=reply.type,
+            llm_ms=round((time.perf_counter() - started) * 1000, 3),
+            llm_provider=gateway.route_for(msg.request).provider,
         )
 
     async def send(msg: LLMRequested, reply: LLMCompleted | LLMFailed) -> None:
@@ -71,7 +120,13 @@ async def setup(rt: Runtime) -> None:
             )
             await send(msg, info_reply)
 
-    rt.status_extra = lambda: {"provider": provider.name, "llm_calls": dict(calls)}
+    rt.status_extra = lambda: {
+        "provider": llm.default.provider,
+        "model": llm.default.model if llm.default.provider != "mock" else None,
+        "providers": sorted(llm.providers()),
+        "llm_calls": dict(calls),
+        "llm_retries": gateway.stats["retries"],
+    }
     await rt.serve_pool(s.LLM_GATEWAY_CONSUMER, s.llm_requests(), handle, give_up, CONCURRENCY)
 
 
