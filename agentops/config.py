@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-from agentops.llm.settings import PROVIDERS, load_llm_settings
+from agentops.llm.settings import PROVIDERS, LLMSettings, load_llm_settings
 from agentops.protocol.errors import ConfigError
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
@@ -248,9 +248,15 @@ def validate_sections(settings: Settings, environ: Mapping[str, str] | None = No
     Each subsystem that owns a section adds its loader here (it raises `ConfigError`).
     `environ` (default `os.environ`) supplies the provider keys and URLs.
     """
-    env = os.environ if environ is None else environ
-    load_llm_settings(settings.section("llm"), llm_environ(settings, env))
+    load_llm(settings, environ)
     settings.section("tools")
+
+
+def load_llm(settings: Settings, environ: Mapping[str, str] | None = None) -> LLMSettings:
+    """The LLM settings these settings select: `[llm]` of the config file plus the provider
+    variables of `environ` (default `os.environ`)."""
+    env = os.environ if environ is None else environ
+    return load_llm_settings(settings.section("llm"), llm_environ(settings, env))
 
 
 def llm_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:

@@ -1,8 +1,7 @@
 """Own the context window: estimate a request's size and compact old tool output to fit.
 
-Pure. Token counts are estimates (no tokenizer is downloaded or bundled): one token per 3
-bytes of UTF-8, which over-counts English prose and code for the common BPE vocabularies,
-so a request that fits by this estimate fits for real.
+Pure. Token counts are the estimates of `llm/tokens.py` (no tokenizer is downloaded), which
+err high, so a request that fits by the estimate fits for real.
 
 Compaction rules, applied only when the rendered request would not fit the budget
 (`context_window - max_output_tokens`, times `FILL`):
@@ -18,43 +17,17 @@ Compaction rules, applied only when the rendered request would not fit the budge
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agentops.llm.tokens import message_tokens, tools_tokens
 from agentops.llm.types import Message, ToolSchema
 
-BYTES_PER_TOKEN = 3
-MESSAGE_OVERHEAD_TOKENS = 4
 FILL = 0.9  # leave room for the estimate being low
 KEEP_RECENT = 4
 HEAD_CHARS = 600
 TAIL_CHARS = 300
 HUMAN_TOOL = "request_human_input"
-
-
-def estimate_tokens(text: str) -> int:
-    """Tokens in `text`, rounded up; an upper bound for common tokenizers on typical text."""
-    if not text:
-        return 0
-    return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN)
-
-
-def message_tokens(message: Message) -> int:
-    calls = sum(
-        estimate_tokens(c.name) + estimate_tokens(json.dumps(c.arguments, ensure_ascii=False))
-        for c in message.tool_calls
-    )
-    return MESSAGE_OVERHEAD_TOKENS + estimate_tokens(message.content) + calls
-
-
-def tools_tokens(tools: Sequence[ToolSchema]) -> int:
-    return sum(
-        estimate_tokens(t.name)
-        + estimate_tokens(t.description)
-        + estimate_tokens(json.dumps(t.parameters, sort_keys=True))
-        for t in tools
-    )
 
 
 @dataclass(frozen=True, slots=True)

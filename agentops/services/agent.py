@@ -7,6 +7,7 @@ stale cache (another replica moved the agent on), which drops the cache and retr
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import get_args
@@ -17,6 +18,7 @@ from agentops.agents.definitions import AGENT_SPECS, AgentSpec
 from agentops.bus.consumer import Consumer, Delivery
 from agentops.bus.effects import perform
 from agentops.bus.service import Runtime, run_process
+from agentops.config import Settings, load_llm
 from agentops.core import agent
 from agentops.core.state import AgentState
 from agentops.protocol import subjects as s
@@ -30,7 +32,21 @@ AGENT_MESSAGES = get_args(AgentInbound)  # what may arrive in a mailbox
 CACHE_LIMIT = 10_000
 
 
+def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
+    """The type's spec with the facts of the model its route selects (window, prices)."""
+    route = load_llm(settings).route(spec.agent_type)
+    return replace(
+        spec,
+        model=route.model,
+        context_window=route.context_window,
+        max_output_tokens=route.max_output_tokens,
+        input_usd_per_mtok=route.price.input_per_mtok,
+        output_usd_per_mtok=route.price.output_per_mtok,
+    )
+
+
 async def setup(spec: AgentSpec, rt: Runtime) -> None:
+    spec = bind_spec(spec, rt.settings)
     store = agent_states(rt.buckets)
     cache: dict[str, tuple[AgentState, int]] = {}
 
@@ -66,7 +82,12 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                 status=decision.state.status, step=decision.state.step
             )
 
-    rt.status_extra = lambda: {"agent_type": spec.agent_type, "cached_agents": len(cache)}
+    rt.status_extra = lambda: {
+        "agent_type": spec.agent_type,
+        "model": spec.model,
+        "context_window": spec.context_window,
+        "cached_agents": len(cache),
+    }
     for lane in range(s.LANES):
         await rt.add_consumer(
             Consumer(

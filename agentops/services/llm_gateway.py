@@ -8,7 +8,6 @@ to the bus and publishes streamed text as coalesced `llm.delta` events.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
 
@@ -18,9 +17,8 @@ from nats.js import JetStreamContext
 from agentops.bus.connection import publish, publish_event
 from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
-from agentops.config import llm_environ
+from agentops.config import load_llm
 from agentops.llm.gateway import LLMGateway
-from agentops.llm.settings import load_llm_settings
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
 from agentops.protocol.messages import Event, LLMCompleted, LLMFailed, LLMRequested, WorkMessage
@@ -68,7 +66,7 @@ class DeltaPublisher:
 
 
 async def setup(rt: Runtime) -> None:
-    llm = load_llm_settings(rt.settings.section("llm"), llm_environ(rt.settings, os.environ))
+    llm = load_llm(rt.settings)
     gateway = LLMGateway(llm)
     rt.on_shutdown.append(gateway.aclose)
     calls = {"ok": 0, "failed": 0}

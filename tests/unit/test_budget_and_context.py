@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from agentops.agents.definitions import AGENT_SPECS
-from agentops.core.context import KEEP_RECENT, estimate_tokens, fit, message_tokens, tools_tokens
+from agentops.core.context import KEEP_RECENT, fit
+from agentops.llm.tokens import estimate_tokens, message_tokens, tools_tokens
 from agentops.llm.types import LLMRequest, LLMResult, Message, ToolCall, Usage
 from tests.harness import Harness
 
