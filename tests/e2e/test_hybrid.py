@@ -1,0 +1,391 @@
+"""Hybrid: the LLM gateway on "another machine" behind a NATS leaf node, the rest on the hub.
+
+Two real nats-servers on loopback run deploy/hybrid's hub.conf and leaf.conf (only the store
+directory and leaf node port rewritten; client and monitoring ports given as flags). The local
+system (`agentops up --nats-url <hub> --without llm-gateway`) runs on the hub; the gateway
+(`agentops run llm-gateway`) connects to the leaf as the restricted `gateway` user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.errors import ServiceUnavailableError
+
+from agentops.natsserver import die_with_parent, find_binary, free_port
+from agentops.protocol import subjects as s
+from tests.e2e.conftest import System, start_system
+from tests.helpers import eventually, eventually_sync, until
+
+pytestmark = pytest.mark.e2e
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "hybrid"
+LOCAL_PASSWORD = f"local{secrets.token_hex(12)}"
+GATEWAY_PASSWORD = f"gateway{secrets.token_hex(12)}"
+TASK = {"agent_type": "backend_developer", "description": "Add a health endpoint", "context": {}}
+# A leaf.conf whose operator removed the local restrictions: only the hub's checks remain.
+LEAF_INCLUDE = "include ./gateway-permissions.conf   # defines $GATEWAY_PERMISSIONS"
+LEAF_AUTHORIZATION = """authorization {
+  users: [
+    { user: gateway, password: $GATEWAY_NATS_PASSWORD, permissions: $GATEWAY_PERMISSIONS }
+  ]
+}"""
+
+
+def render(template: str, out_dir: Path, replacements: dict[str, str]) -> Path:
+    """deploy/hybrid/<template> with each `old` (which must occur once) replaced, beside a copy
+    of the permissions file it includes."""
+    text = (DEPLOY / template).read_text()
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"{template} no longer contains {old!r} once"
+        text = text.replace(old, new)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEPLOY / "gateway-permissions.conf", out_dir)
+    (out_dir / template).write_text(text)
+    return out_dir / template
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class ConfServer:
+    """A nats-server started from a rendered deploy/hybrid config."""
+
+    conf: Path
+    env: dict[str, str]
+    log: Path
+    port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, user: str | None = None, password: str = "") -> str:
+        auth = f"{user}:{password}@" if user else ""
+        return f"nats://{auth}127.0.0.1:{self.port}"
+
+    def start(self) -> ConfServer:
+        cmd = [find_binary(), "-c", str(self.conf), "-p", str(self.port)]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [*cmd, "-m", str(self.monitor_port)],
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        eventually_sync(self._ready, timeout=20, interval=0.05, what=f"{self.conf.name} ready")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:  # not an AssertionError: fail now, not at the deadline
+            raise RuntimeError(f"nats-server exited: {self.log.read_text()}")
+        try:
+            return httpx.get(self._monitor("/healthz"), timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _monitor(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}{path}"
+
+    def monitor(self, path: str) -> dict[str, Any]:
+        """A monitoring endpoint's JSON (/connz, /leafz, ...)."""
+        return dict(httpx.get(self._monitor(path), timeout=5).json())
+
+    def connection_names(self) -> list[str]:
+        return [c.get("name", "") for c in self.monitor("/connz?limit=1000")["connections"]]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+def start_hub(root: Path) -> tuple[ConfServer, int]:
+    leaf_port = free_port()
+    conf = render(
+        "hub.conf",
+        root / "hub",
+        {
+            "store_dir: /var/lib/agentops/jetstream": f'store_dir: "{root / "hub" / "js"}"',
+            "listen: 0.0.0.0:7422": f"listen: 127.0.0.1:{leaf_port}",
+        },
+    )
+    env = {"AGENTOPS_NATS_PASSWORD": LOCAL_PASSWORD, "GATEWAY_NATS_PASSWORD": GATEWAY_PASSWORD}
+    return ConfServer(conf, env, root / "hub.log").start(), leaf_port
+
+
+def start_leaf(
+    root: Path, name: str, hub_leaf_port: int, *, open_locally: bool = False
+) -> ConfServer:
+    replacements = {"server_name: agentops-leaf": f"server_name: {name}"}
+    if open_locally:
+        replacements[LEAF_AUTHORIZATION] = ""
+        replacements[LEAF_INCLUDE] = ""  # an unused variable is a config error
+    conf = render("leaf.conf", root / name, replacements)
+    env = {
+        "GATEWAY_NATS_PASSWORD": GATEWAY_PASSWORD,
+        "AGENTOPS_HUB_LEAF_URL": f"nats-leaf://gateway:{GATEWAY_PASSWORD}@127.0.0.1:{hub_leaf_port}",
+    }
+    leaf = ConfServer(conf, env, root / f"{name}.log").start()
+    eventually_sync(
+        lambda: leaf.monitor("/leafz")["leafnodes"] == 1, timeout=20, what=f"{name} joined the hub"
+    )
+    return leaf
+
+
+@dataclass
+class Hybrid:
+    hub: ConfServer
+    leaf: ConfServer
+    hub_leaf_port: int
+    gateway: subprocess.Popen[bytes]
+    gateway_log: Path
+    system: System
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hybrid]:
+    root = tmp_path_factory.mktemp("hybrid")
+    with ExitStack() as stack:
+        hub, hub_leaf_port = start_hub(root)
+        stack.callback(hub.stop)
+        leaf = start_leaf(root, "agentops-leaf", hub_leaf_port)
+        stack.callback(leaf.stop)
+        gateway_log = root / "llm-gateway.log"
+        env = {
+            **os.environ,
+            "NATS_URL": leaf.url("gateway", GATEWAY_PASSWORD),
+            "AGENTOPS_JETSTREAM_DOMAIN": "hub",
+            "AGENTOPS_JETSTREAM_DECLARE": "false",
+            "AGENTOPS_LLM_PROVIDER": "mock",
+            "AGENTOPS_LOG_FORMAT": "json",
+            "AGENTOPS_LOG_LEVEL": "info",
+        }
+        with gateway_log.open("ab") as out:
+            # Started before the hub side declares the streams: it waits for them.
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "agentops.cli", "run", "llm-gateway"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        stack.callback(stop_process, gateway)
+        system = start_system(
+            root / "data", nats_url=hub.url("agentops", LOCAL_PASSWORD), without=("llm-gateway",)
+        )
+        stack.callback(system.stop)
+        yield Hybrid(hub, leaf, hub_leaf_port, gateway, gateway_log, system, root)
+
+
+async def run_task(system: System) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+        created = (await http.post("/tasks", json=TASK)).json()
+
+        async def done() -> dict[str, Any] | None:
+            record = (await http.get(f"/tasks/{created['task_id']}")).json()
+            return record if record.get("status") in ("completed", "failed") else None
+
+        return await eventually(done, timeout=60, what="task finished")
+
+
+async def gateway_status(hybrid: Hybrid) -> dict[str, Any]:
+    """The gateway's status endpoint, asked from the hub side (crossing the leaf node)."""
+    nc = await nats.connect(hybrid.hub.url("agentops", LOCAL_PASSWORD))
+    try:
+        reply = await nc.request(s.control_subject("llm-gateway", "status"), b"", timeout=5)
+    finally:
+        await nc.close()
+    return dict(json.loads(reply.data))
+
+
+async def test_task_completes_served_by_the_gateway_behind_the_leaf(hybrid: Hybrid) -> None:
+    """A task submitted on the hub completes; its LLM calls are answered by the leaf's gateway."""
+    before = (await gateway_status(hybrid))["llm_calls"]["ok"]
+    record = await run_task(hybrid.system)
+    assert record["status"] == "completed", record
+    assert record["result"]["summary"]
+    status = await gateway_status(hybrid)
+    assert status["pid"] == hybrid.gateway.pid  # the one gateway is the remote process
+    assert status["llm_calls"]["ok"] > before
+    # It is connected to the leaf as the restricted user, and not to the hub at all.
+    leaf_conns = hybrid.leaf.monitor("/connz?auth=1")["connections"]
+    mine = [c for c in leaf_conns if c.get("name") == s.connection_name("llm-gateway")]
+    assert [c.get("authorized_user") for c in mine] == ["gateway"]
+    assert s.connection_name("llm-gateway") not in hybrid.hub.connection_names()
+    assert s.connection_name("edge") in hybrid.hub.connection_names()
+    (link,) = hybrid.hub.monitor("/leafz")["leafs"]
+    assert link["account"] == "AGENTOPS"
+    assert "llm-gateway" not in hybrid.system.pids()
+    async with httpx.AsyncClient(timeout=10) as http:
+        health = (await http.get(f"{hybrid.system.url}/health")).json()
+    assert health["services"]["llm-gateway"] == {"status": "up", "instances": 1}
+
+
+async def collect_errors(url: str) -> tuple[Client, list[str]]:
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(
+        url, error_cb=on_error, inbox_prefix=s.inbox_prefix("llm-gateway"), allow_reconnect=False
+    )
+    return nc, errors
+
+
+async def test_gateway_user_on_the_leaf_cannot_touch_tasks_state_or_replies(hybrid: Hybrid) -> None:
+    """As `gateway` on the leaf: task submits, KV reads, other replies are permission violations."""
+    nc, errors = await collect_errors(hybrid.leaf.url("gateway", GATEWAY_PASSWORD))
+    try:
+        js = nc.jetstream(domain="hub", timeout=1)
+        await nc.publish(s.task_inbox("hybrid-denied"), b"{}")
+        with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+            await js.stream_info(f"KV_{s.TASKS_BUCKET}")
+        with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+            await nc.request(s.control_subject("edge", "status"), b"", timeout=1)
+        await nc.subscribe("_INBOX.>")
+        await nc.subscribe(f"$KV.{s.TASKS_BUCKET}.>")
+        await nc.flush()
+
+        def violations() -> bool:
+            text = "\n".join(errors).lower()
+            return all(
+                f'permissions violation for {what} to "{subject}' in text
+                for what, subject in (
+                    ("publish", "agentops.task."),
+                    ("publish", f"$js.hub.api.stream.info.kv_{s.TASKS_BUCKET}"),
+                    ("publish", "agentops.control.edge.status"),
+                    ("subscription", "_inbox.>"),
+                    ("subscription", f"$kv.{s.TASKS_BUCKET}.>"),
+                )
+            )
+
+        await until(violations, timeout=10, what="five permission violations")
+    finally:
+        await nc.close()
+    # Nothing reached the hub, the violations are in the leaf's log, and the gateway still works.
+    hub = await nats.connect(hybrid.hub.url("agentops", LOCAL_PASSWORD))
+    try:
+        info = await hub.jetstream().stream_info(
+            s.WORK_STREAM, subjects_filter=s.task_inbox("hybrid-denied")
+        )
+        assert not info.state.subjects
+    finally:
+        await hub.close()
+    assert "Publish Violation" in hybrid.leaf.log.read_text()
+    assert hybrid.gateway.poll() is None
+    assert (await run_task(hybrid.system))["status"] == "completed"
+
+
+async def test_hub_enforces_the_permissions_even_when_the_leaf_is_opened(hybrid: Hybrid) -> None:
+    """A leaf stripped of its local checks still cannot reach denied subjects through the hub."""
+    leaf = start_leaf(hybrid.root, "open-leaf", hybrid.hub_leaf_port, open_locally=True)
+    try:
+        remote = await nats.connect(leaf.url(), inbox_prefix=s.inbox_prefix("llm-gateway"))
+        hub = await nats.connect(hybrid.hub.url("agentops", LOCAL_PASSWORD))
+        try:
+            await _check_open_leaf(remote, hub)
+        finally:
+            await remote.close()
+            await hub.close()
+    finally:
+        leaf.stop()
+
+
+async def _check_open_leaf(remote: Client, hub: Client) -> None:
+    # Leaf -> hub: a denied publish is not delivered; an allowed one after it is (same link).
+    seen: list[str] = []
+    await hub.subscribe(s.task_inbox("hybrid-open"), cb=recorder(seen))
+    marker = f"{s.inbox_prefix('hybrid-test')}.marker"
+    await hub.subscribe(marker, cb=recorder(seen))
+    await hub.flush()
+
+    async def marker_arrives() -> bool:
+        await remote.publish(s.task_inbox("hybrid-open"), b"{}")
+        await remote.publish(marker, b"")
+        await remote.flush()
+        return marker in seen
+
+    # Retried: the hub's interest may reach the leaf a moment after the subscription.
+    await eventually(marker_arrives, timeout=10, interval=0.1, what="allowed publish to the hub")
+    assert s.task_inbox("hybrid-open") not in seen
+    # JetStream requests outside the allow list go unanswered: no stream or KV read.
+    js = remote.jetstream(domain="hub", timeout=2)
+    with pytest.raises((TimeoutError, nats.errors.TimeoutError, ServiceUnavailableError)):
+        await js.stream_info(f"KV_{s.AGENTS_BUCKET}")
+    assert (await js.stream_info(s.WORK_STREAM)).config.name == s.WORK_STREAM
+    # Hub -> leaf: a denied subject is not forwarded; an allowed one after it is.
+    got: list[str] = []
+    await remote.subscribe("agentops.>", cb=recorder(got))
+    await remote.flush()
+    denied = s.control_subject("edge", "hybrid-probe")
+    allowed = s.control_subject("llm-gateway", "hybrid-probe")
+
+    async def allowed_arrives() -> bool:
+        await hub.publish(denied, b"")
+        await hub.publish(allowed, b"")
+        await hub.flush()
+        return allowed in got
+
+    await eventually(allowed_arrives, timeout=10, interval=0.1, what="allowed publish to the leaf")
+    assert denied not in got
+
+
+def recorder(seen: list[str]) -> Callable[[Msg], Awaitable[None]]:
+    async def note(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    return note
+
+
+async def test_gateway_user_cannot_connect_to_the_hub_directly(hybrid: Hybrid) -> None:
+    """`gateway` is a leaf node user only: a client connection to the hub is refused."""
+    with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+        await nats.connect(
+            hybrid.hub.url("gateway", GATEWAY_PASSWORD), allow_reconnect=False, connect_timeout=2
+        )
+
+
+def test_passwords_never_reach_logs_banner_or_health(hybrid: Hybrid) -> None:
+    """No NATS password in any log, the banner or /health; the banner names what runs elsewhere."""
+    texts = {
+        "gateway log": hybrid.gateway_log.read_text(),
+        "banner": hybrid.system.output.read_text(),
+        "health": httpx.get(f"{hybrid.system.url}/health", timeout=10).text,
+    }
+    for log in [*(hybrid.system.data_dir / "logs").glob("*.log"), *hybrid.root.glob("*.log")]:
+        texts[log.name] = log.read_text()  # ours and the nats-servers' (leaf URL included)
+    for where, text in texts.items():
+        assert LOCAL_PASSWORD not in text, where
+        assert GATEWAY_PASSWORD not in text, where
+    assert f"agentops:***@127.0.0.1:{hybrid.hub.port}" in texts["banner"]
+    assert "elsewhere  llm-gateway" in texts["banner"]
+    assert '"jetstream_domain": "hub"' in texts["gateway log"]
+    assert "gateway:***@" in texts["gateway log"]
