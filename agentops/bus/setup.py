@@ -125,7 +125,7 @@ async def attach_jetstream(
                     "start `agentops up` on the machine that holds JetStream first"
                 )
             log.info("jetstream.waiting", stream=config.name, problem=problem)
-            await asyncio.sleep(min(2.0, max(0.0, deadline - loop.time())))
+            await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
     # No request per bucket: its stream info may be denied to this user, and the handle is
     # fully determined by the declared config (as `js.key_value` would build it).
     return {
