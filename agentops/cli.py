@@ -44,6 +44,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, nats_url=args.nats_url, data_dir=args.data_dir
     )
     validate_sections(settings)
+    if settings.nats_url is None and not settings.jetstream_declare:
+        raise ConfigError(
+            "AGENTOPS_JETSTREAM_DECLARE=false would leave the embedded nats-server without "
+            "streams: unset it, or pass --nats-url to a server whose streams exist"
+        )
     without = [p.strip() for raw in args.without or () for p in raw.split(",") if p.strip()]
     processes = select_processes(without)
     configure_logging("supervisor", settings.log_level, settings.log_format)

@@ -197,7 +197,7 @@ def _parse_nats_url(raw: object, what: str) -> str | None:
         except ValueError:
             raise ConfigError(
                 f"{what} has an invalid port: {mask_url(value)!r} (a password in the URL must "
-                "not contain / ? # @; nats-py does not decode %-escapes)"
+                "not contain / ? #; nats-py does not decode %-escapes)"
             ) from None
     return value
 

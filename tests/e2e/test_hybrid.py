@@ -24,11 +24,13 @@ from typing import Any
 import httpx
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import ServiceUnavailableError
 
+from agentops.bus.connection import ERROR_CODE, MSG_ID
 from agentops.natsserver import die_with_parent, find_binary, free_port
 from agentops.protocol import subjects as s
 from tests.e2e.conftest import System, start_system
@@ -246,6 +248,33 @@ async def test_task_completes_served_by_the_gateway_behind_the_leaf(hybrid: Hybr
     async with httpx.AsyncClient(timeout=10) as http:
         health = (await http.get(f"{hybrid.system.url}/health")).json()
     assert health["services"]["llm-gateway"] == {"status": "up", "instances": 1}
+
+
+async def test_remote_gateway_dead_letters_what_it_cannot_decode(hybrid: Hybrid) -> None:
+    """A garbled LLM request is dead-lettered on the hub by the remote gateway and acked."""
+    hub = await nats.connect(hybrid.hub.url("agentops", LOCAL_PASSWORD))
+    try:
+        js = hub.jetstream()
+        marker = secrets.token_hex(8)
+        await js.publish(s.llm_requests(), f"not json {marker}".encode(), headers={MSG_ID: marker})
+
+        async def dead_letter() -> Any:
+            try:
+                msg = await js.get_last_msg(s.DLQ_STREAM, s.dead_letter(s.llm_requests()))
+            except nats.js.errors.NotFoundError:
+                return None
+            return msg if marker.encode() in msg.data else None
+
+        msg = await eventually(dead_letter, timeout=20, interval=0.1, what="dead letter")
+        assert msg.headers and msg.headers[ERROR_CODE] == "bad_message"
+
+        async def settled() -> bool:  # terminated after the dead letter was published
+            info = await js.consumer_info(s.WORK_STREAM, s.LLM_GATEWAY_CONSUMER)
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await eventually(settled, timeout=20, interval=0.1, what="request terminated")
+    finally:
+        await hub.close()
 
 
 async def collect_errors(url: str) -> tuple[Client, list[str]]:

@@ -76,3 +76,13 @@ def test_each_process_replies_on_its_own_inbox_prefix() -> None:
     """Inbox prefixes differ per process and sit under _INBOX (what the gateway may read)."""
     assert s.inbox_prefix("llm-gateway") == "_INBOX.agentops-llm-gateway"
     assert len({s.inbox_prefix(p) for p in s.all_processes()}) == len(s.all_processes())
+
+
+def test_up_refuses_not_declaring_on_its_own_embedded_server(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedded NATS with AGENTOPS_JETSTREAM_DECLARE=false would never get streams: exit 2."""
+    monkeypatch.delenv("NATS_URL", raising=False)
+    monkeypatch.setenv("AGENTOPS_JETSTREAM_DECLARE", "false")
+    assert cli.main(["up"]) == 2
+    assert "AGENTOPS_JETSTREAM_DECLARE=false" in capsys.readouterr().err
