@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -36,6 +37,7 @@ from tests.e2e.hybrid_nats import (
     GATEWAY_PASSWORD,
     LOCAL_PASSWORD,
     ConfServer,
+    make_certificates,
     start_hub,
     start_leaf,
     stop_process,
@@ -305,3 +307,16 @@ def test_passwords_never_reach_logs_banner_or_health(hybrid: Hybrid) -> None:
     assert "elsewhere  llm-gateway" in texts["banner"]
     assert '"jetstream_domain": "hub"' in texts["gateway log"]
     assert "gateway:***@" in texts["gateway log"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl for certificates")
+def test_documented_tls_blocks_link_hub_and_leaf_over_tls(tmp_path: Path) -> None:
+    """hub.conf's and leaf.conf's commented TLS blocks, enabled, carry the leaf link over TLS."""
+    certs = make_certificates(tmp_path / "certs")
+    hub, leaf_port = start_hub(tmp_path, tls_dir=certs)
+    try:
+        assert hub.monitor("/varz")["leaf"]["tls_required"] is True
+        # Returns once the leaf reports its link up; it dials tls://, so only over TLS.
+        start_leaf(tmp_path, "tls-leaf", leaf_port, tls_dir=certs).stop()
+    finally:
+        hub.stop()
