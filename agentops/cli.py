@@ -27,7 +27,7 @@ from agentops.config import load_settings, validate_sections
 from agentops.logging import configure_logging
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
-from agentops.runtime import Supervisor, service_entry
+from agentops.runtime import DEFAULT, Supervisor, select_processes, service_entry
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -44,9 +44,21 @@ def _cmd_up(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, nats_url=args.nats_url, data_dir=args.data_dir
     )
     validate_sections(settings)
+    if settings.nats_url is None and not settings.jetstream_declare:
+        raise ConfigError(
+            "AGENTOPS_JETSTREAM_DECLARE=false would leave the embedded nats-server without "
+            "streams: unset it, or pass --nats-url to a server whose streams exist"
+        )
+    without = [p.strip() for raw in args.without or () for p in raw.split(",") if p.strip()]
+    processes = select_processes(without)
     configure_logging("supervisor", settings.log_level, settings.log_format)
     supervisor = Supervisor(
-        settings, nats_port=args.nats_port, foreground_logs=args.foreground_logs
+        settings,
+        processes=processes,
+        nats_port=args.nats_port,
+        foreground_logs=args.foreground_logs,
+        health_url=DEFAULT if "edge" in processes else None,
+        elsewhere=[p for p in subjects.all_processes() if p not in processes],
     )
     return _run_async(supervisor.run)
 
@@ -189,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", help="state, logs and JetStream store (default ./.agentops)")
     up.add_argument(
         "--foreground-logs", action="store_true", help="children log to this terminal, not files"
+    )
+    up.add_argument(
+        "--without",
+        action="append",
+        metavar="PROCESS",
+        help="do not start PROCESS here (repeatable or comma-separated), e.g. llm-gateway when "
+        "it runs on a GPU machine (AGENT_OPS_DEPLOY.md)",
     )
     up.set_defaults(func=_cmd_up, client=False)
 

@@ -8,17 +8,20 @@ Invariants:
 - `Settings.child_env()` is the inverse of `load_settings()`: a child process that reads its
   environment gets the same settings the supervisor has (that is how `agentops up` hands
   settings to the processes it starts).
-- Secrets never appear in `repr()` or logs: `api_token` is shown as `'***'`.
+- Secrets never appear in `repr()` or logs: `api_token` is shown as `'***'`, and the password
+  (or token) in a NATS URL's userinfo as `***` (`mask_url`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from agentops.llm.settings import PROVIDERS, LLMSettings, load_llm_settings
 from agentops.protocol.errors import ConfigError
@@ -41,6 +44,9 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "log_level": "AGENTOPS_LOG_LEVEL",
     "log_format": "AGENTOPS_LOG_FORMAT",
     "config_file": "AGENTOPS_CONFIG",
+    # A process that runs elsewhere with a least-privilege NATS user (deploy/hybrid).
+    "jetstream_domain": "AGENTOPS_JETSTREAM_DOMAIN",
+    "jetstream_declare": "AGENTOPS_JETSTREAM_DECLARE",
 }
 
 
@@ -59,6 +65,11 @@ class Settings:
     log_format: str = "auto"
     # Optional TOML file with sections such as [llm] and [tools]; see README "Configuration".
     config_file: Path | None = None
+    # JetStream domain of the server that holds the streams, when it is reached through a leaf
+    # node (`$JS.<domain>.API`); None: the connected server's own JetStream.
+    jetstream_domain: str | None = None
+    # False: do not create streams and buckets, wait for them (a restricted remote process).
+    jetstream_declare: bool = True
 
     def __repr__(self) -> str:
         parts = []
@@ -66,6 +77,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "api_token" and value is not None:
                 value = "***"
+            elif f.name == "nats_url" and value is not None:
+                value = mask_url(value)
             parts.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(parts)})"
 
@@ -107,7 +120,27 @@ class Settings:
         out["config_file"] = str(self.config_file) if self.config_file else None
         if out["api_token"] is not None:
             out["api_token"] = "***"
+        if out["nats_url"] is not None:
+            out["nats_url"] = mask_url(out["nats_url"])
         return out
+
+
+def mask_url(url: str) -> str:
+    """`url` (or a comma-separated list of URLs) with the password, or a lone token, in the
+    userinfo replaced by `***`: `nats://gateway:***@host:4222`. For logs, banners, errors."""
+    return ",".join(_mask_one(part) for part in url.split(","))
+
+
+def _mask_one(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # `user:pass@host:port` without a scheme, as nats-py accepts it
+        scheme, rest = "", url
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _secret = userinfo.partition(":")
+    masked = f"{user}:***" if colon else "***"  # a lone userinfo is a token
+    return f"{scheme}{sep}{masked}@{host}"
 
 
 # ---- parsers: raw (env string or override value) -> typed value, or ConfigError ----
@@ -152,8 +185,40 @@ def _parse_nats_url(raw: object, what: str) -> str | None:
         if not server or (sep and (scheme.lower() not in NATS_SCHEMES or not rest)):
             raise ConfigError(
                 f"{what} must be a NATS URL such as nats://127.0.0.1:4222 "
-                f"(schemes: {', '.join(NATS_SCHEMES)}); got {raw!r}"
+                f"(schemes: {', '.join(NATS_SCHEMES)}); got {mask_url(value)!r}"
             )
+        try:
+            urlsplit(server if sep else f"nats://{server}").port  # noqa: B018 - validates
+        except ValueError:
+            raise ConfigError(
+                f"{what} has an invalid port: {mask_url(value)!r} (a password in the URL must "
+                "not contain / ? #; nats-py does not decode %-escapes)"
+            ) from None
+    return value
+
+
+_DOMAIN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _parse_domain(raw: object, what: str) -> str | None:
+    value = str(raw).strip()
+    if value and not _DOMAIN.match(value):
+        raise ConfigError(f"{what} must be a JetStream domain name of [A-Za-z0-9_-]; got {raw!r}")
+    return value or None
+
+
+_BOOLS: Final[Mapping[str, bool]] = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
+
+
+def _parse_bool(raw: object, what: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = _BOOLS.get(str(raw).strip().lower())
+    if value is None:
+        raise ConfigError(f"{what} must be true or false; got {raw!r}")
     return value
 
 
@@ -217,6 +282,10 @@ def _parse(name: str, raw: object, what: str) -> Any:
             return _parse_dir(raw, what)
         case "api_token":
             return _parse_optional(raw, what)
+        case "jetstream_domain":
+            return _parse_domain(raw, what)
+        case "jetstream_declare":
+            return _parse_bool(raw, what)
         case _:
             return _parse_nonempty(raw, what)
 

@@ -14,6 +14,9 @@ Invariants:
   agentops.pid` holds the supervisor's PID. Both are removed on a clean stop.
 - Children get their settings as environment variables (`Settings.child_env()`, NATS_URL set
   to the server actually used) plus AGENTOPS_PROCESS; nothing else crosses over.
+- A NATS URL is shown (banner, logs) only through `mask_url`: it may carry a password.
+- `up --without P` leaves process P to another machine (the LLM gateway on a GPU pod); the
+  banner names it, and `/health` stays degraded until it connects from there.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import re
 import signal
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, TextIO
@@ -36,7 +39,7 @@ import httpx
 import structlog
 
 import agentops
-from agentops.config import Settings
+from agentops.config import Settings, mask_url
 from agentops.natsserver import NatsServer, die_with_parent, port_is_free
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
@@ -70,6 +73,16 @@ def process_command(process: str) -> list[str]:
     """The command line that runs one AgentOps process with this interpreter."""
     module, args = service_entry(process)
     return [sys.executable, "-m", module, *args]
+
+
+def select_processes(without: Iterable[str] = ()) -> dict[str, list[str]]:
+    """The command line of every AgentOps process except those in `without`."""
+    skipped = set(without)
+    for process in skipped:
+        service_entry(process)  # ConfigError naming the known processes
+    if skipped >= set(subjects.all_processes()):
+        raise ConfigError("--without leaves no process to start")
+    return {p: process_command(p) for p in subjects.all_processes() if p not in skipped}
 
 
 @dataclass(frozen=True)
@@ -109,8 +122,10 @@ class Supervisor:
         restart: RestartPolicy = RestartPolicy(),
         out: TextIO | None = None,
         handle_signals: bool = True,
+        elsewhere: Sequence[str] = (),
     ) -> None:
         self.settings = settings
+        self.elsewhere = list(elsewhere)  # processes expected to run on another machine
         if processes is None:
             processes = {p: process_command(p) for p in subjects.all_processes()}
         for name in processes:
@@ -371,7 +386,7 @@ class Supervisor:
         if self.nats is not None:
             nats = f"{self.nats_url} (embedded; monitoring {self.nats.monitor_url})"
         else:
-            nats = f"{self.nats_url} (external)"
+            nats = f"{mask_url(self.nats_url or '')} (external)"
         logs = "inherited (--foreground-logs)" if self.foreground_logs else f"{self.logs_dir}/"
         title = "AgentOps is up" if healthy else "AgentOps started, but is not healthy yet"
         return f"""{_RULE}
@@ -380,9 +395,16 @@ class Supervisor:
     NATS       {nats}
     data dir   {self.data_dir}
     logs       {logs}
-    processes  {", ".join(self.processes)}
+    processes  {", ".join(self.processes)}{self._elsewhere_line()}
   Ctrl-C (or SIGTERM) stops everything.
 {_RULE}"""
+
+    def _elsewhere_line(self) -> str:
+        if not self.elsewhere:
+            return ""
+        return (
+            f"\n    elsewhere  {', '.join(self.elsewhere)} (not started here; /health waits for it)"
+        )
 
     # ---- files and helpers ----
 

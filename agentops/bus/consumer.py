@@ -90,6 +90,9 @@ async def ensure_consumer(
     js: JetStreamContext, stream: str, durable: str, filter_subject: str, max_ack_pending: int
 ) -> None:
     config = ConsumerConfig(
+        # `name` too: nats-py then creates it on CONSUMER.CREATE.<stream>.<name>.<filter>, a
+        # subject a NATS permission can pin to exactly this consumer and filter (deploy/hybrid)
+        name=durable,
         durable_name=durable,
         filter_subject=filter_subject,
         ack_policy=AckPolicy.EXPLICIT,

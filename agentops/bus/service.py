@@ -1,10 +1,11 @@
 """The lifecycle every AgentOps process shares: connect, declare, register, serve, drain.
 
 `run_process(process, setup)` reads settings, configures logging, connects as
-`agentops-<process>`, declares the streams and buckets, registers a NATS micro service (so
-`nats micro ls` and `$SRV.PING` find it), calls `setup` to start consumers, then waits for
-SIGINT/SIGTERM and shuts down in reverse: consumers finish their current message, the micro
-service stops, the connection drains.
+`agentops-<process>` with its own reply-subject prefix, declares the streams and buckets (or,
+with AGENTOPS_JETSTREAM_DECLARE=false, waits for them: a least-privilege remote process),
+registers a NATS micro service (so `nats micro ls` and `$SRV.PING` find it), calls `setup` to
+start consumers, then waits for SIGINT/SIGTERM and shuts down in reverse: consumers finish
+their current message, the micro service stops, the connection drains.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gc
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,10 +32,11 @@ from nats.micro.service import Service
 from agentops import __version__
 from agentops.bus.connection import connect
 from agentops.bus.consumer import Consumer, GiveUp, Handler
-from agentops.bus.setup import ensure_jetstream
-from agentops.config import Settings, load_settings
+from agentops.bus.setup import attach_jetstream, ensure_jetstream
+from agentops.config import Settings, load_settings, mask_url
 from agentops.logging import configure_logging
 from agentops.protocol import subjects as s
+from agentops.protocol.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -112,15 +115,25 @@ async def register_micro(rt: Runtime, description: str) -> Service:
 async def serve(process: str, description: str, setup: Setup, settings: Settings) -> None:
     configure_logging(process, settings.log_level, settings.log_format)
     structlog.contextvars.bind_contextvars(process=process)
-    nats_url = settings.nats_url or "nats://127.0.0.1:4222"
-    nc = await connect(nats_url, process)
-    js = nc.jetstream()
-    buckets = await ensure_jetstream(js)
+    nats_url = settings.effective_nats_url
+    nc = await connect(nats_url, process, inbox_prefix=s.inbox_prefix(process))
+    js = nc.jetstream(domain=settings.jetstream_domain)
+    try:
+        buckets = await (
+            ensure_jetstream(js) if settings.jetstream_declare else attach_jetstream(js)
+        )
+    except ConfigError as exc:
+        log.error("process.start_failed", error=exc.message)
+        await _bounded(nc.close(), 2)
+        raise
     rt = Runtime(process=process, settings=settings, nc=nc, js=js, buckets=buckets)
     micro = await register_micro(rt, description)
     await setup(rt)
     tune_gc()
-    log.info("process.started", nats=nats_url, pid=os.getpid())
+    log.info(
+        "process.started", nats=mask_url(nats_url), pid=os.getpid(),
+        jetstream_domain=settings.jetstream_domain, declare=settings.jetstream_declare,
+    )  # fmt: skip
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -167,4 +180,8 @@ def run_process(process: str, description: str, setup: Setup) -> None:
         runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run  # type: ignore[assignment]
-    runner(serve(process, description, setup, settings))
+    try:
+        runner(serve(process, description, setup, settings))
+    except ConfigError as exc:  # a message for the operator, not a traceback
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None

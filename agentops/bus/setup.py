@@ -1,10 +1,17 @@
 """Declare the streams and KV buckets every process relies on (idempotent, safe to race).
 
-Every process calls `ensure_jetstream` at start-up, so any of them can come up first.
+Every process calls `ensure_jetstream` at start-up, so any of them can come up first. A
+process whose NATS user may not manage streams (the LLM gateway on a remote GPU machine, see
+deploy/hybrid) calls `attach_jetstream` instead: it waits for the streams someone else
+declared and binds the buckets without a request, so it needs no stream or bucket rights.
 """
 
 from __future__ import annotations
 
+import asyncio
+
+import nats.errors
+import structlog
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -13,10 +20,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from agentops.protocol import subjects as s
+from agentops.protocol.errors import ConfigError
+
+log = structlog.get_logger(__name__)
 
 # A crashed process's re-publishes land well inside this window, so JetStream drops them.
 DUPLICATE_WINDOW_S = 15 * 60.0
@@ -92,3 +103,54 @@ async def ensure_jetstream(js: JetStreamContext) -> dict[str, KeyValue]:
         except BadRequestError:
             buckets[kv_config.bucket] = await js.key_value(kv_config.bucket)
     return buckets
+
+
+ATTACH_TIMEOUT_S = 60.0
+
+
+async def attach_jetstream(
+    js: JetStreamContext, timeout: float = ATTACH_TIMEOUT_S
+) -> dict[str, KeyValue]:
+    """Wait until every stream exists (declared by a process with the rights to), then bind
+    the buckets. Raises `ConfigError` saying what is missing after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for config in STREAMS:
+        assert config.name is not None
+        while (problem := await _stream_problem(js, config.name)) is not None:
+            if loop.time() >= deadline:
+                raise ConfigError(
+                    f"stream {config.name} is not available after {timeout:.0f}s: {problem}. "
+                    "This process does not create streams (AGENTOPS_JETSTREAM_DECLARE=false): "
+                    "start `agentops up` on the machine that holds JetStream first"
+                )
+            log.info("jetstream.waiting", stream=config.name, problem=problem)
+            await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
+    # No request per bucket: its stream info may be denied to this user, and the handle is
+    # fully determined by the declared config (as `js.key_value` would build it).
+    return {
+        c.bucket: KeyValue(
+            name=c.bucket,
+            stream=KV_STREAM_TEMPLATE.format(bucket=c.bucket),
+            pre=KV_PRE_TEMPLATE.format(bucket=c.bucket),
+            js=js,
+            direct=bool(c.direct),
+        )
+        for c in BUCKETS
+    }
+
+
+async def _stream_problem(js: JetStreamContext, name: str) -> str | None:
+    """None if the stream exists, else why it cannot be seen (for the operator)."""
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        return "it does not exist yet"
+    except (ServiceUnavailableError, nats.errors.NoRespondersError):
+        return (
+            "no JetStream answers (hub not connected, or wrong AGENTOPS_JETSTREAM_DOMAIN: "
+            "through a leaf node it must be the hub's `jetstream { domain }`)"
+        )
+    except (TimeoutError, nats.errors.TimeoutError):
+        return "JetStream did not answer (permission denied? see the nats-server log)"
+    return None

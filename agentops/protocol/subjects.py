@@ -165,6 +165,12 @@ def connection_name(process: str) -> str:
     return f"{PREFIX}-{process}"
 
 
+def inbox_prefix(process: str) -> str:
+    """Each process's private reply subjects (`_INBOX.agentops-<process>.>`), so a NATS user
+    can be allowed its own replies without reading every other process's (deploy/hybrid)."""
+    return f"_INBOX.{connection_name(process)}"
+
+
 def service_name(process: str) -> str:
     """Micro service names allow [A-Za-z0-9_-]; the connection name already fits."""
     return connection_name(process)

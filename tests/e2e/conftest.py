@@ -24,11 +24,17 @@ class System:
     port: int = field(default_factory=free_port)
     nats_port: int = field(default_factory=free_port)
     external_nats: str | None = None  # `agentops up --nats-url` instead of the embedded server
+    without: tuple[str, ...] = ()  # `agentops up --without P`: P runs elsewhere
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def output(self) -> Path:
+        """What `agentops up` printed (banner, errors)."""
+        return self.data_dir.parent / f"up-{self.port}.log"
 
     @property
     def nats_url(self) -> str:
@@ -47,8 +53,9 @@ class System:
             "--data-dir",
             str(self.data_dir),
             *(["--nats-url", self.external_nats] if self.external_nats else []),
+            *(arg for process in self.without for arg in ("--without", process)),
         ]
-        log = open(self.data_dir.parent / f"up-{self.port}.log", "ab")  # noqa: SIM115
+        log = open(self.output, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd,
             stdout=log,
@@ -101,9 +108,11 @@ def _is_ours(pid: int) -> bool:
     return b"agentops" in cmdline or b"nats-server" in cmdline
 
 
-def start_system(data_dir: Path, nats_url: str | None = None) -> System:
+def start_system(
+    data_dir: Path, nats_url: str | None = None, without: tuple[str, ...] = ()
+) -> System:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return System(data_dir=data_dir, external_nats=nats_url).start()
+    return System(data_dir=data_dir, external_nats=nats_url, without=without).start()
 
 
 @pytest.fixture(scope="module")

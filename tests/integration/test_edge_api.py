@@ -336,10 +336,14 @@ async def test_get_task_returns_the_record_without_bookkeeping_and_with_live_ste
         "result",
         "error",
         "usage",
+        "usage_by_agent",
         "cost_usd",
         "created_at",
         "updated_at",
         "finished_at",
+    }
+    assert body["usage_by_agent"] == {
+        "agent_a1": {"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.01}
     }
     assert body["current_step"] == 3  # the agent's step, ahead of the record's 1
     assert body["cost_usd"] == 0.5
