@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agentops.protocol.errors import ConfigError
+from agentops.tools.policy import load_tool_settings
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 
@@ -255,4 +256,4 @@ def validate_sections(settings: Settings) -> None:
     Each subsystem that owns a section adds its loader here (it raises `ConfigError`).
     """
     settings.section("llm")
-    settings.section("tools")
+    load_tool_settings(settings.section("tools"))

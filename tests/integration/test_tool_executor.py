@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,10 @@ import pytest
 from nats.aio.client import Client
 
 from agentops.bus.connection import MSG_ID, encode
-from agentops.bus.service import Runtime
+from agentops.bus.service import Runtime, register_micro
 from agentops.bus.setup import ensure_jetstream
 from agentops.config import load_settings
+from agentops.edge.health import executor_isolation
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import ReplyTo, ToolRequested
 from agentops.services import tool_executor
@@ -99,3 +102,40 @@ async def test_invalid_arguments_from_a_request_are_an_error_reply(
     await send_as_redelivery(nc, bad, 1)
     await until(lambda: len(replies) == 1, what="reply")
     assert replies[0]["ok"] is False and replies[0]["error"]["code"] == "invalid_arguments"
+
+
+async def test_isolation_is_in_the_status_that_health_reads(nc: Client, tmp_path: Path) -> None:
+    """The executor's status endpoint reports the sandbox in force; /health's reader gets it."""
+    rt, _ = await start_executor(nc, tmp_path)
+    micro = await register_micro(rt, "tool executor under test")
+    try:
+        isolation = await executor_isolation(nc, 2.0)
+        assert isolation is not None
+        expected = "bwrap" if shutil.which("bwrap") else "refused"
+        assert isolation["mode"] == expected
+        assert isolation["limits"]["output_bytes"] == 64 * 1024
+        if expected == "refused":
+            assert "execute_code is refused" in isolation["reason"]
+    finally:
+        await micro.stop()
+        for consumer in rt.consumers:
+            await consumer.stop()
+
+
+async def test_code_runs_sandboxed_through_the_executor(nc: Client, tmp_path: Path) -> None:
+    """An execute_code request runs in the sandbox and its result reaches the agent."""
+    if not shutil.which("bwrap"):
+        pytest.skip("bubblewrap (bwrap) is not installed")
+    _, replies = await start_executor(nc, tmp_path)
+    msg = request("c5").model_copy(
+        update={
+            "name": "execute_code",
+            "arguments": {"language": "bash", "code": "id -u; cat /etc/shadow || echo denied"},
+        }
+    )
+    await send_as_redelivery(nc, msg, 1)
+    await until(lambda: len(replies) == 1, what="reply")
+    result = replies[0]["result"]
+    assert result["stdout"].endswith("denied\n"), result
+    if os.geteuid() == 0:
+        assert result["stdout"].startswith("65534\n")
