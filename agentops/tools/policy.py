@@ -105,8 +105,6 @@ class ToolSettings(_Config):
     limits: Limits = Limits()
     api_call: ApiCallSettings = ApiCallSettings()
     approvals: ApprovalPolicy = DEFAULT_APPROVALS
-    # Seconds a plugin announcement lives without a refresh before its tool disappears.
-    plugin_ttl_s: float = Field(default=15.0, ge=1.0, le=3600.0)
 
     def network_allowed(self, agent_type: str) -> bool:
         return "*" in self.network or agent_type in self.network

@@ -11,11 +11,13 @@ Rules:
   private `/tmp`, its own pid, IPC, UTS and network namespaces (no network unless the agent
   type is allowed it), no inherited environment, and it runs as an unprivileged uid.
 - Running as root (as in CI), bwrap joins a user namespace made once at start-up that maps
-  root and one unprivileged uid (default 65534) to themselves: bwrap mounts as root, then
-  `setpriv` drops to that uid with every capability cleared and no_new_privs. So root-only
-  files (`/etc/shadow`) stay unreadable and RLIMIT_NPROC is enforced, which is what contains
-  a fork bomb (RLIMIT_NPROC does not apply to root). The workspace is handed to that uid
-  before each run (hard-linked files excepted, so a link cannot give away a file elsewhere).
+  root and a block of unprivileged uids (`SANDBOX_UIDS`) to themselves: bwrap mounts as
+  root, then `setpriv` drops to the task's uid (a stable hash of the task id into the block)
+  with every capability cleared and no_new_privs. So root-only files (`/etc/shadow`) stay
+  unreadable and RLIMIT_NPROC is enforced, which is what contains a fork bomb (RLIMIT_NPROC
+  does not apply to root); as the count is per uid, one task's fork bomb does not starve
+  the others. The workspace is handed to the task's uid before each run (hard-linked files
+  excepted, so a link cannot give away a file elsewhere).
 - Limits are rlimits set before exec: CPU seconds, data segment (heap + anonymous memory,
   which unlike address space leaves V8's reservations alone), processes, file size, open
   files, no core dumps. Wall time is the caller's: it kills bwrap's process group, and the
@@ -31,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,9 @@ _SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/l
 # Readable by root only on the host; bound over with /dev/null as a second line of defence.
 _MASKED = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
 _PROBE_TIMEOUT_S = 10.0
+# (first uid, how many): the block sandboxed code runs as when the executor is root. Above
+# the usual /etc/subuid ranges (100000-165535) and below 2^31, so no real account collides.
+SANDBOX_UIDS = (1_000_000, 1024)
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,10 @@ class Sandbox:
     interpreters: dict[str, str] = field(default_factory=dict)
     reason: str = ""
     bwrap: str | None = None
-    # Code runs as this uid/gid (a root executor drops to it); None: the executor's own uid.
+    # Code runs as a uid of [uid, uid + uid_count), one per task (a root executor drops to
+    # it); None: the executor's own uid.
     uid: int | None = None
+    uid_count: int = 1
     userns_fd: int | None = None
     ro_binds: tuple[str, ...] = ()
     tmpfs_size: bool = False
@@ -73,7 +81,9 @@ class Sandbox:
             info["network"] = f"off, except for {', '.join(network_for)}" if network_for else "off"
             info["filesystem"] = "read-only system allow-list; the task workspace is writable"
             info["user"] = (
-                f"uid {self.uid} (unprivileged)" if self.uid is not None else "executor's uid"
+                f"uids {self.uid}-{self.uid + self.uid_count - 1}, one per task (unprivileged)"
+                if self.uid is not None
+                else "the executor's own uid (not root)"
             )
         elif self.mode == "none":
             info["network"] = "host network (no isolation)"
@@ -88,11 +98,17 @@ class Sandbox:
         return info
 
     # ---- running one program ----
-    def prepare(self, workspace: Path) -> None:
-        """Hand the workspace to the sandbox uid so the program can write its own files."""
+    def uid_for(self, task_key: str) -> int | None:
+        """The uid a task's code runs as (stable, so its files stay its own)."""
         if self.mode != "bwrap" or self.uid is None:
-            return
-        _hand_over(workspace, self.uid)
+            return None
+        return self.uid + zlib.crc32(task_key.encode()) % self.uid_count
+
+    def prepare(self, workspace: Path) -> None:
+        """Hand the workspace to the task's uid so the program can write its own files."""
+        uid = self.uid_for(workspace.name)
+        if uid is not None:
+            _hand_over(workspace, uid)
 
     def env(self, workspace: Path) -> dict[str, str]:
         # Built from scratch rather than filtered: nothing inherited can leak (keys, NATS_URL).
@@ -125,7 +141,7 @@ class Sandbox:
             *("--chdir", str(home)),
             *_env_args(self.env(home)),
             "--",
-            *_drop_to(self.uid),
+            *_drop_to(self.uid_for(home.name)),
             *program,
         ]
 
@@ -228,7 +244,7 @@ def _hand_over(workspace: Path, uid: int) -> None:
 
 
 # ---- the probe ----
-def probe(settings: ToolSettings, *, sandbox_uid: int = 65534) -> Sandbox:
+def probe(settings: ToolSettings, *, uids: tuple[int, int] = SANDBOX_UIDS) -> Sandbox:
     """The sandbox this machine can give, checked by running each interpreter inside it.
 
     `ConfigError` when `sandbox = "bwrap"` was asked for and cannot be had.
@@ -237,7 +253,7 @@ def probe(settings: ToolSettings, *, sandbox_uid: int = 65534) -> Sandbox:
     if settings.sandbox == "none":
         found = {lang: p for lang in LANGUAGES if (p := _host_interpreter(lang)) is not None}
         return Sandbox(mode="none", limits=limits, interpreters=found)
-    problem, sandbox = _try_bwrap(limits, sandbox_uid)
+    problem, sandbox = _try_bwrap(limits, uids)
     if sandbox is not None:
         return sandbox
     if settings.sandbox == "bwrap":
@@ -250,7 +266,7 @@ def probe(settings: ToolSettings, *, sandbox_uid: int = 65534) -> Sandbox:
     )
 
 
-def _try_bwrap(limits: Limits, sandbox_uid: int) -> tuple[str, Sandbox | None]:
+def _try_bwrap(limits: Limits, uids: tuple[int, int]) -> tuple[str, Sandbox | None]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap (bwrap) is not installed", None
@@ -258,14 +274,14 @@ def _try_bwrap(limits: Limits, sandbox_uid: int) -> tuple[str, Sandbox | None]:
     userns_fd: int | None = None
     if os.geteuid() == 0:
         try:
-            userns_fd = _make_userns(sandbox_uid)
+            userns_fd = _make_userns(*uids)
         except (OSError, subprocess.SubprocessError) as exc:
             return f"cannot make the sandbox user namespace: {exc}", None
-        uid = sandbox_uid
+        uid = uids[0]
     help_text = _run([bwrap, "--help"]).stdout
     base = Sandbox(
-        mode="bwrap", limits=limits, bwrap=bwrap, uid=uid, userns_fd=userns_fd,
-        tmpfs_size="--size" in help_text,
+        mode="bwrap", limits=limits, bwrap=bwrap, uid=uid, uid_count=uids[1],
+        userns_fd=userns_fd, tmpfs_size="--size" in help_text,
     )  # fmt: skip
     check = _run_inside(base, ["/bin/sh", "-c", "exit 0"], ())
     if check.returncode != 0:
@@ -282,7 +298,7 @@ def _try_bwrap(limits: Limits, sandbox_uid: int) -> tuple[str, Sandbox | None]:
                 break
     return "", Sandbox(
         mode="bwrap", limits=limits, interpreters=found, bwrap=bwrap, uid=uid,
-        userns_fd=userns_fd, ro_binds=tuple(binds), tmpfs_size=base.tmpfs_size,
+        uid_count=uids[1], userns_fd=userns_fd, ro_binds=tuple(binds), tmpfs_size=base.tmpfs_size,
     )  # fmt: skip
 
 
@@ -335,7 +351,7 @@ def _run_inside(
 ) -> subprocess.CompletedProcess[str]:
     sandbox = Sandbox(
         mode="bwrap", limits=base.limits, bwrap=base.bwrap, uid=base.uid,
-        userns_fd=base.userns_fd, ro_binds=binds, tmpfs_size=base.tmpfs_size,
+        uid_count=base.uid_count, userns_fd=base.userns_fd, ro_binds=binds, tmpfs_size=base.tmpfs_size,
     )  # fmt: skip
     return _run(sandbox.argv(program, None, network=False), pass_fds=sandbox.pass_fds())
 
@@ -350,8 +366,9 @@ def _run(argv: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Complete
         return subprocess.CompletedProcess(argv, 127, "", str(exc))
 
 
-def _make_userns(uid: int) -> int:
-    """A user namespace mapping root and `uid` to themselves; returns an fd that keeps it."""
+def _make_userns(uid: int, count: int) -> int:
+    """A user namespace mapping root and `count` uids from `uid` to themselves; returns an fd
+    that keeps it."""
     unshare = shutil.which("unshare")
     if unshare is None:
         raise OSError("the `unshare` command (util-linux) is missing")
@@ -368,7 +385,7 @@ def _make_userns(uid: int) -> int:
             if holder.poll() is not None or time.monotonic() > deadline:
                 raise OSError("unshare --user did not start")
             time.sleep(0.005)  # start-up only: the holder is entering its namespace
-        mapping = f"0 0 1\n{uid} {uid} 1\n"
+        mapping = f"0 0 1\n{uid} {uid} {count}\n"
         for name in ("uid_map", "gid_map"):
             Path(f"/proc/{holder.pid}/{name}").write_text(mapping)
         return os.open(f"/proc/{holder.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)

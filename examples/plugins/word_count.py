@@ -19,8 +19,7 @@ from agentops.tools.plugin_sdk import Plugin, PluginCall, PluginError
 
 plugin = Plugin(
     name="word_count",
-    description="Count the lines, words and characters of a text and list its most "
-    "frequent words.",
+    description="Count the lines, words and characters of a text and list its most frequent words.",
     parameters={
         "type": "object",
         "properties": {

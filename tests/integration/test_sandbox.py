@@ -90,7 +90,18 @@ def test_isolation_is_described(sandbox: Sandbox) -> None:
     assert info["network"] == "off, except for devops_engineer"
     assert info["limits"]["processes"] == 32
     if os.geteuid() == 0:
-        assert info["user"] == "uid 65534 (unprivileged)"
+        assert info["user"] == "uids 1000000-1001023, one per task (unprivileged)"
+
+
+async def test_code_runs_as_the_tasks_unprivileged_uid(ctx: ToolContext, sandbox: Sandbox) -> None:
+    """As root, each task's code runs as its own uid from the sandbox block, never as root."""
+    result = await run(ctx, "bash", "id -u; id -g; id -G")
+    uid = sandbox.uid_for(ctx.workspace.name)
+    if os.geteuid() == 0:
+        assert uid is not None and 1_000_000 <= uid < 1_001_024
+        assert result["stdout"] == f"{uid}\n{uid}\n{uid}\n"
+    else:
+        assert result["stdout"].split()[0] == str(os.geteuid())
 
 
 async def test_etc_shadow_is_not_readable(ctx: ToolContext) -> None:

@@ -130,3 +130,20 @@ def test_policy_module_is_pure() -> None:
         for mod, imports in reached.items()
     }
     assert {m: i for m, i in offenders.items() if i} == {}
+
+
+def test_readme_tools_example_is_valid() -> None:
+    """The [tools] example in the README loads as documented."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[tools]" in b)
+    settings = load_tool_settings(tomllib.loads(block)["tools"])
+    assert settings.network_allowed("devops_engineer")
+    assert settings.api_call.allow[-1] == "wiki.internal"
+    reason = approval_reason(
+        settings.approvals, "devops_engineer", "write_file", {"path": "main.tf", "content": ""}
+    )
+    assert reason is not None
