@@ -179,11 +179,10 @@ def _bwrap_args(
     if userns_fd is not None:
         args += ["--userns", str(userns_fd), "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
         args += ["--unshare-cgroup-try"] + ([] if network else ["--unshare-net"])
-        # Only what `setpriv` needs to drop to the sandbox uid; it then clears these too.
-        args += ["--cap-drop", "ALL"]
-        args += [
-            a for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP") for a in ("--cap-add", cap)
-        ]
+        # Only what `setpriv` needs to drop to the task's uid (and for bwrap to enter a 0700
+        # workspace owned by it); setpriv clears them all before the program starts.
+        caps = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_DAC_READ_SEARCH")
+        args += ["--cap-drop", "ALL", *(a for cap in caps for a in ("--cap-add", cap))]
     else:
         args += ["--unshare-all"] + (["--share-net"] if network else [])
     args += ["--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv"]

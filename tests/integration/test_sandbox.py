@@ -270,3 +270,12 @@ async def test_environment_holds_no_secrets(
     result = await run(ctx, "bash", "env; cat /proc/1/environ 2>/dev/null | tr '\\0' '\\n'")
     assert "sk-sandbox-secret" not in result["stdout"]
     assert f"HOME={ctx.workspace}" in result["stdout"]
+
+
+async def test_a_private_workspace_directory_works(tmp_path: Path, sandbox: Sandbox) -> None:
+    """A workspace the host made 0700 (as pytest's tmp dirs are) is usable by the task."""
+    ws = tmp_path / "private"
+    ws.mkdir(mode=0o700)
+    ctx = ToolContext(workspace=ws, timeout_s=10, sandbox=sandbox, settings=SETTINGS)
+    result = await run(ctx, "bash", "echo hi > note.txt && cat note.txt")
+    assert (result["exit_code"], result["stdout"]) == (0, "hi\n"), result
