@@ -141,7 +141,7 @@ class Sandbox:
             *("--chdir", str(home)),
             *_env_args(self.env(home)),
             "--",
-            *_drop_to(self.uid_for(home.name)),
+            *_drop_to(self.uid_for(home.name), self.userns_fd),
             *program,
         ]
 
@@ -214,13 +214,18 @@ def _env_args(env: dict[str, str]) -> list[str]:
     return [arg for name, value in env.items() for arg in ("--setenv", name, value)]
 
 
-def _drop_to(uid: int | None) -> list[str]:
+def _drop_to(uid: int | None, userns_fd: int | None) -> list[str]:
+    """setpriv to the task's uid, then a shell that closes the user-namespace fd bwrap was
+    given (bwrap leaves it open) before it becomes the program."""
     if uid is None:
         return []
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+    # bash: dash cannot name a file descriptor above 9.
+    shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+    close = [] if userns_fd is None else [shell, "-c", f'exec {userns_fd}<&-; exec "$@"', "sh"]
     return [
         setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *close,
     ]  # fmt: skip
 
 

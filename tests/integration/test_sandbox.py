@@ -279,3 +279,14 @@ async def test_a_private_workspace_directory_works(tmp_path: Path, sandbox: Sand
     ctx = ToolContext(workspace=ws, timeout_s=10, sandbox=sandbox, settings=SETTINGS)
     result = await run(ctx, "bash", "echo hi > note.txt && cat note.txt")
     assert (result["exit_code"], result["stdout"]) == (0, "hi\n"), result
+
+
+async def test_no_executor_file_descriptor_leaks_in(
+    ctx: ToolContext, listener: socket.socket
+) -> None:
+    """Open sockets of the executor and the sandbox's user-namespace fd are not inherited."""
+    inode = os.fstat(listener.fileno()).st_ino
+    result = await run(ctx, "bash", "for f in /proc/self/fd/*; do readlink $f; done; true")
+    assert result["stdout"].startswith("/dev/null\npipe:"), result
+    assert f"socket:[{inode}]" not in result["stdout"]
+    assert "user:[" not in result["stdout"]
