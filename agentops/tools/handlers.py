@@ -231,6 +231,7 @@ async def execute_code(args: ExecuteCodeArgs, ctx: ToolContext) -> dict[str, Any
         with os.fdopen(fd, "wb") as fh:
             fh.write(args.code.encode("utf-8"))
         await asyncio.to_thread(sandbox.prepare, ctx.workspace)
+        baseline = await asyncio.to_thread(sandbox.process_baseline)
         program = [interpreter, os.path.basename(script_name)]
         network = ctx.settings.network_allowed(ctx.agent_type)
         result = await _run_program(
@@ -238,7 +239,7 @@ async def execute_code(args: ExecuteCodeArgs, ctx: ToolContext) -> dict[str, Any
             ctx.workspace,
             sandbox.env(ctx.workspace),
             timeout,
-            _Launch(sandbox.preexec(), sandbox.pass_fds(), limits.output_bytes),
+            _Launch(sandbox.preexec(baseline), sandbox.pass_fds(), limits.output_bytes),
         )
     finally:
         with contextlib.suppress(FileNotFoundError):  # the program may have deleted itself

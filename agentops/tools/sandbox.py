@@ -148,7 +148,16 @@ class Sandbox:
     def pass_fds(self) -> tuple[int, ...]:
         return (self.userns_fd,) if self.userns_fd is not None else ()
 
-    def preexec(self) -> Callable[[], None]:
+    def process_baseline(self) -> int:
+        """Processes already counted against RLIMIT_NPROC for the uid the code runs as.
+
+        The limit counts every process of a uid, so when code runs as the executor's own
+        (non-root) user, that user's other processes are added on top of the limit."""
+        if (self.mode == "bwrap" and self.uid is not None) or os.geteuid() == 0:
+            return 0  # a dedicated task uid, or root (not limited at all)
+        return _count_processes(os.getuid())
+
+    def preexec(self, baseline: int = 0) -> Callable[[], None]:
         """Set the limits in the child between fork and exec (inherited by all it starts)."""
         limits = self.limits
 
@@ -157,7 +166,7 @@ class Sandbox:
             for which, value in (
                 (resource.RLIMIT_CPU, limits.cpu_s),
                 (resource.RLIMIT_DATA, limits.memory_mb * mb),
-                (resource.RLIMIT_NPROC, limits.processes),
+                (resource.RLIMIT_NPROC, limits.processes + baseline),
                 (resource.RLIMIT_FSIZE, limits.file_size_mb * mb),
                 (resource.RLIMIT_NOFILE, limits.open_files),
                 (resource.RLIMIT_CORE, 0),
@@ -227,6 +236,16 @@ def _drop_to(uid: int | None, userns_fd: int | None) -> list[str]:
         setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
         "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *close,
     ]  # fmt: skip
+
+
+def _count_processes(uid: int) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += 1
+    return count
 
 
 def _hand_over(workspace: Path, uid: int) -> None:

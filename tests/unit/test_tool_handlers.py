@@ -480,3 +480,22 @@ async def test_api_call_needs_an_http_url(ctx: ToolContext) -> None:
     """Non-HTTP schemes are refused before any connection."""
     err = await tool_error(call(ctx, "file:///etc/passwd"))
     assert err.code == "invalid_url"
+
+
+def test_process_limit_is_on_top_of_the_users_own_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RLIMIT_NPROC counts all of a uid's processes: when code runs as the executor's own
+    non-root user, that user's running processes are added to the limit; a task uid is not."""
+    from agentops.tools import sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module.os, "geteuid", lambda: 1000)
+    own = Sandbox(mode="none").process_baseline()
+    mine = 0
+    for pid in os.listdir("/proc"):
+        try:
+            mine += pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == os.getuid()
+        except FileNotFoundError:  # exited meanwhile
+            pass
+    assert own > 0 and abs(own - mine) < 50  # other processes come and go meanwhile
+    assert Sandbox(mode="bwrap", uid=1_000_000).process_baseline() == 0
