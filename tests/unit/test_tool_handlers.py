@@ -4,6 +4,7 @@ HTTP server on 127.0.0.1 (never the internet)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -493,9 +494,7 @@ def test_process_limit_is_on_top_of_the_users_own_processes(
     own = Sandbox(mode="none").process_baseline()
     mine = 0
     for pid in os.listdir("/proc"):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # exited meanwhile
             mine += pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == os.getuid()
-        except FileNotFoundError:  # exited meanwhile
-            pass
     assert own > 0 and abs(own - mine) < 50  # other processes come and go meanwhile
     assert Sandbox(mode="bwrap", uid=1_000_000).process_baseline() == 0
