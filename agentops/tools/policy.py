@@ -15,6 +15,9 @@ Rules:
   whole pattern. `{tool = "api_call", args = {method = "!GET|HEAD"}}` = any method but GET or
   HEAD. A call needs approval when any rule of its agent type or of `"*"` matches. Giving
   `[tools.approvals]` replaces the default rules entirely (`approvals = {}` turns them off).
+- The human answers `{"approved": true|false, "comment"?: ...}`; only a strict `true` runs the
+  call (`read_approval`), and a refusal reaches the model as the tool's result
+  (`rejection_message`).
 """
 
 from __future__ import annotations
@@ -205,3 +208,37 @@ def _matches(pattern: str, value: Any) -> bool:
         text = json.dumps(value, sort_keys=True)
     hit = any(fnmatch.fnmatchcase(text, alt) for alt in body.split("|"))
     return hit != negate
+
+
+# ---- the human's side of an approval (for the agent that asks) ----
+class ApprovalAnswer(_Config):
+    """What a human answers to an approval request: `{"approved": bool, "comment"?: str}`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    approved: bool = Field(strict=True)  # "yes" or 1 is not an approval
+    comment: str | None = Field(default=None, max_length=10_000)
+
+
+def approval_question(tool: str, arguments: Mapping[str, Any], reason: str) -> str:
+    """The request shown to the human: the exact call, and how to answer."""
+    call = json.dumps({"tool": tool, "arguments": dict(arguments)}, indent=2, sort_keys=True)
+    return (
+        f"Approval needed: {reason}.\nThe agent wants to run exactly this call:\n{call}\n"
+        'Answer {"approved": true} to run it, or {"approved": false, "comment": "why"} to '
+        "refuse; the comment goes back to the agent."
+    )
+
+
+def read_approval(response: Any) -> ApprovalAnswer | None:
+    """The human's response as an approval answer, or None when it is not one (the caller
+    should ask again rather than guess: only an explicit `approved: true` runs the call)."""
+    try:
+        return ApprovalAnswer.model_validate(response)
+    except ValidationError:
+        return None
+
+
+def rejection_message(tool: str, answer: ApprovalAnswer) -> str:
+    """The tool result the model reads when a human refused the call."""
+    why = f": {answer.comment}" if answer.comment else " (no reason given)"
+    return f"a human refused to approve this {tool} call{why}. Do not retry it unchanged."

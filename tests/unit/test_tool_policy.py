@@ -9,9 +9,13 @@ import pytest
 from agentops.protocol.errors import ConfigError
 from agentops.tools.policy import (
     DEFAULT_APPROVALS,
+    ApprovalAnswer,
+    approval_question,
     approval_reason,
     load_tool_settings,
     parse_allow_entry,
+    read_approval,
+    rejection_message,
 )
 
 
@@ -147,3 +151,38 @@ def test_readme_tools_example_is_valid() -> None:
         settings.approvals, "devops_engineer", "write_file", {"path": "main.tf", "content": ""}
     )
     assert reason is not None
+
+
+def test_approval_question_shows_the_exact_call() -> None:
+    """The human sees the tool, every argument and how to answer."""
+    text = approval_question("api_call", {"url": "https://x", "method": "POST"}, "a POST")
+    assert text.startswith("Approval needed: a POST.\n")
+    assert '"method": "POST"' in text and '"url": "https://x"' in text
+    assert '{"approved": true}' in text
+
+
+@pytest.mark.parametrize(
+    ("response", "approved", "comment"),
+    [
+        ({"approved": True}, True, None),
+        ({"approved": False, "comment": "not on prod"}, False, "not on prod"),
+        ({"approved": "yes"}, None, None),
+        ("sure", None, None),
+        ({"comment": "hm"}, None, None),
+    ],
+)
+def test_read_approval(response: Any, approved: bool | None, comment: str | None) -> None:
+    """Only a well-formed answer counts; anything else is None (ask again, never run)."""
+    answer = read_approval(response)
+    if approved is None:
+        assert answer is None
+    else:
+        assert answer is not None and (answer.approved, answer.comment) == (approved, comment)
+
+
+def test_rejection_message_carries_the_comment() -> None:
+    """A refusal reaches the model with the human's reason."""
+    answer = ApprovalAnswer(approved=False, comment="not on prod")
+    assert rejection_message("execute_code", answer) == (
+        "a human refused to approve this execute_code call: not on prod. Do not retry it unchanged."
+    )
