@@ -43,14 +43,15 @@ from pydantic import BaseModel
 
 from agentops.tools.errors import ToolError
 from agentops.tools.netguard import AddressRefused, Guard, GuardedBackend
-from agentops.tools.policy import Limits, ToolSettings
+from agentops.tools.policy import ApiCallSettings, Limits, ToolSettings
 from agentops.tools.registry import ApiCallArgs, ExecuteCodeArgs, ReadFileArgs, WriteFileArgs
 from agentops.tools.sandbox import REFUSED, Sandbox
 from agentops.tools.workspace import open_in_workspace, relative_name, resolve_in_workspace
 
 MAX_READ_BYTES = 1024 * 1024
-MAX_OUTPUT_BYTES = 64 * 1024
-MAX_RESPONSE_BYTES = 256 * 1024
+# The defaults of the configurable limits ([tools.limits] / [tools.api_call]).
+MAX_OUTPUT_BYTES = Limits().output_bytes
+MAX_RESPONSE_BYTES = ApiCallSettings().max_response_bytes
 # After the program exits, how long to wait for its output pipes to drain (a process that
 # escaped the group could hold them open forever).
 _DRAIN_GRACE_S = 2.0
