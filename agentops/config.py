@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from agentops.llm.settings import PROVIDERS, LLMSettings, load_llm_settings
 from agentops.protocol.errors import ConfigError
+from agentops.tools.policy import load_tool_settings
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 
@@ -318,7 +319,7 @@ def validate_sections(settings: Settings, environ: Mapping[str, str] | None = No
     `environ` (default `os.environ`) supplies the provider keys and URLs.
     """
     load_llm(settings, environ)
-    settings.section("tools")
+    load_tool_settings(settings.section("tools"))
 
 
 def load_llm(settings: Settings, environ: Mapping[str, str] | None = None) -> LLMSettings:

@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 DUPLICATE_WINDOW_S = 15 * 60.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 DLQ_MAX_AGE_S = 14 * 24 * 3600.0
+PLUGIN_MAX_AGE_S = 3600.0
 
 STREAMS = (
     StreamConfig(
@@ -84,6 +85,14 @@ BUCKETS = (
         description="Idempotency-Key -> task id for POST /tasks",
         history=1,
         ttl=24 * 3600.0,
+        direct=True,
+    ),
+    KeyValueConfig(
+        bucket=s.PLUGINS_BUCKET,
+        description="Plugin tool announcements by tool name (refreshed while the plugin lives)",
+        history=1,
+        # Storage clean-up only: readers judge liveness by each announcement's own ttl_s.
+        ttl=PLUGIN_MAX_AGE_S,
         direct=True,
     ),
 )

@@ -6,10 +6,13 @@ Rules:
 - The edge answering this request is itself up, whether or not it registered a service.
 - 200 `healthy` only when NATS is connected and no expected process is missing; otherwise
   503 `degraded` with the same body, so probes and humans see what is missing.
+- The tool executor's entry also shows the code-execution isolation in force (`isolation`,
+  from its status endpoint), so an operator sees whether code runs sandboxed.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +23,7 @@ from agentops.edge.discovery import gather, instances_by_name
 from agentops.protocol import subjects as s
 
 SELF = "edge"
+EXECUTOR = "tool-executor"
 
 
 def nats_status(nc: Client) -> dict[str, Any]:
@@ -46,10 +50,23 @@ async def service_status(nc: Client, window_s: float) -> dict[str, dict[str, Any
     return services
 
 
+async def executor_isolation(nc: Client, timeout_s: float) -> dict[str, Any] | None:
+    """The isolation one tool-executor instance reports, or None if none answers."""
+    try:
+        reply = await nc.request(s.control_subject(EXECUTOR, "status"), b"", timeout=timeout_s)
+        isolation = json.loads(reply.data).get("isolation")
+    except Exception:  # no executor, timeout or a bad reply: the entry says "missing" anyway
+        return None
+    return isolation if isinstance(isolation, dict) else None
+
+
 async def health(request: web.Request) -> web.Response:
     nc = request.app[BUS].nc
     nats = nats_status(nc)
-    services = await service_status(nc, request.app[CONFIG].health_window_s)
+    window = request.app[CONFIG].health_window_s
+    services = await service_status(nc, window)
+    if services.get(EXECUTOR, {}).get("status") == "up" and nats["connected"]:
+        services[EXECUTOR]["isolation"] = await executor_isolation(nc, window)
     healthy = nats["connected"] and all(v["status"] == "up" for v in services.values())
     body = {"status": "healthy" if healthy else "degraded", "nats": nats, "services": services}
     return web.json_response(body, status=200 if healthy else 503)

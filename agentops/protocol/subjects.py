@@ -27,6 +27,7 @@ AGENTS_BUCKET: Final = "agentops_agents"
 TASKS_BUCKET: Final = "agentops_tasks"
 TOOL_CALLS_BUCKET: Final = "agentops_tool_calls"
 IDEMPOTENCY_BUCKET: Final = "agentops_idempotency"
+PLUGINS_BUCKET: Final = "agentops_plugins"
 
 WORK_SUBJECTS: Final = (
     f"{PREFIX}.task.>",
@@ -102,6 +103,15 @@ def tool_requests(tool_name: str) -> str:
 
 def tool_requests_filter() -> str:
     return f"{PREFIX}.tool.call.*"
+
+
+# ---- plugin tools (core request-reply, served by plugin processes in a queue group) ----
+def plugin_calls(tool_name: str) -> str:
+    """Where the executor sends a plugin tool's calls; the key of its announcement is the name."""
+    return f"{PREFIX}.plugin.call.{_token(tool_name, 'tool name')}"
+
+
+PLUGIN_QUEUE: Final = "agentops-plugins"
 
 
 # ---- events (JetStream, stream EVENTS_STREAM) ----

@@ -4,6 +4,12 @@ Every call has a record in the `agentops_tool_calls` bucket keyed by (agent, ste
 - `done` with the result → a redelivered request re-sends that result; the tool does not run.
 - `started` without a result → the executor died mid-call. A tool without side effects runs
   again; any other answers with an `interrupted` error instead of repeating its side effect.
+
+At start-up it reads `[tools]`, probes the sandbox (`tools.sandbox`) and logs the isolation in
+force, which its status (and so `GET /health`) also shows. Builtin tools run here; a plugin
+tool (`tools.plugins`) is checked against its schema and forwarded to its process under the
+same claim, so a plugin's side effect is not repeated either. Tools from installed packages
+(`agentops.tools` entry points) are served by this process as plugins.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import asyncio
 import hashlib
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+from nats.aio.client import Client
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from agentops.bus.connection import publish
@@ -27,7 +35,11 @@ from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
 from agentops.protocol.messages import ToolCompleted, ToolRequested, WorkMessage
 from agentops.store.kv import Conflict, DocumentStore
 from agentops.tools.handlers import ToolContext, run_tool
+from agentops.tools.plugin_sdk import load_entry_points
+from agentops.tools.plugins import PluginDirectory, call_plugin
+from agentops.tools.policy import ToolSettings, load_tool_settings
 from agentops.tools.registry import BUILTIN_TOOLS, ToolArgsError, validate_call
+from agentops.tools.sandbox import Sandbox, probe
 from agentops.tools.workspace import workspace_for
 
 log = structlog.get_logger(__name__)
@@ -67,12 +79,31 @@ def executor_tools() -> tuple[str, ...]:
     return tuple(name for name, t in BUILTIN_TOOLS.items() if t.runs_in == "executor")
 
 
-async def execute(msg: ToolRequested, data_dir: Path) -> tuple[bool, Any, ErrorInfo | None]:
+@dataclass(frozen=True)
+class Executor:
+    """What a call needs besides its message: where files live, how code runs, plugins."""
+
+    data_dir: Path
+    settings: ToolSettings
+    sandbox: Sandbox
+    plugins: PluginDirectory | None = None
+    nc: Client | None = None
+
+
+async def execute(msg: ToolRequested, ex: Executor) -> tuple[bool, Any, ErrorInfo | None]:
+    if msg.name not in BUILTIN_TOOLS and ex.plugins is not None and ex.nc is not None:
+        return await execute_plugin(msg, ex.plugins, ex.nc)
     try:
         args = validate_call(msg.name, msg.arguments, executor_tools())
     except ToolArgsError as exc:
         return False, None, ErrorInfo(code="invalid_arguments", message=str(exc))
-    ctx = ToolContext(workspace=workspace_for(data_dir, msg.task_id), timeout_s=msg.timeout_s)
+    ctx = ToolContext(
+        workspace=workspace_for(ex.data_dir, msg.task_id),
+        timeout_s=msg.timeout_s,
+        sandbox=ex.sandbox,
+        settings=ex.settings,
+        agent_type=msg.reply_to.agent_type,
+    )
     try:
         return True, await run_tool(msg.name, args, ctx), None
     except AgentOpsError as exc:
@@ -82,9 +113,51 @@ async def execute(msg: ToolRequested, data_dir: Path) -> tuple[bool, Any, ErrorI
         return False, None, ErrorInfo(code="tool_crashed", message=f"{type(exc).__name__}: {exc}")
 
 
+async def execute_plugin(
+    msg: ToolRequested, plugins: PluginDirectory, nc: Client
+) -> tuple[bool, Any, ErrorInfo | None]:
+    tool = plugins.lookup(msg.name)
+    agent_type = msg.reply_to.agent_type
+    if tool is None or not tool.allowed_for(agent_type):
+        names = [
+            n for n in plugins.names() if (t := plugins.lookup(n)) and t.allowed_for(agent_type)
+        ]
+        return (
+            False,
+            None,
+            ErrorInfo(
+                code="not_found",
+                message=f"unknown tool {msg.name!r}; tools here: "
+                f"{', '.join([*executor_tools(), *names])}",
+            ),
+        )
+    problem = tool.check_arguments(msg.arguments)
+    if problem is not None:
+        return False, None, ErrorInfo(code="invalid_arguments", message=problem)
+    request = {
+        "tool": msg.name, "arguments": msg.arguments, "task_id": msg.task_id,
+        "agent_id": msg.agent_id, "agent_type": agent_type, "call_id": msg.call_id,
+        "step": msg.step,
+    }  # fmt: skip
+    return await call_plugin(nc, tool, request, msg.timeout_s)
+
+
 async def setup(rt: Runtime) -> None:
     store = DocumentStore[ToolCallRecord](rt.buckets[s.TOOL_CALLS_BUCKET], RECORD_ADAPTER)
-    data_dir = Path(rt.settings.data_dir)
+    settings = load_tool_settings(rt.settings.section("tools"))
+    sandbox = await asyncio.to_thread(probe, settings)
+    isolation = sandbox.isolation(settings.network)
+    if sandbox.mode == "bwrap":
+        log.info("sandbox.isolation", **isolation)
+    else:  # said loudly: code runs unconfined, or not at all
+        log.warning("sandbox.isolation", **isolation)
+    plugins = PluginDirectory()
+    await plugins.start(rt.js)
+    rt.on_shutdown.append(plugins.stop)
+    for plugin in load_entry_points():
+        await plugin.start(rt.nc)
+        rt.on_shutdown.append(plugin.stop)
+    ex = Executor(Path(rt.settings.data_dir), settings, sandbox, plugins, rt.nc)
     counts = {"ok": 0, "failed": 0, "replayed": 0}
 
     async def reply(msg: ToolRequested, completed: ToolCompleted) -> None:
@@ -124,7 +197,7 @@ async def setup(rt: Runtime) -> None:
                 await finish(key, revision, msg, completed(msg, False, None, INTERRUPTED(msg), 0.0))
                 return
         started = time.perf_counter()
-        ok, value, error = await execute(msg, data_dir)
+        ok, value, error = await execute(msg, ex)
         result = completed(msg, ok, value, error, (time.perf_counter() - started) * 1000)
         await finish(key, revision, msg, result)
 
@@ -144,7 +217,12 @@ async def setup(rt: Runtime) -> None:
         if isinstance(msg, ToolRequested) and msg.agent_id is not None:
             await reply(msg, completed(msg, False, None, info, 0.0))
 
-    rt.status_extra = lambda: {"tools": list(executor_tools()), "tool_calls": dict(counts)}
+    rt.status_extra = lambda: {
+        "tools": list(executor_tools()),
+        "plugins": plugins.names(),
+        "tool_calls": dict(counts),
+        "isolation": isolation,
+    }
     await rt.serve_pool(
         s.TOOL_EXECUTOR_CONSUMER, s.tool_requests_filter(), handle, give_up, CONCURRENCY
     )

@@ -7,12 +7,17 @@ Rules:
   other exception escaping from here is a bug in the executor, not in the model's call.
 - Paths go through `workspace.resolve_in_workspace`; results show paths relative to the
   workspace, never host paths.
-- `execute_code` runs the program in its own session with a minimal environment (no
-  inherited secrets), kills the whole process group on timeout, cancellation or exit (a tool
-  call leaves nothing running behind it) and caps each output stream. A non-zero exit or a
-  timeout is a result, not an error: the model reads it and decides.
-- `api_call` never follows redirects and caps the body it reads. Neither handler is a
-  sandbox yet (memory limits, network policy): that is a later layer.
+- Files are opened through `workspace.open_in_workspace` (regular, single-link files inside
+  the workspace only) and written within the file-size limit.
+- `execute_code` runs the program in the sandbox the executor probed at start-up
+  (`tools.sandbox`), in its own session with a minimal environment (no inherited secrets),
+  kills the whole process group on timeout, cancellation or exit (a tool call leaves nothing
+  running behind it) and caps each output stream with a `…[truncated N bytes]` marker. A
+  non-zero exit, a timeout or a hit limit is a result, not an error: the model reads it.
+  Without a sandbox (`refused`) it answers `sandbox_unavailable` and runs nothing.
+- `api_call` connects only where `tools.netguard` allows (checked per connection, so per
+  redirect hop too), follows at most `max_redirects` redirects, ignores proxy variables and
+  caps the body it reads.
 - `complete_task` and `request_human_input` are control tools handled by the agent's
   reducer; asking for them here is `not_found`.
 """
@@ -24,31 +29,32 @@ import codecs
 import contextlib
 import json
 import os
-import shutil
 import signal
-import stat
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 from pydantic import BaseModel
 
 from agentops.tools.errors import ToolError
+from agentops.tools.netguard import AddressRefused, Guard, GuardedBackend
+from agentops.tools.policy import ApiCallSettings, Limits, ToolSettings
 from agentops.tools.registry import ApiCallArgs, ExecuteCodeArgs, ReadFileArgs, WriteFileArgs
-from agentops.tools.workspace import relative_name, resolve_in_workspace
+from agentops.tools.sandbox import REFUSED, Sandbox
+from agentops.tools.workspace import open_in_workspace, relative_name, resolve_in_workspace
 
 MAX_READ_BYTES = 1024 * 1024
-MAX_OUTPUT_BYTES = 64 * 1024
-MAX_RESPONSE_BYTES = 256 * 1024
+# The defaults of the configurable limits ([tools.limits] / [tools.api_call]).
+MAX_OUTPUT_BYTES = Limits().output_bytes
+MAX_RESPONSE_BYTES = ApiCallSettings().max_response_bytes
 # After the program exits, how long to wait for its output pipes to drain (a process that
 # escaped the group could hold them open forever).
 _DRAIN_GRACE_S = 2.0
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _LISTING_LIMIT = 20
 
 
@@ -56,6 +62,10 @@ _LISTING_LIMIT = 20
 class ToolContext:
     workspace: Path
     timeout_s: float
+    # Where code runs; the default refuses execute_code (a sandbox must be chosen, not assumed).
+    sandbox: Sandbox = REFUSED
+    settings: ToolSettings = field(default_factory=ToolSettings)
+    agent_type: str = ""
 
 
 async def run_tool(name: str, args: BaseModel, ctx: ToolContext) -> dict[str, Any]:
@@ -85,25 +95,20 @@ async def read_file(args: ReadFileArgs, ctx: ToolContext) -> dict[str, Any]:
 
 def _read_file_sync(root: Path, path: Path, shown: str) -> dict[str, Any]:
     try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ToolError(
-            f"file {shown!r} not found in the workspace; {_nearby(root, path)}",
-            code="file_not_found",
-        ) from None
-    except OSError as exc:
-        raise ToolError(f"cannot read {shown!r}: {exc.strerror}", code="io_error") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise ToolError(f"{shown!r} is {kind}; read_file reads files only", code="not_a_file")
-    if st.st_size > MAX_READ_BYTES:
-        raise ToolError(
-            f"file {shown!r} is {st.st_size} bytes, over the {MAX_READ_BYTES}-byte limit; "
-            "read a part of it with execute_code instead (e.g. head, sed -n)",
-            code="file_too_large",
-        )
-    with path.open("rb") as fh:
-        # Read one byte past the limit: the file may have grown since stat().
+        fd = open_in_workspace(root, path, shown, write=False)
+    except ToolError as exc:
+        if exc.code != "file_not_found":
+            raise
+        raise ToolError(f"{exc.message}; {_nearby(root, path)}", code=exc.code) from None
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fd).st_size
+        if size > MAX_READ_BYTES:
+            raise ToolError(
+                f"file {shown!r} is {size} bytes, over the {MAX_READ_BYTES}-byte limit; "
+                "read a part of it with execute_code instead (e.g. head, sed -n)",
+                code="file_too_large",
+            )
+        # Read one byte past the limit: the file may have grown since fstat().
         data = fh.read(MAX_READ_BYTES + 1)
     if len(data) > MAX_READ_BYTES:
         raise ToolError(f"file {shown!r} grew past the read limit", code="file_too_large")
@@ -133,21 +138,14 @@ def _nearby(root: Path, path: Path) -> str:
 
 async def write_file(args: WriteFileArgs, ctx: ToolContext) -> dict[str, Any]:
     path = resolve_in_workspace(ctx.workspace, args.path)
-    return await asyncio.to_thread(_write_file_sync, ctx.workspace, path, args)
+    cap = ctx.settings.limits.file_size_mb * 1024 * 1024
+    return await asyncio.to_thread(_write_file_sync, ctx.workspace, path, args, cap)
 
 
-def _write_file_sync(root: Path, path: Path, args: WriteFileArgs) -> dict[str, Any]:
-    if path.exists() and not path.is_file():
-        # Opening a FIFO for writing would block the executor; a directory cannot be written.
-        raise ToolError(
-            f"{args.path!r} exists and is not a regular file; choose another path",
-            code="not_a_file",
-        )
+def _write_file_sync(root: Path, path: Path, args: WriteFileArgs, cap: int) -> dict[str, Any]:
     data = args.content.encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab" if args.mode == "append" else "wb") as fh:
-            fh.write(data)
     except (NotADirectoryError, FileExistsError):
         raise ToolError(
             f"cannot create {args.path!r}: a parent of it is a file, not a directory",
@@ -155,39 +153,32 @@ def _write_file_sync(root: Path, path: Path, args: WriteFileArgs) -> dict[str, A
         ) from None
     except OSError as exc:
         raise ToolError(f"cannot write {args.path!r}: {exc.strerror}", code="io_error") from None
+    # The parents now exist: check again where the file really lands (a parent may be a link).
+    path = resolve_in_workspace(root, args.path)
+    fd = open_in_workspace(root, path, args.path, write=True)
+    with os.fdopen(fd, "wb") as fh:
+        size = os.fstat(fd).st_size if args.mode == "append" else 0
+        if size + len(data) > cap:
+            raise ToolError(
+                f"{args.path!r} would be {size + len(data)} bytes, over the {cap}-byte file "
+                "size limit",
+                code="file_too_large",
+            )
+        try:
+            if args.mode == "append":
+                fh.seek(0, os.SEEK_END)
+            else:
+                fh.truncate(0)
+            fh.write(data)
+        except OSError as exc:
+            raise ToolError(
+                f"cannot write {args.path!r}: {exc.strerror}", code="io_error"
+            ) from None
     return {"path": relative_name(root, path), "bytes_written": len(data), "mode": args.mode}
 
 
 # ---- code ----
 _SUFFIX = {"python": ".py", "javascript": ".js", "bash": ".sh"}
-
-
-def _interpreter(language: str, path_var: str) -> str:
-    found: str | None
-    if language == "python":
-        found = sys.executable
-    elif language == "javascript":
-        found = shutil.which("node", path=path_var)
-    else:
-        found = "/bin/bash" if os.access("/bin/bash", os.X_OK) else None
-    if not found:
-        raise ToolError(
-            f"no {language} runtime is installed on the executor; use another language",
-            code="runtime_not_available",
-        )
-    return found
-
-
-def _child_env(workspace: Path) -> dict[str, str]:
-    # Built from scratch rather than filtered: nothing inherited can leak (API keys, NATS_URL).
-    return {
-        "PATH": os.environ.get("PATH") or _DEFAULT_PATH,
-        "HOME": str(workspace),
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        # Unbuffered, so a program killed at its timeout still shows what it printed.
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 class _Capture:
@@ -208,7 +199,7 @@ class _Capture:
 
     def text(self) -> str:
         out = self.data.decode("utf-8", errors="replace")
-        return out + f"\n[... truncated {self.dropped} bytes]" if self.dropped else out
+        return out + f"\n…[truncated {self.dropped} bytes]" if self.dropped else out
 
 
 def _kill_group(pgid: int) -> None:
@@ -217,9 +208,21 @@ def _kill_group(pgid: int) -> None:
 
 
 async def execute_code(args: ExecuteCodeArgs, ctx: ToolContext) -> dict[str, Any]:
-    env = _child_env(ctx.workspace)
-    interpreter = _interpreter(args.language, env["PATH"])
-    timeout = args.timeout or ctx.timeout_s
+    sandbox = ctx.sandbox
+    if sandbox.mode == "refused":
+        raise ToolError(
+            f"code execution is disabled on this executor: {sandbox.reason}",
+            code="sandbox_unavailable",
+        )
+    interpreter = sandbox.interpreters.get(args.language)
+    if interpreter is None:
+        raise ToolError(
+            f"no {args.language} runtime is available to the executor; use another language "
+            f"({', '.join(sorted(sandbox.interpreters)) or 'none available'})",
+            code="runtime_not_available",
+        )
+    limits = sandbox.limits
+    timeout = min(args.timeout or ctx.timeout_s, limits.wall_time_s)
     # The program is a file in the workspace root, so `import x` / `require('./x')` find the
     # task's files exactly as when the model runs a file it wrote (no argv size limit either).
     fd, script_name = tempfile.mkstemp(
@@ -228,12 +231,43 @@ async def execute_code(args: ExecuteCodeArgs, ctx: ToolContext) -> dict[str, Any
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(args.code.encode("utf-8"))
-        return await _run_program(
-            [interpreter, os.path.basename(script_name)], ctx.workspace, env, timeout
+        await asyncio.to_thread(sandbox.prepare, ctx.workspace)
+        baseline = await asyncio.to_thread(sandbox.process_baseline)
+        program = [interpreter, os.path.basename(script_name)]
+        network = ctx.settings.network_allowed(ctx.agent_type)
+        result = await _run_program(
+            sandbox.argv(program, ctx.workspace, network),
+            ctx.workspace,
+            sandbox.env(ctx.workspace),
+            timeout,
+            _Launch(sandbox.preexec(baseline), sandbox.pass_fds(), limits.output_bytes),
         )
     finally:
         with contextlib.suppress(FileNotFoundError):  # the program may have deleted itself
             os.unlink(script_name)
+    note = _limit_note(result["exit_code"], limits, result["timed_out"], timeout)
+    if note:
+        result["limit"] = note
+    return result
+
+
+def _limit_note(code: int | None, limits: Limits, timed_out: bool, timeout: float) -> str | None:
+    """A plain statement of which limit stopped the program, for the model to read."""
+    if timed_out:
+        return f"wall-time limit: stopped after {timeout:g}s (the whole process tree was killed)"
+    sig = -code if code is not None and code < 0 else (code - 128 if code and code > 128 else 0)
+    if sig == signal.SIGXCPU:
+        return f"CPU-time limit of {limits.cpu_s}s exceeded"
+    if sig == signal.SIGXFSZ:
+        return f"file-size limit of {limits.file_size_mb} MB exceeded"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Launch:
+    preexec: Callable[[], None] | None = None
+    pass_fds: tuple[int, ...] = ()
+    output_bytes: int = MAX_OUTPUT_BYTES
 
 
 class _ExitSignal(asyncio.subprocess.SubprocessStreamProtocol):
@@ -254,7 +288,7 @@ class _ExitSignal(asyncio.subprocess.SubprocessStreamProtocol):
 
 
 async def _run_program(
-    argv: list[str], cwd: Path, env: dict[str, str], limit_s: float
+    argv: list[str], cwd: Path, env: dict[str, str], limit_s: float, launch: _Launch
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     started = time.monotonic()
@@ -268,12 +302,14 @@ async def _run_program(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, so one killpg reaches children
+            preexec_fn=launch.preexec,
+            pass_fds=launch.pass_fds,
         )
     except OSError as exc:
         raise ToolError(
             f"cannot start {argv[0]}: {exc.strerror}", code="runtime_not_available"
         ) from None
-    out, err = _Capture(MAX_OUTPUT_BYTES), _Capture(MAX_OUTPUT_BYTES)
+    out, err = _Capture(launch.output_bytes), _Capture(launch.output_bytes)
     pumps = asyncio.gather(out.pump(protocol.stdout), err.pump(protocol.stderr))
     try:
         done, _ = await asyncio.wait({protocol.exited}, timeout=limit_s)
@@ -297,6 +333,25 @@ async def _run_program(
 
 
 # ---- HTTP ----
+def _client(ctx: ToolContext) -> httpx.AsyncClient:
+    """A client whose every connection passes the SSRF guard; redirects are followed by
+    httpx, so each hop connects through the guard again."""
+    settings = ctx.settings.api_call
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    # httpx takes no network backend; its pool is rebuilt with the same defaults and ours.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        network_backend=GuardedBackend(Guard(settings.allow)),
+    )
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=ctx.timeout_s,
+        follow_redirects=True,
+        max_redirects=settings.max_redirects,
+        trust_env=False,  # no proxy from the environment: it would bypass the guard
+    )
+
+
 async def api_call(args: ApiCallArgs, ctx: ToolContext) -> dict[str, Any]:
     if not args.url.startswith(("http://", "https://")):
         raise ToolError(f"url {args.url!r} must start with http:// or https://", code="invalid_url")
@@ -307,36 +362,49 @@ async def api_call(args: ApiCallArgs, ctx: ToolContext) -> dict[str, Any]:
         request["content"] = args.body.encode("utf-8")
     elif args.body is not None:
         request["json"] = args.body
+    cap = ctx.settings.api_call.max_response_bytes
     try:
         async with (
             asyncio.timeout(ctx.timeout_s),  # whole exchange, including a slow-drip body
-            httpx.AsyncClient(timeout=ctx.timeout_s, follow_redirects=False) as client,
+            _client(ctx) as client,
             client.stream(args.method, args.url, **request) as resp,
         ):
             body = bytearray()
             truncated = False
             async for chunk in resp.aiter_bytes():
                 body += chunk
-                if len(body) > MAX_RESPONSE_BYTES:
-                    del body[MAX_RESPONSE_BYTES:]
+                if len(body) > cap:
+                    del body[cap:]
                     truncated = True
                     break
             return {
                 "status": resp.status_code,
+                "url": str(resp.url),
+                "redirects": [str(r.url) for r in resp.history],
                 "headers": dict(resp.headers),
-                "body": _decode_body(bytes(body), resp, truncated),
+                "body": _decode_body(bytes(body), resp, truncated, cap),
                 "truncated": truncated,
             }
+    except AddressRefused as exc:
+        raise ToolError(f"{args.method} {args.url}: {exc}", code="address_not_allowed") from None
     except TimeoutError:
         raise ToolError(
             f"{args.method} {args.url} timed out after {ctx.timeout_s:g}s", code="http_error"
         ) from None
+    except httpx.TooManyRedirects:
+        raise ToolError(
+            f"{args.method} {args.url} redirected more than "
+            f"{ctx.settings.api_call.max_redirects} times",
+            code="http_error",
+        ) from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise ToolError(f"invalid url {args.url!r}: {exc}", code="invalid_url") from None
     except httpx.HTTPError as exc:
         reason = str(exc) or type(exc).__name__
         raise ToolError(f"{args.method} {args.url} failed: {reason}", code="http_error") from None
 
 
-def _decode_body(data: bytes, resp: httpx.Response, truncated: bool) -> Any:
+def _decode_body(data: bytes, resp: httpx.Response, truncated: bool, cap: int) -> Any:
     charset = resp.charset_encoding or "utf-8"
     try:
         codecs.lookup(charset)
@@ -350,7 +418,7 @@ def _decode_body(data: bytes, resp: httpx.Response, truncated: bool) -> Any:
         except ValueError:
             pass  # a server that lies about its content type: show the text
     if truncated:
-        text += f"\n[... truncated at {MAX_RESPONSE_BYTES} bytes]"
+        text += f"\n…[truncated at {cap} bytes]"
     return text
 
 

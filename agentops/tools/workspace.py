@@ -8,13 +8,17 @@ Rules:
 - A workspace is `data_dir/workspaces/<task_id>`, the task id validated by
   `protocol.subjects.check_id` (so it can never be `..` or contain a slash). It is created
   on demand: the first tool call of a task makes it.
-- Checks are made at resolve time; a process that swaps a directory for a symlink between
-  the check and the use can still race it. Closing that needs a real sandbox (later).
+- Files are opened with `open_in_workspace`: no symlink as the last component, never blocking
+  on a FIFO, regular files only, no file with other hard links (it may be a link to a file
+  outside), and after opening, the path the kernel reports for the open file must still be
+  inside the workspace, so a directory swapped for a symlink between check and use is caught.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from pathlib import Path, PurePosixPath
 
 from agentops.protocol.errors import PermanentError
@@ -75,3 +79,46 @@ def relative_name(root: Path, path: Path) -> str:
     """How a resolved path is shown back to the model: relative, POSIX, never a host path."""
     rel = path.relative_to(root.resolve()).as_posix()
     return rel or "."
+
+
+def open_in_workspace(root: Path, path: Path, shown: str, *, write: bool) -> int:
+    """An fd for the regular file `path` (resolved by `resolve_in_workspace`), or a ToolError.
+
+    For writing, the file is created if missing and left untruncated (the caller decides).
+    """
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    flags |= (os.O_WRONLY | os.O_CREAT) if write else os.O_RDONLY
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        raise ToolError(
+            f"file {shown!r} not found in the workspace", code="file_not_found"
+        ) from None
+    except IsADirectoryError:
+        raise ToolError(f"{shown!r} is a directory, not a file", code="not_a_file") from None
+    except OSError as exc:  # ELOOP: the last component became a symlink
+        raise ToolError(f"cannot open {shown!r}: {exc.strerror}", code="io_error") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
+            raise ToolError(
+                f"{shown!r} is {kind}; only regular files can be used", code="not_a_file"
+            )
+        if st.st_nlink > 1:
+            raise ToolError(
+                f"{shown!r} has other hard links (it may be a link to a file outside the "
+                "workspace), so it is refused; copy its content to a new file instead",
+                code="path_outside_workspace",
+            )
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if not real.is_relative_to(root.resolve()):
+            raise ToolError(
+                f"path {shown!r} resolves outside the workspace; {_HINT}",
+                code="path_outside_workspace",
+            )
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    return fd

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,10 @@ import pytest
 from nats.aio.client import Client
 
 from agentops.bus.connection import MSG_ID, encode
-from agentops.bus.service import Runtime
+from agentops.bus.service import Runtime, register_micro
 from agentops.bus.setup import ensure_jetstream
 from agentops.config import load_settings
+from agentops.edge.health import executor_isolation
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import ReplyTo, ToolRequested
 from agentops.services import tool_executor
@@ -33,10 +36,13 @@ def request(call_id: str, mode: str = "append", content: str = "once\n") -> Tool
     )  # fmt: skip
 
 
-async def start_executor(nc: Client, data_dir: Path) -> tuple[Runtime, list[dict[str, Any]]]:
+async def start_executor(
+    nc: Client, data_dir: Path, config_file: Path | None = None
+) -> tuple[Runtime, list[dict[str, Any]]]:
     js = nc.jetstream()
+    settings = load_settings(data_dir=data_dir, config_file=config_file)
     rt = Runtime(
-        process="tool-executor", settings=load_settings(data_dir=data_dir), nc=nc, js=js,
+        process="tool-executor", settings=settings, nc=nc, js=js,
         buckets=await ensure_jetstream(js),
     )  # fmt: skip
     replies: list[dict[str, Any]] = []
@@ -99,3 +105,81 @@ async def test_invalid_arguments_from_a_request_are_an_error_reply(
     await send_as_redelivery(nc, bad, 1)
     await until(lambda: len(replies) == 1, what="reply")
     assert replies[0]["ok"] is False and replies[0]["error"]["code"] == "invalid_arguments"
+
+
+async def test_isolation_is_in_the_status_that_health_reads(nc: Client, tmp_path: Path) -> None:
+    """The executor's status endpoint reports the sandbox in force; /health's reader gets it."""
+    rt, _ = await start_executor(nc, tmp_path)
+    micro = await register_micro(rt, "tool executor under test")
+    try:
+        isolation = await executor_isolation(nc, 2.0)
+        assert isolation is not None
+        expected = "bwrap" if shutil.which("bwrap") else "refused"
+        assert isolation["mode"] == expected
+        assert isolation["limits"]["output_bytes"] == 64 * 1024
+        if expected == "refused":
+            assert "execute_code is refused" in isolation["reason"]
+    finally:
+        await micro.stop()
+        for consumer in rt.consumers:
+            await consumer.stop()
+
+
+async def test_code_runs_sandboxed_through_the_executor(nc: Client, tmp_path: Path) -> None:
+    """An execute_code request runs in the sandbox and its result reaches the agent."""
+    if not shutil.which("bwrap"):
+        pytest.skip("bubblewrap (bwrap) is not installed")
+    _, replies = await start_executor(nc, tmp_path)
+    msg = request("c5").model_copy(
+        update={
+            "name": "execute_code",
+            "arguments": {"language": "bash", "code": "id -u; cat /etc/shadow || echo denied"},
+        }
+    )
+    await send_as_redelivery(nc, msg, 1)
+    await until(lambda: len(replies) == 1, what="reply")
+    result = replies[0]["result"]
+    assert result["stdout"].endswith("denied\n"), result
+    if os.geteuid() == 0:  # an unprivileged uid from the sandbox block
+        assert 1_000_000 <= int(result["stdout"].split()[0]) < 1_001_024
+
+
+async def test_breakout_attempts_leave_the_executor_healthy(nc: Client, tmp_path: Path) -> None:
+    """A fork bomb, a sleeper, a memory hog, a shadow reader and an SSRF attempt sent together
+    each get a contained result or a clear error, and the executor answers the next call."""
+    if not shutil.which("bwrap"):
+        pytest.skip("bubblewrap (bwrap) is not installed")
+    config = tmp_path / "agentops.toml"
+    config.write_text("[tools.limits]\nmemory_mb = 256\nprocesses = 32\n")
+    rt, replies = await start_executor(nc, tmp_path, config)
+    assert rt.status()["isolation"]["limits"]["memory_mb"] == 256
+
+    def code(call_id: str, language: str, source: str, timeout: float = 3) -> ToolRequested:
+        args = {"language": language, "code": source, "timeout": timeout}
+        return request(call_id).model_copy(update={"name": "execute_code", "arguments": args})
+
+    attempts = [
+        code("bomb", "bash", ":(){ :|:& };:\nsleep 30"),
+        code("sleeper", "bash", "sleep 60 & sleep 60", timeout=1),
+        code("hog", "python", "a = []\nwhile True:\n    a.append(bytearray(10**7))"),
+        code("shadow", "python", "print(open('/etc/shadow').read())"),
+        request("ssrf").model_copy(
+            update={"name": "api_call", "arguments": {"url": "http://169.254.169.254/"}}
+        ),
+    ]
+    for n, msg in enumerate(attempts):
+        await send_as_redelivery(nc, msg, n)
+    await until(lambda: len(replies) == len(attempts), timeout=30, what="every attempt answered")
+    by_call = {r["call_id"]: r for r in replies}
+    assert by_call["bomb"]["result"]["timed_out"] is True
+    assert by_call["sleeper"]["result"]["timed_out"] is True
+    assert "MemoryError" in by_call["hog"]["result"]["stderr"]
+    assert "PermissionError" in by_call["shadow"]["result"]["stderr"]
+    assert by_call["ssrf"]["error"]["code"] == "address_not_allowed"
+
+    await send_as_redelivery(nc, request("after", mode="write", content="still here\n"), 99)
+    await until(lambda: len(replies) == len(attempts) + 1, what="the next call's reply")
+    assert replies[-1]["ok"] is True
+    assert rt.status()["tool_calls"]["ok"] >= 5
+    for consumer in rt.consumers:
+        await consumer.stop()

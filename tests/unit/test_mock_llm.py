@@ -3,6 +3,7 @@ tool handlers) and the provider shell."""
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 from pathlib import Path
@@ -25,7 +26,9 @@ from agentops.llm.mock_plans import default_plan, task_line
 from agentops.llm.types import LLMRequest, LLMResult, Message
 from agentops.protocol.errors import AgentOpsError
 from agentops.tools.handlers import ToolContext, run_tool
+from agentops.tools.policy import ToolSettings
 from agentops.tools.registry import validate_call
+from agentops.tools.sandbox import Sandbox, probe
 
 TASK = "Build a login API with JWT\n\nUse HS256 and keep it small."
 
@@ -265,11 +268,17 @@ def test_task_line_appears_in_the_main_file() -> None:
     assert "# Task: Build a login API with JWT\n" in call.arguments["content"]
 
 
+@functools.cache
+def plan_sandbox() -> Sandbox:
+    """The plans run where the executor runs them: in bubblewrap when the machine has it."""
+    return probe(ToolSettings(sandbox="bwrap" if shutil.which("bwrap") else "none"))
+
+
 async def play(
     agent_type: str, workspace: Path, task: str = TASK
 ) -> list[LLMResult | dict[str, Any]]:
     """Run the default plan for real: every executor tool call goes through run_tool."""
-    ctx = ToolContext(workspace=workspace, timeout_s=60)
+    ctx = ToolContext(workspace=workspace, timeout_s=60, sandbox=plan_sandbox())
     spec = AGENT_SPECS[agent_type]
     outputs: list[LLMResult | dict[str, Any]] = []
     for i in range(len(default_plan(agent_type, task))):

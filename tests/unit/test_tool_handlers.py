@@ -4,11 +4,13 @@ HTTP server on 127.0.0.1 (never the internet)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from agentops.tools.handlers import (
     ToolContext,
     run_tool,
 )
+from agentops.tools.policy import ApiCallSettings, ToolSettings
 from agentops.tools.registry import (
     ApiCallArgs,
     CompleteTaskArgs,
@@ -34,13 +37,19 @@ from agentops.tools.registry import (
     ReadFileArgs,
     WriteFileArgs,
 )
+from agentops.tools.sandbox import Sandbox, probe
 from agentops.tools.workspace import resolve_in_workspace, workspace_for
 from tests.helpers import eventually_sync
+
+# These tests check the executor's own process handling (process groups, pipes, output
+# caps), so code runs unsandboxed here; tests/integration/test_sandbox.py covers bubblewrap.
+PLAIN = probe(ToolSettings(sandbox="none"))
+LOOPBACK = ToolSettings(api_call=ApiCallSettings(allow=("127.0.0.1",)))
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> ToolContext:
-    return ToolContext(workspace=tmp_path / "ws", timeout_s=20.0)
+    return ToolContext(workspace=tmp_path / "ws", timeout_s=20.0, sandbox=PLAIN, settings=LOOPBACK)
 
 
 async def write(ctx: ToolContext, path: str, content: str, mode: str = "write") -> dict[str, Any]:
@@ -231,13 +240,21 @@ async def test_javascript_runs_under_node(ctx: ToolContext) -> None:
     assert (result["exit_code"], result["stdout"]) == (0, "42\n")
 
 
-async def test_missing_runtime_is_reported(
-    ctx: ToolContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Without node on PATH, javascript fails with runtime_not_available."""
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+async def test_missing_runtime_is_reported(tmp_path: Path) -> None:
+    """A language without an interpreter fails with runtime_not_available, naming the others."""
+    no_node = Sandbox(mode="none", interpreters={"python": sys.executable})
+    ctx = ToolContext(workspace=tmp_path / "ws", timeout_s=5, sandbox=no_node)
     err = await tool_error(run_code(ctx, "javascript", "console.log(1)"))
     assert err.code == "runtime_not_available"
+    assert "python" in err.message
+
+
+async def test_without_a_sandbox_code_is_refused(tmp_path: Path) -> None:
+    """The default context has no sandbox: execute_code is refused and nothing runs."""
+    ctx = ToolContext(workspace=tmp_path / "ws", timeout_s=5)
+    err = await tool_error(run_code(ctx, "bash", "touch ran"))
+    assert err.code == "sandbox_unavailable"
+    assert not (ctx.workspace / "ran").exists()
 
 
 async def test_child_environment_is_minimal(
@@ -313,7 +330,7 @@ async def test_escaped_process_delays_the_result_only_by_the_drain_grace(
 
 async def test_args_timeout_overrides_context_timeout(tmp_path: Path) -> None:
     """Without args.timeout, the context's timeout_s applies."""
-    ctx = ToolContext(workspace=tmp_path / "ws", timeout_s=0.3)
+    ctx = ToolContext(workspace=tmp_path / "ws", timeout_s=0.3, sandbox=PLAIN)
     result = await run_code(ctx, "python", "import time\ntime.sleep(30)")
     assert result["timed_out"] is True
 
@@ -324,9 +341,9 @@ async def test_output_is_capped_with_a_marker(ctx: ToolContext) -> None:
     result = await run_code(ctx, "python", code)
     assert (
         result["stdout"]
-        == "x" * MAX_OUTPUT_BYTES + f"\n[... truncated {200000 - MAX_OUTPUT_BYTES} bytes]"
+        == "x" * MAX_OUTPUT_BYTES + f"\n…[truncated {200000 - MAX_OUTPUT_BYTES} bytes]"
     )
-    assert result["stderr"].endswith(f"\n[... truncated {70000 - MAX_OUTPUT_BYTES} bytes]")
+    assert result["stderr"].endswith(f"\n…[truncated {70000 - MAX_OUTPUT_BYTES} bytes]")
 
 
 # ---- dispatch ----
@@ -424,11 +441,12 @@ async def test_api_call_returns_text_and_headers(ctx: ToolContext, http_base: st
     assert result["headers"]["x-reply"] == "yes"
 
 
-async def test_api_call_does_not_follow_redirects(ctx: ToolContext, http_base: str) -> None:
-    """A redirect is returned to the model, not followed."""
+async def test_api_call_follows_allowed_redirects(ctx: ToolContext, http_base: str) -> None:
+    """A redirect to an allowed place is followed, and the hops are shown to the model."""
     result = await call(ctx, f"{http_base}/redirect")
-    assert result["status"] == 302
-    assert result["headers"]["location"] == "/text"
+    assert (result["status"], result["body"]) == (200, "plain words")
+    assert result["url"] == f"{http_base}/text"
+    assert result["redirects"] == [f"{http_base}/redirect"]
 
 
 async def test_api_call_caps_the_body(ctx: ToolContext, http_base: str) -> None:
@@ -436,12 +454,12 @@ async def test_api_call_caps_the_body(ctx: ToolContext, http_base: str) -> None:
     result = await call(ctx, f"{http_base}/big")
     assert result["truncated"] is True
     assert result["body"].startswith("b" * MAX_RESPONSE_BYTES)
-    assert result["body"].endswith(f"[... truncated at {MAX_RESPONSE_BYTES} bytes]")
+    assert result["body"].endswith(f"…[truncated at {MAX_RESPONSE_BYTES} bytes]")
 
 
 async def test_api_call_timeout_is_an_http_error(http_base: str, tmp_path: Path) -> None:
     """A server slower than the timeout gives http_error quickly."""
-    ctx = ToolContext(workspace=tmp_path / "ws", timeout_s=0.3)
+    ctx = ToolContext(workspace=tmp_path / "ws", timeout_s=0.3, settings=LOOPBACK)
     started = time.monotonic()
     err = await tool_error(call(ctx, f"{http_base}/slow"))
     assert time.monotonic() - started < 5
@@ -463,3 +481,20 @@ async def test_api_call_needs_an_http_url(ctx: ToolContext) -> None:
     """Non-HTTP schemes are refused before any connection."""
     err = await tool_error(call(ctx, "file:///etc/passwd"))
     assert err.code == "invalid_url"
+
+
+def test_process_limit_is_on_top_of_the_users_own_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RLIMIT_NPROC counts all of a uid's processes: when code runs as the executor's own
+    non-root user, that user's running processes are added to the limit; a task uid is not."""
+    from agentops.tools import sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module.os, "geteuid", lambda: 1000)
+    own = Sandbox(mode="none").process_baseline()
+    mine = 0
+    for pid in os.listdir("/proc"):
+        with contextlib.suppress(FileNotFoundError):  # exited meanwhile
+            mine += pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == os.getuid()
+    assert own > 0 and abs(own - mine) < 50  # other processes come and go meanwhile
+    assert Sandbox(mode="bwrap", uid=1_000_000).process_baseline() == 0
