@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import assert_never
 
 from agentops.agents.definitions import AgentSpec
-from agentops.core.answers import Approval, BadAnswer, RaiseBudget, Stop, parse_answer
+from agentops.core.answers import BadAnswer, RaiseBudget, Stop, parse_answer
 from agentops.core.effects import CallLLM, Decision, Effect
 from agentops.core.render import render_request
 from agentops.core.state import (
@@ -52,6 +52,7 @@ from agentops.protocol.messages import (
     StartAgent,
     ToolCompleted,
 )
+from agentops.tools.policy import ApprovalAnswer, rejection_message
 
 # The rendered conversation in a saved outbox is not stored: it is a pure function of the
 # state, so a replay renders it again (see `_replay`). Keeps each state write O(thread).
@@ -303,7 +304,7 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
         return None
     call = call_of(st, open_request.step, open_request.call_id)
     assert call is not None, "human request without its tool call"
-    if isinstance(answer, Approval):
+    if isinstance(answer, ApprovalAnswer):
         _approval(run, open_request.step, call, answer)
     else:
         run.tool_result(open_request.step, call, ok=True, result={"response": msg.response})
@@ -311,16 +312,11 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
     return None
 
 
-def _approval(run: Transition, step: int, call: ToolCall, answer: Approval) -> None:
+def _approval(run: Transition, step: int, call: ToolCall, answer: ApprovalAnswer) -> None:
     if answer.approved:  # arguments were validated when it was held; the result continues
         run.invoke_tool(step, call, call.arguments)
         return
-    comment = f": {answer.comment}" if answer.comment else ""
-    error = ErrorInfo(
-        code="rejected_by_human",
-        message=f"a human did not approve this {call.name} call{comment}. "
-        "Do something else or ask the human how to proceed.",
-    )
+    error = ErrorInfo(code="rejected_by_human", message=rejection_message(call.name, answer))
     run.tool_result(step, call, ok=False, error=error)
     _resolve_pending(run, call.id)
 

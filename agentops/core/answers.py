@@ -1,8 +1,8 @@
 """What a human's answer means for each kind of question the agent asks. Pure.
 
 - `tool` (the model called `request_human_input`) and `escalation`: any JSON goes.
-- `approval` (a tool call the policy holds for a human): `{"approved": bool, "comment"?: str}`;
-  a bare `true`/`false` or "yes"/"no" is accepted too.
+- `approval` (a tool call the policy holds for a human): `{"approved": bool, "comment"?: str}`
+  and nothing else (`tools/policy.py: read_approval`): only an explicit answer runs a call.
 - `budget` (the next LLM call would exceed the task's budget): `{"budget_usd": number}` above
   what is spent raises the budget; `{"stop": true}` (or "stop") ends the run.
 
@@ -17,15 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentops.core.state import HumanRequestItem
-
-_YES = frozenset({"yes", "y", "approve", "approved", "true", "ok"})
-_NO = frozenset({"no", "n", "reject", "rejected", "false", "deny", "denied"})
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    approved: bool
-    comment: str | None = None
+from agentops.tools.policy import ApprovalAnswer, read_approval
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +35,7 @@ class Free:
     response: Any
 
 
-Answer = Approval | RaiseBudget | Stop | Free
+Answer = ApprovalAnswer | RaiseBudget | Stop | Free
 
 
 class BadAnswer(ValueError):
@@ -58,19 +50,14 @@ def parse_answer(request: HumanRequestItem, response: Any, spent_usd: float = 0.
     return Free(response)
 
 
-def _approval(response: Any) -> Approval:
-    if isinstance(response, bool):
-        return Approval(approved=response)
-    if isinstance(response, str) and response.strip().lower() in _YES | _NO:
-        return Approval(approved=response.strip().lower() in _YES)
-    if isinstance(response, dict) and isinstance(response.get("approved"), bool):
-        comment = response.get("comment")
-        if comment is not None and not isinstance(comment, str):
-            raise BadAnswer("'comment' must be a string")
-        return Approval(approved=response["approved"], comment=comment)
-    raise BadAnswer(
-        'this request needs an approval: answer {"approved": true|false, "comment": "..."}'
-    )
+def _approval(response: Any) -> ApprovalAnswer:
+    answer = read_approval(response)
+    if answer is None:
+        raise BadAnswer(
+            'this request needs an approval: answer {"approved": true} to run the call, or '
+            '{"approved": false, "comment": "why"} to refuse it'
+        )
+    return answer
 
 
 def _budget(response: Any, spent_usd: float) -> RaiseBudget | Stop:

@@ -41,6 +41,7 @@ from agentops.protocol.messages import (
     TaskResult,
     ToolRequested,
 )
+from agentops.tools.policy import approval_question
 from agentops.tools.registry import (
     BUILTIN_TOOLS,
     CompleteTaskArgs,
@@ -324,8 +325,7 @@ class Transition:
                 step=step,
                 call_id=call.id,
                 reason="approval",
-                question=f"Approve this {call.name} call? ({reason}) "
-                'Answer {"approved": true|false, "comment": "..."}.',
+                question=approval_question(call.name, arguments, reason),
                 format="yes_no",
                 details={"tool": call.name, "arguments": arguments, "policy": reason},
             )

@@ -25,6 +25,8 @@ from agentops.protocol import subjects as s
 from agentops.protocol.errors import PermanentError
 from agentops.protocol.messages import AgentInbound, WorkMessage
 from agentops.store.kv import Conflict, agent_states
+from agentops.tools.plugins import PluginDirectory
+from agentops.tools.policy import approval_reason, load_tool_settings
 
 log = structlog.get_logger(__name__)
 
@@ -33,10 +35,13 @@ CACHE_LIMIT = 10_000
 
 
 def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
-    """The type's spec with the facts of the model its route selects (window, prices)."""
+    """The type's spec with the facts of the model its route selects (window, prices) and the
+    approval policy of the tool settings."""
     route = load_llm(settings).route(spec.agent_type)
+    approvals = load_tool_settings(settings.section("tools")).approvals
     return replace(
         spec,
+        needs_approval=partial(approval_reason, approvals, spec.agent_type),
         model=route.model,
         context_window=route.context_window,
         max_output_tokens=route.max_output_tokens,
@@ -46,8 +51,20 @@ def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
 
 
 async def setup(spec: AgentSpec, rt: Runtime) -> None:
-    spec = bind_spec(spec, rt.settings)
+    bound = bind_spec(spec, rt.settings)
     store = agent_states(rt.buckets)
+    plugins = PluginDirectory()
+    await plugins.start(rt.js)
+    rt.on_shutdown.append(plugins.stop)
+    current: list[AgentSpec] = [bound]
+
+    def live_spec() -> AgentSpec:
+        """The bound spec with the plugin tools offered to this type right now."""
+        tools = plugins.tools_for(bound.agent_type)
+        if tools != current[0].plugin_tools:
+            current[0] = replace(bound, plugin_tools=tools)
+        return current[0]
+
     cache: dict[str, tuple[AgentState, int]] = {}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
@@ -60,7 +77,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         state, revision = cached if cached else await store.load(agent_id)
         if state is not None and state.agent_type != spec.agent_type:
             raise PermanentError(f"agent {agent_id} is a {state.agent_type}")
-        decision = agent.step(spec, state, msg, datetime.now(UTC))
+        decision = agent.step(live_spec(), state, msg, datetime.now(UTC))
         if decision.ignored:
             structlog.contextvars.bind_contextvars(ignored=decision.ignored)
             return
@@ -84,8 +101,9 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
 
     rt.status_extra = lambda: {
         "agent_type": spec.agent_type,
-        "model": spec.model,
-        "context_window": spec.context_window,
+        "model": bound.model,
+        "context_window": bound.context_window,
+        "plugin_tools": [t.name for t in current[0].plugin_tools],
         "cached_agents": len(cache),
     }
     for lane in range(s.LANES):

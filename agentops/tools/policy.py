@@ -81,6 +81,9 @@ class ApprovalPolicy(_Config):
     rules: dict[str, tuple[ApprovalRule, ...]] = Field(default_factory=dict)
 
 
+# Out of the box only HTTP requests that may change something wait for a human. Rules that
+# stop a default run (devops bash, say) are the operator's choice: the mock's default plans,
+# which outside checks run to completion, run bash for devops (README: "Tools and sandbox").
 DEFAULT_APPROVALS = ApprovalPolicy(
     rules={
         "*": (
@@ -88,13 +91,6 @@ DEFAULT_APPROVALS = ApprovalPolicy(
                 tool="api_call",
                 args={"method": "!GET|HEAD"},
                 reason="an HTTP request that may change something (method other than GET/HEAD)",
-            ),
-        ),
-        "devops_engineer": (
-            ApprovalRule(
-                tool="execute_code",
-                args={"language": "bash"},
-                reason="a devops bash script (it may deploy or change infrastructure)",
             ),
         ),
     }

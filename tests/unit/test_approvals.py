@@ -65,6 +65,7 @@ def test_rejection_is_the_tool_result_the_model_sees() -> None:
     result = h.llm_requests[calls_before].request.messages[-1]
     assert result.role == "tool" and result.name == "execute_code"
     assert "rejected_by_human" in result.content and "not on prod" in result.content
+    assert "refused to approve this execute_code call" in result.content
     assert h.agents[agent_id].status == "completed"
 
 
@@ -73,7 +74,7 @@ def test_approval_survives_redelivery_without_running_twice() -> None:
     h.specs[AGENT] = replace(AGENT_SPECS[AGENT], needs_approval=bash_needs_approval)
     _, agent_id = h.submit(AGENT)
     h.run()
-    h.answer(agent_id, True)
+    h.answer(agent_id, {"approved": True})
     assert len(h.tools.calls) == 1
     assert h.agents[agent_id].status == "completed"
 
@@ -88,7 +89,7 @@ def test_a_free_text_answer_to_an_approval_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("response", "approved"),
-    [(True, True), (False, False), ("yes", True), ("No", False), ({"approved": True}, True)],
+    [({"approved": True}, True), ({"approved": False, "comment": "no"}, False)],
 )
 def test_approval_answers(response: Any, approved: bool) -> None:
     h, agent_id = held(BASH)
@@ -96,6 +97,15 @@ def test_approval_answers(response: Any, approved: bool) -> None:
     assert request is not None
     answer = parse_answer(request, response)
     assert getattr(answer, "approved", None) is approved
+
+
+@pytest.mark.parametrize("vague", [True, "yes", {"approved": "yes"}, {"approved": 1}, None])
+def test_only_an_explicit_approval_counts(vague: Any) -> None:
+    h, agent_id = held(BASH)
+    request = h.agents[agent_id].open_human_request()
+    assert request is not None
+    with pytest.raises(BadAnswer, match="approved"):
+        parse_answer(request, vague)
 
 
 def test_approval_comment_must_be_text() -> None:
