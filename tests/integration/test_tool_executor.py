@@ -156,7 +156,10 @@ async def test_breakout_attempts_leave_the_executor_healthy(nc: Client, tmp_path
 
     def code(call_id: str, language: str, source: str, timeout: float = 3) -> ToolRequested:
         args = {"language": language, "code": source, "timeout": timeout}
-        return request(call_id).model_copy(update={"name": "execute_code", "arguments": args})
+        # A task of its own each: the process limit is per task, so the bomb exhausting its
+        # own task's processes must not decide what the hog's run reports.
+        update = {"name": "execute_code", "arguments": args, "task_id": f"task_{call_id}"}
+        return request(call_id).model_copy(update=update)
 
     attempts = [
         code("bomb", "bash", ":(){ :|:& };:\nsleep 30"),
