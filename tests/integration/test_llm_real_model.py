@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from agentops.llm.settings import load_llm_settings
 from agentops.llm.types import LLMRequest, LLMResult, Message
 from agentops.natsserver import free_port
 from agentops.tools.registry import schemas_for
-from tests.helpers import eventually_sync
+from tests.helpers import eventually, eventually_sync
 
 pytestmark = [pytest.mark.real_llm, pytest.mark.integration]
 
@@ -120,3 +121,40 @@ async def test_real_model_tool_call_flows_through_the_gateway(llama_server: str)
     for call in result.tool_calls:
         assert call.name and isinstance(call.arguments, dict)
         assert call.arguments_error is None or call.arguments == {}
+
+
+@pytest.mark.e2e
+async def test_a_whole_task_on_the_real_model_ends_cleanly(
+    llama_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every real process, the gateway on the real model: whatever the model says, the task
+    ends in a step, an error the agent handles or a question to a human; nothing crashes."""
+    from tests.e2e.conftest import start_system
+
+    config = tmp_path / "agentops.toml"
+    config.write_text("[llm]\nmax_output_tokens = 256\ncontext_window = 4096\n")
+    monkeypatch.setenv("AGENTOPS_CONFIG", str(config))
+    monkeypatch.setenv("AGENTOPS_LLM_PROVIDER", "openai")
+    monkeypatch.setenv("AGENTOPS_LLM_MODEL", "smollm2")
+    monkeypatch.setenv("OPENAI_BASE_URL", llama_server)
+    system = start_system(tmp_path / "data")
+    try:
+        before = system.pids()
+        async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+            body = {"agent_type": "backend_developer", "description": "Write hello.py",
+                    "max_steps": 3}  # fmt: skip
+            created = (await http.post("/tasks", json=body)).json()
+
+            async def settled() -> dict[str, Any] | None:
+                status = (await http.get(f"/agents/{created['agent_id']}/status")).json()
+                done = status.get("status") in ("completed", "failed", "awaiting_human")
+                return status if done else None
+
+            status = await eventually(settled, timeout=240, what="task settled")
+            state = (await http.get(f"/agents/{created['agent_id']}/state")).json()
+        kinds = [item["kind"] for item in state["thread"]]
+        assert "assistant" in kinds or "llm_error" in kinds, kinds
+        assert status["status"] in ("completed", "failed", "awaiting_human")
+        assert system.pids() == before  # no process died and was restarted
+    finally:
+        system.stop()
