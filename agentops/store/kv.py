@@ -6,11 +6,14 @@ Rules:
   stored revision is still `revision`; a lost race raises `Conflict` (retryable), so the
   message that caused the write is redelivered and handled against the fresh state.
 - A document that fails validation is reported as `CorruptDocument`, never returned half-read.
+- An agent state is written after every message and its thread only grows, so its items are
+  serialised once and their JSON reused (`ThreadEncoder`); the bytes are what
+  `model_dump_json` would give, with `thread` moved last.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from nats.js.errors import (
@@ -44,10 +47,15 @@ class CorruptDocument(AgentOpsError):
 
 
 class DocumentStore(Generic[T]):
-    def __init__(self, kv: KeyValue, adapter: TypeAdapter[T], exclude: Any = None) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        adapter: TypeAdapter[T],
+        encode: Callable[[T], bytes] = lambda doc: doc.model_dump_json().encode(),
+    ) -> None:
         self.kv = kv
         self.adapter = adapter
-        self.exclude = exclude  # fields not worth storing (pydantic `exclude` spec)
+        self.encode = encode
 
     async def load(self, key: str) -> tuple[T | None, int]:
         try:
@@ -62,7 +70,7 @@ class DocumentStore(Generic[T]):
             raise CorruptDocument(f"stored document {key!r} is invalid: {exc}") from None
 
     async def save(self, key: str, doc: T, revision: int) -> int:
-        data = doc.model_dump_json(exclude=self.exclude).encode()
+        data = self.encode(doc)
         try:
             if revision == 0:
                 return await self.kv.create(key, data)
@@ -77,6 +85,36 @@ class DocumentStore(Generic[T]):
             return []
 
 
+class ThreadEncoder:
+    """Agent state JSON with each thread item serialised once per process.
+
+    Items are frozen and shared by successive states (a transition appends to the tuple), so
+    their JSON is kept by identity; the entry holds the item itself, so an id is never reused
+    while its entry lives. Oldest entries go first past `limit`.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._items: dict[int, tuple[object, bytes]] = {}
+        self._exclude: Any = {"thread": True, **STATE_EXCLUDE}
+
+    def __call__(self, state: AgentState) -> bytes:
+        head = state.model_dump_json(exclude=self._exclude).encode()
+        items = b",".join(self._item(item) for item in state.thread)
+        return b"%s,\"thread\":[%s]}" % (head[:-1], items)
+
+    def _item(self, item: BaseModel) -> bytes:
+        entry = self._items.get(id(item))
+        if entry is not None and entry[0] is item:
+            return entry[1]
+        data = item.model_dump_json().encode()
+        if len(self._items) >= self.limit:
+            for key in list(self._items)[: self.limit // 10 or 1]:
+                del self._items[key]
+        self._items[id(item)] = (item, data)
+        return data
+
+
 def task_records(buckets: Mapping[str, KeyValue]) -> DocumentStore[TaskRecord]:
     """Task records (`nats kv get agentops_tasks <task_id>`); the orchestrator writes them."""
     return DocumentStore(buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
@@ -84,4 +122,4 @@ def task_records(buckets: Mapping[str, KeyValue]) -> DocumentStore[TaskRecord]:
 
 def agent_states(buckets: Mapping[str, KeyValue]) -> DocumentStore[AgentState]:
     """Agent states (`nats kv get agentops_agents <agent_id>`); each agent process writes its own."""
-    return DocumentStore(buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER, exclude=STATE_EXCLUDE)
+    return DocumentStore(buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER, ThreadEncoder())
