@@ -93,7 +93,7 @@ class ThreadEncoder:
     while its entry lives. Oldest entries go first past `limit`.
     """
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(self, limit: int = 20_000) -> None:
         self.limit = limit
         self._items: dict[int, tuple[object, bytes]] = {}
         self._exclude: Any = {"thread": True, **STATE_EXCLUDE}
