@@ -346,13 +346,14 @@ class Supervisor:
     # ---- readiness ----
 
     async def _announce(self) -> None:
-        healthy = True
+        healthy, health = True, None
         if self.health_url is not None:
-            healthy = await self._wait_healthy(self.health_url)
+            healthy, health = await self._wait_healthy(self.health_url)
         if not self._stopping.is_set():
-            self._say(self._banner(healthy))
+            self._say(self._banner(healthy, health))
 
-    async def _wait_healthy(self, url: str) -> bool:
+    async def _wait_healthy(self, url: str) -> tuple[bool, dict[str, Any] | None]:
+        """(healthy, the /health body once healthy) after waiting at most `health_timeout`."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         next_progress = start + 5.0
@@ -366,7 +367,8 @@ class Supervisor:
                     last = type(exc).__name__
                 else:
                     if response.status_code == 200:
-                        return True
+                        body = response.json()
+                        return True, body if isinstance(body, dict) else None
                     last = f"HTTP {response.status_code}"
                 now = loop.time()
                 if now - start >= self.health_timeout:
@@ -374,15 +376,15 @@ class Supervisor:
                         f"warning: {url} is not healthy after {self.health_timeout:.0f}s "
                         f"({last}); still supervising, see {self.logs_dir}"
                     )
-                    return False
+                    return False, None
                 if now >= next_progress:
                     self._say(f"  waiting for {url} ({now - start:.0f}s, {last})")
                     next_progress += 5.0
                 if await self._sleep_unless_stopping(0.25):
                     break
-        return False
+        return False, None
 
-    def _banner(self, healthy: bool) -> str:
+    def _banner(self, healthy: bool, health: dict[str, Any] | None = None) -> str:
         if self.nats is not None:
             nats = f"{self.nats_url} (embedded; monitoring {self.nats.monitor_url})"
         else:
@@ -395,7 +397,7 @@ class Supervisor:
     NATS       {nats}
     data dir   {self.data_dir}
     logs       {logs}
-    processes  {", ".join(self.processes)}{self._elsewhere_line()}
+    processes  {", ".join(self.processes)}{self._elsewhere_line()}{_sandbox_line(health)}
   Ctrl-C (or SIGTERM) stops everything.
 {_RULE}"""
 
@@ -489,3 +491,20 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def _sandbox_line(health: dict[str, Any] | None) -> str:
+    """The code-execution isolation the tool executor reports in /health, in one line."""
+    executor = ((health or {}).get("services") or {}).get("tool-executor") or {}
+    iso = executor.get("isolation")
+    if not isinstance(iso, dict):
+        return ""
+    match iso.get("mode"):
+        case "bwrap":
+            text = f"bubblewrap; network {iso.get('network')}; runs as {iso.get('user')}"
+        case "none":
+            text = f"NONE: {iso.get('warning')}"
+        case _:
+            text = f"REFUSED: {iso.get('reason')}"
+    return f"\n    sandbox    {text}"
+

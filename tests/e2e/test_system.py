@@ -399,3 +399,11 @@ def test_up_with_an_external_nats_server_names_every_connection(tmp_path: Any) -
             assert {s.connection_name(p) for p in s.all_processes()} <= names
         finally:
             system.stop()
+
+
+def test_banner_states_the_code_isolation_in_force(system: System) -> None:
+    """The banner `agentops up` prints says how code runs, as `/health` reports it."""
+    health = httpx.get(f"{system.url}/health", timeout=10).json()
+    mode = health["services"]["tool-executor"]["isolation"]["mode"]
+    expected = {"bwrap": "sandbox    bubblewrap; network off", "refused": "sandbox    REFUSED"}
+    assert expected[mode] in system.output.read_text()
