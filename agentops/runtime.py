@@ -367,7 +367,10 @@ class Supervisor:
                     last = type(exc).__name__
                 else:
                     if response.status_code == 200:
-                        body = response.json()
+                        try:
+                            body = response.json()
+                        except ValueError:  # healthy is the status; the body is a bonus
+                            body = None
                         return True, body if isinstance(body, dict) else None
                     last = f"HTTP {response.status_code}"
                 now = loop.time()
