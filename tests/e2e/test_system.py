@@ -407,3 +407,52 @@ def test_banner_states_the_code_isolation_in_force(system: System) -> None:
     mode = health["services"]["tool-executor"]["isolation"]["mode"]
     expected = {"bwrap": "sandbox    bubblewrap; network off", "refused": "sandbox    REFUSED"}
     assert expected[mode] in system.output.read_text()
+
+
+def sandboxed_processes(marker: str) -> list[int]:
+    """PIDs of processes whose command line holds `marker` (our sandboxed program's)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(entry))
+    return found
+
+
+async def test_kill_9_of_the_executor_mid_code_leaves_nothing_running(system: System) -> None:
+    """SIGKILL the tool executor while sandboxed code runs: the sandbox dies with it, the call
+    is reported `interrupted` (not run again), and the task goes on to completion."""
+    marker = "sleep 77.5"
+    code = {"language": "bash", "code": f"{marker} & {marker}; echo done", "timeout": 60}
+    script = [{"tool": "execute_code", "args": code}]
+
+    async def running() -> bool:
+        return bool(sandboxed_processes(marker))
+
+    async def gone() -> bool:
+        return not sandboxed_processes(marker)
+
+    async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+        health = (await http.get("/health")).json()
+        if health["services"]["tool-executor"]["isolation"]["mode"] != "bwrap":
+            pytest.skip("bubblewrap is not available: code execution is refused here")
+        created = await create(http, {**SEED, "context": {"mock": {"script": script}}})
+        await eventually(running, timeout=30, what="code running")
+        old = system.pids()["tool-executor"]
+        os.kill(old, signal.SIGKILL)
+        await eventually(gone, timeout=15, what="sandboxed processes gone with the executor")
+
+        async def finished() -> dict[str, Any] | None:
+            record = (await http.get(f"/tasks/{created['task_id']}")).json()
+            return record if record.get("status") == "completed" else None
+
+        await eventually(finished, timeout=90, what="task completed after the kill")
+    assert system.pids()["tool-executor"] != old
+    events = await ws_events(system, f"since=0&task_id={created['task_id']}", "task.completed")
+    [result] = [e["data"] for e in events if e["type"] == "tool.result"]
+    assert result["ok"] is False and result["error"]["code"] == "interrupted"
