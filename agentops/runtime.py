@@ -510,4 +510,3 @@ def _sandbox_line(health: dict[str, Any] | None) -> str:
         case _:
             text = f"REFUSED: {iso.get('reason')}"
     return f"\n    sandbox    {text}"
-

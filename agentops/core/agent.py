@@ -313,8 +313,8 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
 
 
 def _approval(run: Transition, step: int, call: ToolCall, answer: ApprovalAnswer) -> None:
-    if answer.approved:  # arguments were validated when it was held; the result continues
-        run.invoke_tool(step, call, call.arguments)
+    if answer.approved:  # still pending: its result continues the loop
+        run.invoke_approved(step, call)
         return
     error = ErrorInfo(code="rejected_by_human", message=rejection_message(call.name, answer))
     run.tool_result(step, call, ok=False, error=error)

@@ -46,6 +46,7 @@ from agentops.tools.registry import (
     BUILTIN_TOOLS,
     CompleteTaskArgs,
     RequestHumanInputArgs,
+    ToolArgs,
     ToolArgsError,
     is_idempotent,
     validate_call,
@@ -261,7 +262,7 @@ class Transition:
                 if call.arguments_error:
                     raise ToolArgsError(f"arguments are not valid JSON: {call.arguments_error}")
                 if self.spec.plugin_tool(call.name) is not None:
-                    self.invoke_or_hold(assistant.step, call, call.arguments)
+                    self.invoke_or_hold(assistant.step, call, call.arguments, None)
                     pending.append(call.id)
                     continue
                 args = validate_call(call.name, call.arguments, self.allowed_tools())
@@ -281,7 +282,7 @@ class Transition:
             if isinstance(args, RequestHumanInputArgs):
                 self.ask_human(assistant.step, call, args)
             else:
-                self.invoke_or_hold(assistant.step, call, args.model_dump(mode="json"))
+                self.invoke_or_hold(assistant.step, call, args.model_dump(mode="json"), args)
             pending.append(call.id)
         if pending:
             self.update(
@@ -311,12 +312,14 @@ class Transition:
     def allowed_tools(self) -> tuple[str, ...]:
         return self.spec.allowed_tools + tuple(t.name for t in self.spec.plugin_tools)
 
-    def invoke_or_hold(self, step: int, call: ToolCall, arguments: dict[str, Any]) -> None:
+    def invoke_or_hold(
+        self, step: int, call: ToolCall, arguments: dict[str, Any], args: ToolArgs | None
+    ) -> None:
         """Send the call to the executor, unless the approval policy holds it for a human."""
         check = self.spec.needs_approval
         reason = check(call.name, arguments) if check is not None else None
         if reason is None:
-            self.invoke_tool(step, call, arguments)
+            self.invoke_tool(step, call, arguments, args)
             return
         self.hold_for_human(
             HumanRequestItem(
@@ -340,14 +343,26 @@ class Transition:
         elif self.state.status == "paused":
             self.update(paused_from="awaiting_human")
 
-    def invoke_tool(self, step: int, call: ToolCall, arguments: dict[str, Any]) -> None:
-        """Send a validated call to the executor (a builtin's arguments in canonical form)."""
+    def invoke_approved(self, step: int, call: ToolCall) -> None:
+        """A call a human approved: it was validated when it was held."""
         builtin = BUILTIN_TOOLS.get(call.name)
-        if builtin is not None:
-            args = builtin.args_model.model_validate(arguments)
-            arguments = args.model_dump(mode="json")
-            timeout_s, idempotent = builtin.timeout_s, is_idempotent(call.name, args)
-        else:  # a plugin's tool: the executor validates against its schema
+        if builtin is None:
+            self.invoke_tool(step, call, call.arguments, None)
+        else:
+            args = builtin.args_model.model_validate(call.arguments)
+            self.invoke_tool(step, call, args.model_dump(mode="json"), args)
+
+    def invoke_tool(
+        self, step: int, call: ToolCall, arguments: dict[str, Any], args: ToolArgs | None
+    ) -> None:
+        """Send a validated call to the executor: a builtin's `args` model and its canonical
+        `arguments`, or a plugin's raw `arguments` (the executor checks them) and None."""
+        if args is not None:
+            timeout_s, idempotent = (
+                BUILTIN_TOOLS[call.name].timeout_s,
+                is_idempotent(call.name, args),
+            )
+        else:
             timeout_s, idempotent = PLUGIN_TIMEOUT_S, False
         message = ToolRequested(
             **self.header(f"tool{step}.{call.id}"),

@@ -101,7 +101,7 @@ class ThreadEncoder:
     def __call__(self, state: AgentState) -> bytes:
         head = state.model_dump_json(exclude=self._exclude).encode()
         items = b",".join(self._item(item) for item in state.thread)
-        return b"%s,\"thread\":[%s]}" % (head[:-1], items)
+        return b'%s,"thread":[%s]}' % (head[:-1], items)
 
     def _item(self, item: BaseModel) -> bytes:
         entry = self._items.get(id(item))

@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jsonschema
@@ -77,9 +78,15 @@ class PluginTool:
     def idempotent(self) -> bool:
         return self.announcement.idempotent
 
+    @cached_property
     def schema(self) -> ToolSchema:
+        """Built once per announcement: agents compare their tool list on every message."""
         a = self.announcement
         return ToolSchema(name=a.name, description=a.description, parameters=a.parameters)
+
+    @cached_property
+    def _validator(self) -> jsonschema.Draft202012Validator:
+        return jsonschema.Draft202012Validator(self.announcement.parameters)
 
     def allowed_for(self, agent_type: str) -> bool:
         types = self.announcement.agent_types
@@ -87,8 +94,7 @@ class PluginTool:
 
     def check_arguments(self, arguments: dict[str, Any]) -> str | None:
         """A message for the model when `arguments` do not fit the schema, else None."""
-        validator = jsonschema.Draft202012Validator(self.announcement.parameters)
-        problems = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+        problems = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))
         if not problems:
             return None
         shown = "; ".join(
@@ -147,7 +153,7 @@ class PluginDirectory:
 
     def tools_for(self, agent_type: str) -> tuple[ToolSchema, ...]:
         return tuple(
-            t.schema()
+            t.schema
             for name, t in sorted(self._tools.items())
             if self._fresh(t) and t.allowed_for(agent_type)
         )

@@ -52,7 +52,7 @@ sys.exit(asyncio.run(supervisor.run()))
 # Records what the supervisor handed over, then idles; `{marker}` makes the command line
 # recognisable, so cleanup only ever signals processes this test started.
 CHILD = """# {marker}
-import json, os, pathlib, signal, time
+import json, os, pathlib, signal
 if {ignore_term}:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 keys = ("NATS_URL", "AGENTOPS_PROCESS", "AGENTOPS_DATA_DIR", "AGENTOPS_PORT")
@@ -61,7 +61,7 @@ tmp = pathlib.Path({out!r} + ".tmp")
 tmp.write_text(json.dumps(env))
 tmp.replace({out!r})  # atomically: the test may read it at any moment
 while True:
-    time.sleep(0.05)
+    signal.pause()  # idle until a signal ends it
 """
 
 
