@@ -1,7 +1,9 @@
 """A specialist agent process (one per agent type): its mailbox lanes run the agent reducer.
 
-The state of each agent is cached with its KV revision: the compare-and-swap write detects a
-stale cache (another replica moved the agent on), which drops the cache and retries.
+The state of each agent is cached with its KV revision. Replicas share the lanes, so another
+replica may have moved an agent on since: a cached state that loses its compare-and-swap write,
+or that would ignore the message (it may be the answer the newer state waits for), is
+replaced by the stored state and the message decided again.
 """
 
 from __future__ import annotations
@@ -74,18 +76,33 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         if agent_id is None or delivery.subject.rsplit(".", 1)[-1] != agent_id:
             raise PermanentError("message agent_id does not match its mailbox")
         cached = cache.get(agent_id)
-        state, revision = cached if cached else await store.load(agent_id)
+        if cached is not None and await transition(agent_id, msg, *cached, cached=True):
+            return
+        # Nothing cached, or the cache is stale: another replica moved this agent on.
+        cache.pop(agent_id, None)
+        state, revision = await store.load(agent_id)
+        await transition(agent_id, msg, state, revision, cached=False)
+
+    async def transition(
+        agent_id: str, msg: AgentInbound, state: AgentState | None, revision: int, *, cached: bool
+    ) -> bool:
+        """Step, save (CAS), publish. False when a cached state may be stale: a message it
+        ignores or a write it loses is decided again against the stored state."""
         if state is not None and state.agent_type != spec.agent_type:
             raise PermanentError(f"agent {agent_id} is a {state.agent_type}")
         decision = agent.step(live_spec(), state, msg, datetime.now(UTC))
         if decision.ignored:
+            if cached:
+                return False
             structlog.contextvars.bind_contextvars(ignored=decision.ignored)
-            return
+            return True
         if decision.state is not None:
             try:
                 revision = await store.save(agent_id, decision.state, revision)
             except Conflict:
                 cache.pop(agent_id, None)
+                if cached:
+                    return False
                 raise
             if decision.state.status in ("completed", "failed", "cancelled"):
                 cache.pop(agent_id, None)
@@ -98,6 +115,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
             structlog.contextvars.bind_contextvars(
                 status=decision.state.status, step=decision.state.step
             )
+        return True
 
     rt.status_extra = lambda: {
         "agent_type": spec.agent_type,
