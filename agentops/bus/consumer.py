@@ -1,14 +1,20 @@
-"""The consumer loop: fetch → decode → handle → ack / nak / term + dead-letter.
+"""The consumer loop: deliver → decode → handle → ack / nak / term + dead-letter.
 
 Rules:
 - success → ack. `RetryableError` → nak with backoff (the message comes back, in order, to
-  whichever replica fetches it next). Anything that cannot be decoded, a `PermanentError`,
+  whichever replica is delivered it next). Anything that cannot be decoded, a `PermanentError`,
   or an unexpected exception that keeps failing after `MAX_BUG_RETRIES` deliveries → copied to
   the dead-letter stream with the reason in headers, then terminated. A bad message is never
   retried forever and never crashes the process.
-- Lanes (`concurrency=1`, `max_ack_pending=1`) give one-at-a-time, in-order handling per
-  consumer across all replicas. Pools (`concurrency>1`) handle messages concurrently and send
-  `in_progress()` heartbeats while a long handler runs.
+- Consumers are durable push consumers delivered to a queue group (one per consumer, shared
+  by every replica), so a message costs no fetch request: JetStream sends it as soon as the
+  consumer may have another unacked one. Lanes (`concurrency=1`, `max_ack_pending=1`) give
+  one-at-a-time, in-order handling per consumer across all replicas. Pools (`concurrency>1`)
+  handle messages concurrently, at most `concurrency` at a time per process.
+- Every message held by this process (running or waiting for a slot) gets `in_progress()`
+  heartbeats, so a long handler is not redelivered behind its back. On stop, messages not yet
+  started are nak'ed at once (another replica, or this one restarted, takes them); a running
+  handler finishes and acks first.
 - A handler sees the decoded message and its delivery count; it must be idempotent.
 """
 
@@ -20,11 +26,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import nats.errors
 import structlog
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, BadRequestError
 from pydantic import ValidationError
 
 from agentops.bus.connection import ERROR_CODE, ERROR_MESSAGE, ORIGINAL_SUBJECT
@@ -35,8 +43,9 @@ from agentops.protocol.messages import WORK_ADAPTER, WorkMessage
 log = structlog.get_logger(__name__)
 
 MAX_BUG_RETRIES = 5
-ACK_WAIT_S = 10.0  # handlers are short; pools send in_progress() while a long one runs
-FETCH_TIMEOUT_S = 5.0
+ACK_WAIT_S = 10.0  # handlers are short; held messages get in_progress() while they wait
+HEARTBEAT_S = ACK_WAIT_S / 3
+PULL_TO_PUSH = 10012  # JetStream: "can not update pull consumer to push based"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +77,6 @@ async def _settle(reply: Awaitable[None]) -> None:
         log.warning("message.settle_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _raise_if_cancelling() -> None:
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 def backoff_s(num_delivered: int) -> float:
     return float(min(30.0, 0.1 * 2 ** max(0, num_delivered - 1)))
 
@@ -87,7 +90,12 @@ async def dead_letter(js: JetStreamContext, msg: Msg, code: str, reason: str) ->
 
 
 async def ensure_consumer(
-    js: JetStreamContext, stream: str, durable: str, filter_subject: str, max_ack_pending: int
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    filter_subject: str,
+    max_ack_pending: int,
+    deliver_subject: str,
 ) -> None:
     config = ConsumerConfig(
         # `name` too: nats-py then creates it on CONSUMER.CREATE.<stream>.<name>.<filter>, a
@@ -100,109 +108,132 @@ async def ensure_consumer(
         ack_wait=ACK_WAIT_S,
         max_ack_pending=max_ack_pending,
         max_deliver=-1,
-        max_waiting=512,
+        deliver_subject=deliver_subject,
+        deliver_group=durable,
     )
-    await js.add_consumer(stream, config)
+    try:
+        await js.add_consumer(stream, config)
+    except APIError as exc:
+        if exc.err_code != PULL_TO_PUSH and not isinstance(exc, BadRequestError):
+            raise
+        # A consumer left by an older version (a pull consumer, another deliver subject)
+        # cannot be updated into this one. Replacing it loses nothing: on a work-queue stream
+        # every unacked message stays stored and the new consumer starts from the first.
+        log.warning("consumer.replaced", consumer=durable, reason=exc.description)
+        await js.delete_consumer(stream, durable)
+        await js.add_consumer(stream, config)
 
 
 class Consumer:
-    """One durable pull consumer served by `concurrency` workers of this process.
+    """One durable push consumer of the work stream, served by this process (and replicas).
 
-    Each worker has its own pull subscription and fetches one message at a time: a pending
-    fetch(1) returns as soon as a message arrives, whereas nats-py's fetch(n > 1) lingers
-    until n messages or the timeout.
+    Messages arrive on `deliver_subject` in the queue group named after the consumer; each is
+    handled in its own task, at most `concurrency` at a time.
     """
 
     def __init__(
         self,
+        nc: Client,
         js: JetStreamContext,
         *,
         stream: str,
         durable: str,
         filter_subject: str,
+        deliver_subject: str,
         handler: Handler,
         concurrency: int = 1,
         max_ack_pending: int | None = None,
         on_give_up: GiveUp | None = None,
     ) -> None:
-        self.on_give_up = on_give_up
+        self.nc = nc
         self.js = js
+        self.on_give_up = on_give_up
         self.stream = stream
         self.durable = durable
         self.filter_subject = filter_subject
+        self.deliver_subject = deliver_subject
         self.handler = handler
         self.concurrency = concurrency
         self.max_ack_pending = max_ack_pending or (1 if concurrency == 1 else 1024)
-        self._stopping = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
-        self._subs: list[JetStreamContext.PullSubscription] = []
-        self._busy: set[asyncio.Task[None] | None] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._sub: Subscription | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[int, asyncio.Task[None]] = {}  # id(message) -> its task, not started
+        # id(message) -> (message, when it was last reported in progress)
+        self._held: dict[int, tuple[Msg, float]] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
         self.handled = 0
 
     async def start(self) -> None:
         await ensure_consumer(
-            self.js, self.stream, self.durable, self.filter_subject, self.max_ack_pending
+            self.js,
+            self.stream,
+            self.durable,
+            self.filter_subject,
+            self.max_ack_pending,
+            self.deliver_subject,
         )
-        for n in range(self.concurrency):
-            sub = await self.js.pull_subscribe_bind(self.durable, self.stream)
-            self._subs.append(sub)
-            self._workers.append(
-                asyncio.create_task(self._work(sub), name=f"consumer:{self.durable}:{n}")
-            )
+        self._sub = await self.nc.subscribe(
+            self.deliver_subject, queue=self.durable, cb=self._on_message
+        )
+        self._heartbeat = asyncio.create_task(
+            self._heartbeats(), name=f"consumer:{self.durable}:heartbeat"
+        )
 
     async def stop(self) -> None:
-        """Stop fetching; a message being handled is finished (and acked) first."""
-        self._stopping.set()
-        for worker in self._workers:
-            if worker not in self._busy:  # idle in fetch(): nothing to finish
-                worker.cancel()
-        if self._workers:
-            await asyncio.wait(self._workers, timeout=ACK_WAIT_S)
-        for worker in self._workers:
-            worker.cancel()
-        # Unsubscribe now: draining a pull subscription otherwise waits for its pending
-        # fetch request to expire on the server (FETCH_TIMEOUT_S).
-        for sub in self._subs:
+        """Stop receiving; messages not started are nak'ed, a running handler finishes first."""
+        if self._sub is not None:
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await self._sub.unsubscribe()
+        for task in list(self._waiting.values()):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=ACK_WAIT_S)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
 
-    async def _work(self, sub: JetStreamContext.PullSubscription) -> None:
-        while not self._stopping.is_set():
+    async def _on_message(self, msg: Msg) -> None:
+        # Called in order by the subscription; handling runs in its own task, so a slow
+        # handler never holds up delivery to the others (pools) or a clean stop.
+        self._held[id(msg)] = (msg, time.monotonic())
+        task = asyncio.create_task(self._run(msg))
+        self._waiting[id(msg)] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, msg: Msg) -> None:
+        try:
             try:
-                msgs = await sub.fetch(1, timeout=FETCH_TIMEOUT_S)
-            except (TimeoutError, nats.errors.TimeoutError):
-                _raise_if_cancelling()  # nats-py may turn a cancellation into a timeout
-                continue
-            except Exception as exc:  # disconnected, consumer deleted: retry after a pause
-                _raise_if_cancelling()
-                if self._stopping.is_set():
-                    return
-                log.warning("consumer.fetch_failed", consumer=self.durable, error=str(exc))
-                with contextlib.suppress(Exception):
-                    await ensure_consumer(
-                        self.js,
-                        self.stream,
-                        self.durable,
-                        self.filter_subject,
-                        self.max_ack_pending,
-                    )
-                await asyncio.sleep(1.0)
-                continue
-            me = asyncio.current_task()
-            self._busy.add(me)
-            try:
-                for msg in msgs:
-                    try:
-                        await self._handle(msg)
-                    except Exception:  # never lose the worker; the message is redelivered
-                        log.exception("consumer.handle_crashed", consumer=self.durable)
+                await self._slots.acquire()
+            except asyncio.CancelledError:  # stopping before its turn: hand it back now
+                await _settle(msg.nak())
+                return
             finally:
-                self._busy.discard(me)
+                self._waiting.pop(id(msg), None)
+            try:
+                await self._handle(msg)
+            except Exception:  # never lose the consumer; the message is redelivered
+                log.exception("consumer.handle_crashed", consumer=self.durable)
+            finally:
+                self._slots.release()
+        finally:
+            self._held.pop(id(msg), None)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S / 2)
+            now = time.monotonic()
+            for key, (msg, since) in list(self._held.items()):
+                if now - since >= HEARTBEAT_S and key in self._held:
+                    self._held[key] = (msg, now)
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
         num = msg.metadata.num_delivered if msg.metadata else 1
-        heartbeat = asyncio.create_task(self._heartbeat(msg)) if self.concurrency > 1 else None
         message: WorkMessage | None = None
         outcome = "ack"
         try:
@@ -233,8 +264,6 @@ class Consumer:
                 info = ErrorInfo(code=code, message=f"{type(exc).__name__}: {exc}")
                 await self._give_up(msg, message, info)
         finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
             self.handled += 1
             log.info(
                 "message.handled",
@@ -254,9 +283,3 @@ class Consumer:
                 log.exception("message.give_up_failed", subject=msg.subject)
         await dead_letter(self.js, msg, info.code, info.message)
         await _settle(msg.term())
-
-    async def _heartbeat(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(ACK_WAIT_S / 3)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()

@@ -55,6 +55,23 @@ class Runtime:
     status_extra: Callable[[], dict[str, Any]] | None = None
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
+    def consumer(
+        self, durable: str, filter_subject: str, handler: Handler, *, concurrency: int = 1,
+        on_give_up: GiveUp | None = None,
+    ) -> Consumer:  # fmt: skip
+        """A consumer of the work stream, pushed to this process's own deliver subject."""
+        return Consumer(
+            self.nc,
+            self.js,
+            stream=s.WORK_STREAM,
+            durable=durable,
+            filter_subject=filter_subject,
+            deliver_subject=s.deliver_subject(self.process, durable),
+            handler=handler,
+            concurrency=concurrency,
+            on_give_up=on_give_up,
+        )
+
     async def add_consumer(self, consumer: Consumer) -> None:
         await consumer.start()
         self.consumers.append(consumer)
@@ -66,14 +83,8 @@ class Runtime:
         """A work pool on the work stream: requests handled concurrently, answered even when
         they have to be dead-lettered."""
         await self.add_consumer(
-            Consumer(
-                self.js,
-                stream=s.WORK_STREAM,
-                durable=durable,
-                filter_subject=filter_subject,
-                handler=handler,
-                on_give_up=on_give_up,
-                concurrency=concurrency,
+            self.consumer(
+                durable, filter_subject, handler, concurrency=concurrency, on_give_up=on_give_up
             )
         )
 

@@ -54,9 +54,10 @@ from agentops.protocol.messages import (
 )
 from agentops.tools.policy import ApprovalAnswer, rejection_message
 
-# The rendered conversation in a saved outbox is not stored: it is a pure function of the
-# state, so a replay renders it again (see `_replay`). Keeps each state write O(thread).
-STATE_EXCLUDE = {"outbox": {"__all__": {"message": {"request": {"messages"}}}}}
+# A saved outbox does not store the rendered LLM request (conversation, tool schemas,
+# metadata with the mock's script): it is a pure function of the state and the spec, so a
+# replay renders it again (see `_replay`). Keeps each state write small and O(thread).
+STATE_EXCLUDE = {"outbox": {"__all__": {"message": {"request": {"messages", "tools", "metadata"}}}}}
 
 
 def start(spec: AgentSpec, msg: StartAgent, now: datetime) -> Decision[AgentState]:

@@ -20,8 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agentops.core.memo import IdentityMemo
 from agentops.llm.tokens import message_tokens, tools_tokens
 from agentops.llm.types import Message, ToolSchema
+
+# Estimates of the frozen messages and tool lists that successive steps share.
+_message_tokens = IdentityMemo(message_tokens)
+_tools_tokens: IdentityMemo[Sequence[ToolSchema], int] = IdentityMemo(tools_tokens, limit=256)
 
 FILL = 0.9  # leave room for the estimate being low
 KEEP_RECENT = 4
@@ -57,8 +62,8 @@ def fit(
 ) -> Fitted:
     """`messages` as they fit in the window, compacted by the rules in the module docstring."""
     budget = int((context_window - max_output_tokens) * FILL)
-    fixed = tools_tokens(tools)
-    sizes = [message_tokens(m) for m in messages]
+    fixed = _tools_tokens(tools)
+    sizes = [_message_tokens(m) for m in messages]
     total = fixed + sum(sizes)
     if total <= budget:
         return Fitted(tuple(messages), total, 0)

@@ -17,6 +17,7 @@ from typing import Any
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.context import fit
+from agentops.core.memo import IdentityMemo
 from agentops.core.state import (
     AgentState,
     AssistantItem,
@@ -55,8 +56,32 @@ def tool_result_content(item: ToolResultItem) -> str:
     return _dumps({"error": error})
 
 
+def item_message(item: TaskItem | AssistantItem | ToolResultItem) -> Message:
+    """The message one thread item renders to, whatever surrounds it."""
+    match item:
+        case TaskItem():
+            return task_message(item)
+        case AssistantItem():
+            return Message(role="assistant", content=item.text, tool_calls=item.tool_calls)
+        case ToolResultItem():
+            return Message(
+                role="tool",
+                content=tool_result_content(item),
+                tool_call_id=item.call_id,
+                name=item.name,
+            )
+
+
+# Each step renders the whole thread; items are frozen, so each is rendered once (and the
+# same Message objects let `fit` reuse their token estimates).
+_item_message = IdentityMemo(item_message)
+_system_message: IdentityMemo[str, Message] = IdentityMemo(
+    lambda prompt: Message(role="system", content=prompt)
+)
+
+
 def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
-    messages: list[Message] = [Message(role="system", content=spec.system_prompt)]
+    messages: list[Message] = [_system_message(spec.system_prompt)]
     escalations = {
         i.request_id
         for i in state.thread
@@ -64,21 +89,8 @@ def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
     }
     for item in state.thread:
         match item:
-            case TaskItem():
-                messages.append(task_message(item))
-            case AssistantItem():
-                messages.append(
-                    Message(role="assistant", content=item.text, tool_calls=item.tool_calls)
-                )
-            case ToolResultItem():
-                messages.append(
-                    Message(
-                        role="tool",
-                        content=tool_result_content(item),
-                        tool_call_id=item.call_id,
-                        name=item.name,
-                    )
-                )
+            case TaskItem() | AssistantItem() | ToolResultItem():
+                messages.append(_item_message(item))
             case HumanResponseItem() if item.request_id in escalations:
                 messages.append(
                     Message(role="user", content=f"Guidance from a human: {_dumps(item.response)}")
@@ -102,7 +114,9 @@ def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:
     }
     if mock is not None:
         metadata[MOCK_KEY] = mock
-    tools = _tool_schemas(spec.allowed_tools) + spec.plugin_tools
+    tools = _tool_schemas(spec.allowed_tools)
+    if spec.plugin_tools:
+        tools += spec.plugin_tools
     fitted = fit(
         render_messages(spec, state),
         tools,

@@ -148,7 +148,7 @@ def mock_reply(request: LLMRequest) -> LLMResult:
     """The mock's reply to `request`; raises `MockLLMError` for scripted or bad-input errors."""
     meta = request.metadata
     call_index = _call_index(meta)
-    mock = _parse_mock(meta.get("mock"))
+    mock = _parse_mock(meta)
     if mock is not None and mock.script is not None:
         return _scripted(request, mock.script, call_index)
     agent_type = meta.get("agent_type")
@@ -242,11 +242,23 @@ def _call_index(meta: dict[str, Any]) -> int:
     return value
 
 
-def _parse_mock(raw: Any) -> MockScript | None:
+# The last script seen per task: every call of a task carries the same script, and checking
+# that it is still the same (a dict comparison) costs far less than validating it again.
+_SCRIPTS: dict[str, tuple[Any, MockScript]] = {}
+_SCRIPTS_LIMIT = 4096
+
+
+def _parse_mock(meta: dict[str, Any]) -> MockScript | None:
+    raw = meta.get("mock")
     if raw is None:
         return None
+    task_id = meta.get("task_id")
+    key = task_id if isinstance(task_id, str) else None
+    seen = _SCRIPTS.get(key) if key else None
+    if seen is not None and seen[0] == raw:
+        return seen[1]
     try:
-        return MockScript.model_validate(raw)
+        script = MockScript.model_validate(raw)
     except ValidationError as exc:
         raise MockLLMError(
             ErrorInfo(
@@ -255,6 +267,11 @@ def _parse_mock(raw: Any) -> MockScript | None:
                 retryable=False,
             )
         ) from None
+    if key:
+        if len(_SCRIPTS) >= _SCRIPTS_LIMIT:
+            del _SCRIPTS[next(iter(_SCRIPTS))]
+        _SCRIPTS[key] = (raw, script)
+    return script
 
 
 def _task(request: LLMRequest) -> str:
@@ -302,7 +319,7 @@ class MockProvider:
 
     async def complete(self, request: LLMRequest) -> LLMResult:
         started = time.monotonic()
-        delay_ms = _delay_ms(request.metadata.get("mock"))
+        delay_ms = _delay_ms(request.metadata)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         result = mock_reply(request)
@@ -310,9 +327,10 @@ class MockProvider:
         return result.model_copy(update={"latency_ms": latency_ms})
 
 
-def _delay_ms(raw: Any) -> int:
+def _delay_ms(meta: dict[str, Any]) -> int:
     # A bad script is reported by mock_reply; here it just means no delay.
     try:
-        return MockScript.model_validate(raw).delay_ms if raw is not None else 0
-    except ValidationError:
+        script = _parse_mock(meta)
+    except MockLLMError:
         return 0
+    return script.delay_ms if script is not None else 0

@@ -181,6 +181,12 @@ def inbox_prefix(process: str) -> str:
     return f"_INBOX.{connection_name(process)}"
 
 
+def deliver_subject(process: str, consumer: str) -> str:
+    """Where JetStream pushes a consumer's messages: under the process's own inbox prefix, so
+    a least-privilege process may already receive them (deploy/hybrid)."""
+    return f"{inbox_prefix(process)}.deliver.{_token(consumer, 'consumer')}"
+
+
 def service_name(process: str) -> str:
     """Micro service names allow [A-Za-z0-9_-]; the connection name already fits."""
     return connection_name(process)

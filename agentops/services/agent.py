@@ -17,7 +17,7 @@ from typing import get_args
 import structlog
 
 from agentops.agents.definitions import AGENT_SPECS, AgentSpec
-from agentops.bus.consumer import Consumer, Delivery
+from agentops.bus.consumer import Delivery
 from agentops.bus.effects import perform
 from agentops.bus.service import Runtime, run_process
 from agentops.config import Settings, load_llm
@@ -126,12 +126,10 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
     }
     for lane in range(s.LANES):
         await rt.add_consumer(
-            Consumer(
-                rt.js,
-                stream=s.WORK_STREAM,
-                durable=s.agent_consumer(spec.agent_type, lane),
-                filter_subject=s.agent_lane_filter(spec.agent_type, lane),
-                handler=handle,
+            rt.consumer(
+                s.agent_consumer(spec.agent_type, lane),
+                s.agent_lane_filter(spec.agent_type, lane),
+                handle,
             )
         )
 

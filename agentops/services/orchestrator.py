@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from agentops.bus.consumer import Consumer, Delivery
+from agentops.bus.consumer import Delivery
 from agentops.bus.effects import perform
 from agentops.bus.service import Runtime, run_process
 from agentops.core import orchestrator
@@ -37,13 +37,7 @@ async def setup(rt: Runtime) -> None:
 
     for lane in range(s.LANES):
         await rt.add_consumer(
-            Consumer(
-                rt.js,
-                stream=s.WORK_STREAM,
-                durable=s.orchestrator_consumer(lane),
-                filter_subject=s.task_lane_filter(lane),
-                handler=handle,
-            )
+            rt.consumer(s.orchestrator_consumer(lane), s.task_lane_filter(lane), handle)
         )
 
 

@@ -26,6 +26,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agentops.core.agent import STATE_EXCLUDE
+from agentops.core.memo import IdentityMemo
 from agentops.core.state import (
     AGENT_STATE_ADAPTER,
     TASK_RECORD_ADAPTER,
@@ -86,33 +87,19 @@ class DocumentStore(Generic[T]):
 
 
 class ThreadEncoder:
-    """Agent state JSON with each thread item serialised once per process.
-
-    Items are frozen and shared by successive states (a transition appends to the tuple), so
-    their JSON is kept by identity; the entry holds the item itself, so an id is never reused
-    while its entry lives. Oldest entries go first past `limit`.
-    """
+    """Agent state JSON with each thread item serialised once per process (see `IdentityMemo`:
+    items are frozen and shared by successive states)."""
 
     def __init__(self, limit: int = 20_000) -> None:
-        self.limit = limit
-        self._items: dict[int, tuple[object, bytes]] = {}
+        self._item: IdentityMemo[BaseModel, bytes] = IdentityMemo(
+            lambda item: item.model_dump_json().encode(), limit
+        )
         self._exclude: Any = {"thread": True, **STATE_EXCLUDE}
 
     def __call__(self, state: AgentState) -> bytes:
         head = state.model_dump_json(exclude=self._exclude).encode()
         items = b",".join(self._item(item) for item in state.thread)
         return b'%s,"thread":[%s]}' % (head[:-1], items)
-
-    def _item(self, item: BaseModel) -> bytes:
-        entry = self._items.get(id(item))
-        if entry is not None and entry[0] is item:
-            return entry[1]
-        data = item.model_dump_json().encode()
-        if len(self._items) >= self.limit:
-            for key in list(self._items)[: self.limit // 10 or 1]:
-                del self._items[key]
-        self._items[id(item)] = (item, data)
-        return data
 
 
 def task_records(buckets: Mapping[str, KeyValue]) -> DocumentStore[TaskRecord]:

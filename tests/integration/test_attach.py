@@ -53,9 +53,11 @@ async def test_attach_waits_for_streams_declared_later_and_binds_working_buckets
     await tasks.put("t1", b'{"x": 1}')
     assert (await declared[s.TASKS_BUCKET].get("t1")).value == b'{"x": 1}'
     # The consumer a remote gateway creates is pinned to its filter by the API subject.
+    deliver = s.deliver_subject("llm-gateway", s.LLM_GATEWAY_CONSUMER)
     await ensure_consumer(
-        nc.jetstream(), s.WORK_STREAM, s.LLM_GATEWAY_CONSUMER, s.llm_requests(), 1024
+        nc.jetstream(), s.WORK_STREAM, s.LLM_GATEWAY_CONSUMER, s.llm_requests(), 1024, deliver
     )
     info = await nc.jetstream().consumer_info(s.WORK_STREAM, s.LLM_GATEWAY_CONSUMER)
     assert info.config.filter_subject == s.llm_requests()
     assert info.config.durable_name == s.LLM_GATEWAY_CONSUMER
+    assert info.config.deliver_subject == deliver

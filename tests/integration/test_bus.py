@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from agentops.bus.connection import ERROR_CODE, ORIGINAL_SUBJECT, publish
 from agentops.bus.consumer import Consumer, Delivery
@@ -26,11 +27,14 @@ def pause(agent_id: str, n: int) -> PauseAgent:
 
 
 async def lane_consumer(nc: Client, lane: int, handler: object, durable: str = "") -> Consumer:
+    name = durable or s.agent_consumer("backend_developer", lane)
     consumer = Consumer(
+        nc,
         nc.jetstream(),
         stream=s.WORK_STREAM,
-        durable=durable or s.agent_consumer("backend_developer", lane),
+        durable=name,
         filter_subject=s.agent_lane_filter("backend_developer", lane),
+        deliver_subject=s.deliver_subject("agent-backend_developer", name),
         handler=handler,  # type: ignore[arg-type]
     )
     await consumer.start()
@@ -118,6 +122,84 @@ async def test_retryable_failure_is_redelivered_then_handled(nc: Client) -> None
     await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
     await until(lambda: attempts == [1, 2, 3], what="three deliveries")
     await consumer.stop()
+
+
+async def test_a_pull_consumer_of_an_older_version_is_replaced_and_nothing_is_lost(
+    nc: Client,
+) -> None:
+    """Messages waiting for an older version's pull consumer of the same name are handled by
+    the push consumer that replaces it."""
+    js = nc.jetstream()
+    await ensure_jetstream(js)
+    agent_id = "agent_upgrade"
+    lane = s.lane_of(agent_id)
+    durable = s.agent_consumer("backend_developer", lane)
+    await js.add_consumer(
+        s.WORK_STREAM,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=s.agent_lane_filter("backend_developer", lane),
+            ack_policy=AckPolicy.EXPLICIT,
+            max_ack_pending=1,
+        ),
+    )
+    for n in range(3):
+        m = pause(agent_id, n)
+        await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
+    handled: list[str] = []
+
+    async def handler(msg: WorkMessage, d: Delivery) -> None:
+        handled.append(msg.id)
+
+    consumer = await lane_consumer(nc, lane, handler)
+    await until(lambda: len(handled) == 3, what="the waiting messages handled")
+    assert handled == [f"{agent_id}.{n}" for n in range(3)]
+    info = await js.consumer_info(s.WORK_STREAM, durable)
+    assert info.config.deliver_subject == consumer.deliver_subject
+    await consumer.stop()
+
+
+async def test_a_pool_naks_what_it_has_not_started_when_it_stops(nc: Client) -> None:
+    """A pool stopping with messages still waiting for a slot hands them back at once: the
+    other replica handles them without waiting for the ack deadline."""
+    js = nc.jetstream()
+    await ensure_jetstream(js)
+    release = asyncio.Event()
+    handled: dict[str, list[str]] = {"first": [], "second": []}
+
+    def pool(name: str) -> Consumer:
+        async def handler(msg: WorkMessage, d: Delivery) -> None:
+            handled[name].append(msg.id)
+            if name == "first":
+                await release.wait()
+
+        return Consumer(
+            nc,
+            js,
+            stream=s.WORK_STREAM,
+            durable=s.TOOL_EXECUTOR_CONSUMER,
+            filter_subject=s.tool_requests_filter(),
+            deliver_subject=s.deliver_subject("tool-executor", s.TOOL_EXECUTOR_CONSUMER),
+            handler=handler,  # type: ignore[arg-type]
+            concurrency=1,
+            max_ack_pending=100,
+        )
+
+    first = pool("first")
+    await first.start()
+    for n in range(5):
+        m = pause("agent_pool", n)
+        await publish(js, s.tool_requests("write_file"), m, m.id)
+    await until(lambda: len(first._held) == 5, what="five messages held by the first pool")
+    second = pool("second")
+    await second.start()
+    stopping = asyncio.create_task(first.stop())
+    await until(lambda: len(handled["second"]) == 4, timeout=5, what="the rest handed over")
+    release.set()
+    await stopping
+    assert handled["first"] == ["agent_pool.0"]
+    assert sorted(handled["second"]) == [f"agent_pool.{n}" for n in range(1, 5)]
+    await second.stop()
 
 
 async def test_kv_compare_and_swap_refuses_a_stale_revision(nc: Client) -> None:

@@ -198,6 +198,20 @@ def test_bad_script_fails_permanently() -> None:
     assert "invalid context.mock: script[0]: each script entry must have" in err.info().message
 
 
+def test_a_tasks_script_is_read_again_when_it_changes() -> None:
+    """The parsed script is kept per task, but a different script for the same task id (or a
+    bad one) is validated again, never answered from the kept one."""
+
+    def for_task(script: list[dict[str, Any]]) -> LLMRequest:
+        req = request(mock={"script": script})
+        return req.model_copy(update={"metadata": {**req.metadata, "task_id": "t_same"}})
+
+    first = mock_reply(for_task([{"text": "one"}]))
+    second = mock_reply(for_task([{"text": "two"}]))
+    assert (first.text, second.text) == ("one", "two")
+    assert mock_error(for_task([{"tool": "x", "text": "y"}])).info().code == "bad_mock_script"
+
+
 @pytest.mark.parametrize("bad", [-1, "3", 1.5, True])
 def test_bad_call_index_is_refused(bad: Any) -> None:
     """call_index must be a non-negative int."""

@@ -38,9 +38,9 @@ def test_items_are_serialised_once_and_the_cache_is_bounded() -> None:
     states = states_of_a_run()
     for state in states:
         encode(state)
-        assert len(encode._items) <= 10
+        assert len(encode._item) <= 10
     final = states[-1]
     assert len(final.thread) > 10
     # Only the newest items are still cached, and what is cached is the item's own JSON.
-    for item_id, (item, data) in encode._items.items():
+    for item_id, (item, data) in encode._item._entries.items():
         assert id(item) == item_id and data == item.model_dump_json().encode()
