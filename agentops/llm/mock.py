@@ -16,6 +16,9 @@ Rules:
   `complete_task` again. `{"script": []}` completes at once.
 - Tool call ids are `call_<call_index>_<i>`: unique within an agent's thread and stable
   across replays.
+- Usage is the system's token estimate (`llm/tokens.py`): input tokens are the estimate the
+  agent put in `metadata.estimated_input_tokens` (or, without it, the estimate of the
+  request), output tokens the estimate of the reply; cost is zero.
 - `MockProvider` is the thin shell: it sleeps `delay_ms` (the only effect) and stamps the
   latency.
 """
@@ -23,14 +26,13 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import time
 from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from agentops.llm.mock_plans import default_plan, task_line
+from agentops.llm.tokens import MESSAGE_OVERHEAD, estimate_request_tokens, message_tokens
 from agentops.llm.types import LLMRequest, LLMResult, Message, ToolCall, Usage
 from agentops.protocol.errors import AgentOpsError, ErrorInfo
 
@@ -283,9 +285,16 @@ def _task(request: LLMRequest) -> str:
 
 
 def _result(request: LLMRequest, text: str, calls: tuple[ToolCall, ...]) -> LLMResult:
+    # The system's one token estimate (llm/tokens.py). The agent already estimated its request
+    # while fitting it to the window; recounting a long conversation here would cost more
+    # than the whole mock reply.
+    estimated = request.metadata.get("estimated_input_tokens")
+    if isinstance(estimated, bool) or not isinstance(estimated, int) or estimated < 0:
+        estimated = estimate_request_tokens(request)
+    reply = Message(role="assistant", content=text, tool_calls=calls)
     usage = Usage(
-        input_tokens=_tokens(sum(_message_chars(m) for m in request.messages)),
-        output_tokens=_tokens(len(text) + sum(_call_chars(c) for c in calls)),
+        input_tokens=estimated,
+        output_tokens=message_tokens(reply) - MESSAGE_OVERHEAD,
         cost_usd=0.0,
     )
     return LLMResult(
@@ -296,19 +305,6 @@ def _result(request: LLMRequest, text: str, calls: tuple[ToolCall, ...]) -> LLMR
         provider=PROVIDER,
         finish_reason="tool_calls" if calls else "stop",
     )
-
-
-def _tokens(chars: int) -> int:
-    # The usual rule of thumb for English text and code: about four characters a token.
-    return math.ceil(chars / 4)
-
-
-def _message_chars(message: Message) -> int:
-    return len(message.content) + sum(_call_chars(c) for c in message.tool_calls)
-
-
-def _call_chars(call: ToolCall) -> int:
-    return len(call.name) + len(json.dumps(call.arguments, default=str))
 
 
 # ---- the thin shell ----

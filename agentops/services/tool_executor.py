@@ -1,9 +1,12 @@
 """The tool executor process: runs tool calls in the task's workspace, at most once each.
 
-Every call has a record in the `agentops_tool_calls` bucket keyed by (agent, step, call id):
-- `done` with the result → a redelivered request re-sends that result; the tool does not run.
-- `started` without a result → the executor died mid-call. A tool without side effects runs
-  again; any other answers with an `interrupted` error instead of repeating its side effect.
+Before a call runs it is claimed in the `agentops_tool_calls` bucket under (agent, step, call
+id): only the first delivery can create the claim. A delivery that finds the claim taken does
+not run a tool with side effects again; it answers `interrupted` under the reply's fixed
+message id, so when the first delivery's answer was published JetStream drops this one as a
+duplicate and the agent sees the real result (and an agent ignores any answer to a call it
+no longer waits for). A call without side effects (`idempotent`) simply runs again. Claims
+written by older versions with the result in them are answered from that result.
 
 At start-up it reads `[tools]`, probes the sandbox (`tools.sandbox`) and logs the isolation in
 force, which its status (and so `GET /health`) also shows. Builtin tools run here; a plugin
@@ -186,27 +189,23 @@ async def setup(rt: Runtime) -> None:
             raise PermanentError("tool request without agent_id")
         key = record_key(msg)
         try:  # claim the call: only the first delivery gets to create its record
-            revision = await store.save(key, ToolCallRecord(state="started", request_id=msg.id), 0)
+            await store.save(key, ToolCallRecord(state="started", request_id=msg.id), 0)
         except Conflict:
-            record, revision = await store.load(key)
-            if record is not None and record.reply is not None:
+            record, _ = await store.load(key)
+            if record is not None and record.reply is not None:  # an older version's record
                 counts["replayed"] += 1
                 await reply(msg, record.reply)
                 return
             if not msg.idempotent:
-                await finish(key, revision, msg, completed(msg, False, None, INTERRUPTED(msg), 0.0))
+                await finish(msg, completed(msg, False, None, INTERRUPTED(msg), 0.0))
                 return
         started = time.perf_counter()
         ok, value, error = await execute(msg, ex)
-        result = completed(msg, ok, value, error, (time.perf_counter() - started) * 1000)
-        await finish(key, revision, msg, result)
+        await finish(msg, completed(msg, ok, value, error, (time.perf_counter() - started) * 1000))
 
-    async def finish(key: str, revision: int, msg: ToolRequested, result: ToolCompleted) -> None:
+    async def finish(msg: ToolRequested, result: ToolCompleted) -> None:
         counts["ok" if result.ok else "failed"] += 1
-        record = ToolCallRecord(state="done", request_id=msg.id, reply=result)
-        # The reply carries a fixed message id, so sending it before the record is durable is
-        # safe: a redelivery either finds the record or sends a duplicate that JetStream drops.
-        await asyncio.gather(reply(msg, result), store.save(key, record, revision))
+        await reply(msg, result)
         # Facts for the consumer's one canonical log line of this message.
         structlog.contextvars.bind_contextvars(
             tool=msg.name, tool_ok=result.ok, tool_ms=result.duration_ms

@@ -136,9 +136,16 @@ def _nearby(root: Path, path: Path) -> str:
     return f"{where!r} contains: {', '.join(names[:_LISTING_LIMIT])}{more}"
 
 
+# A write this small lands in the page cache in microseconds, less than handing it to a
+# thread costs; larger ones run in a thread so the executor's other calls are not held up.
+INLINE_WRITE_BYTES = 64 * 1024
+
+
 async def write_file(args: WriteFileArgs, ctx: ToolContext) -> dict[str, Any]:
     path = resolve_in_workspace(ctx.workspace, args.path)
     cap = ctx.settings.limits.file_size_mb * 1024 * 1024
+    if len(args.content) <= INLINE_WRITE_BYTES // 4:  # at most 4 UTF-8 bytes a character
+        return _write_file_sync(ctx.workspace, path, args, cap)
     return await asyncio.to_thread(_write_file_sync, ctx.workspace, path, args, cap)
 
 

@@ -59,26 +59,31 @@ def resolve_in_workspace(root: Path, rel: str) -> Path:
             code="path_outside_workspace",
         )
     try:
-        base = root.resolve(strict=True)
-        # resolve() follows every symlink that exists, dangling ones included, so the
+        base = os.path.realpath(root, strict=True)
+        # realpath follows every symlink that exists, dangling ones included, so the
         # containment check below sees where a write would really land.
-        target = (base / normal).resolve(strict=False)
+        target = os.path.realpath(os.path.join(base, normal), strict=False)
     except FileNotFoundError:
         raise ToolError("the task workspace does not exist", code="workspace_missing") from None
     except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
         raise ToolError(f"cannot resolve path {rel!r}: {exc}", code="invalid_path") from None
-    if not target.is_relative_to(base):
+    if not _inside(target, base):
         raise ToolError(
             f"path {rel!r} resolves outside the workspace (through a symlink); {_HINT}",
             code="path_outside_workspace",
         )
-    return target
+    return Path(target)
+
+
+def _inside(path: str, base: str) -> bool:
+    """`path` is `base` or below it (both absolute and normalised, as realpath gives them)."""
+    return path == base or path.startswith(base.rstrip("/") + "/")
 
 
 def relative_name(root: Path, path: Path) -> str:
     """How a resolved path is shown back to the model: relative, POSIX, never a host path."""
-    rel = path.relative_to(root.resolve()).as_posix()
-    return rel or "."
+    rel = os.path.relpath(path, os.path.realpath(root))
+    return "." if rel == "." else PurePosixPath(rel).as_posix()
 
 
 def open_in_workspace(root: Path, path: Path, shown: str, *, write: bool) -> int:
@@ -111,8 +116,8 @@ def open_in_workspace(root: Path, path: Path, shown: str, *, write: bool) -> int
                 "workspace), so it is refused; copy its content to a new file instead",
                 code="path_outside_workspace",
             )
-        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        if not real.is_relative_to(root.resolve()):
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        if not _inside(real, os.path.realpath(root)):
             raise ToolError(
                 f"path {shown!r} resolves outside the workspace; {_HINT}",
                 code="path_outside_workspace",

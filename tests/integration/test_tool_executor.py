@@ -62,18 +62,24 @@ async def send_as_redelivery(nc: Client, msg: ToolRequested, n: int) -> None:
     )
 
 
-async def test_redelivered_call_returns_the_recorded_result_without_running(
+async def test_redelivered_call_does_not_run_again_and_the_agent_gets_one_answer(
     nc: Client, tmp_path: Path
 ) -> None:
-    """The same call delivered twice appends once; the second answer is the recorded one."""
+    """The same call delivered twice appends once. The second delivery's answer carries the
+    same message id, so the agent's mailbox keeps only the first (the real result)."""
     rt, replies = await start_executor(nc, tmp_path)
     msg = request("c1")
     await send_as_redelivery(nc, msg, 1)
     await until(lambda: len(replies) == 1, what="first reply")
     await send_as_redelivery(nc, msg, 2)
     await until(lambda: len(replies) == 2, what="second reply")
-    assert replies[0] == replies[1] and replies[0]["ok"] is True
+    assert replies[0]["ok"] is True and replies[0]["id"] == replies[1]["id"]
     assert (tmp_path / "workspaces" / "task_x" / "out.txt").read_text() == "once\n"
+    mailbox = s.agent_mailbox("backend_developer", "agent_x")
+    stored = await nc.jetstream().get_last_msg(s.WORK_STREAM, mailbox)
+    assert stored.seq is not None and json.loads(stored.data or b"{}") == replies[0]
+    info = await nc.jetstream().stream_info(s.WORK_STREAM, subjects_filter=mailbox)
+    assert info.state.subjects == {mailbox: 1}
     for consumer in rt.consumers:
         await consumer.stop()
 

@@ -23,6 +23,7 @@ from agentops.llm.mock import (
     mock_reply,
 )
 from agentops.llm.mock_plans import default_plan, task_line
+from agentops.llm.tokens import MESSAGE_OVERHEAD, estimate_request_tokens
 from agentops.llm.types import LLMRequest, LLMResult, Message
 from agentops.protocol.errors import AgentOpsError
 from agentops.tools.handlers import ToolContext, run_tool
@@ -219,13 +220,19 @@ def test_bad_call_index_is_refused(bad: Any) -> None:
     assert mock_error(req).info().code == "bad_request"
 
 
-def test_usage_estimates_tokens_from_characters() -> None:
-    """Tokens are ceil(chars/4) of the request messages and of the reply; cost is zero."""
-    result = mock_reply(request(mock={"script": [{"text": "abcde"}]}))
-    input_chars = len("You are an agent.") + len(TASK)
-    assert result.usage.input_tokens == math.ceil(input_chars / 4)
-    assert result.usage.output_tokens == 2
+def test_usage_is_the_systems_token_estimate() -> None:
+    """Input tokens are the agent's estimate when the request carries one, else the estimate
+    of the request (UTF-8 bytes / 3 plus framing); output tokens estimate the reply; cost 0."""
+    req = request(mock={"script": [{"text": "abcdefg"}]})
+    result = mock_reply(req)
+    assert result.usage.input_tokens == estimate_request_tokens(req)
+    assert result.usage.input_tokens == 2 * MESSAGE_OVERHEAD + math.ceil(
+        len("You are an agent.") / 3
+    ) + math.ceil(len(TASK.encode()) / 3)
+    assert result.usage.output_tokens == 3
     assert result.usage.cost_usd == 0.0
+    told = req.model_copy(update={"metadata": {**req.metadata, "estimated_input_tokens": 1234}})
+    assert mock_reply(told).usage.input_tokens == 1234
     assert (result.model, result.provider) == ("mock-1", "mock")
 
 
