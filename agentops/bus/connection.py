@@ -9,19 +9,17 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import nats
-import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from pydantic import BaseModel
 
+from agentops.bus.publisher import Publisher
 from agentops.protocol import subjects as s
-from agentops.protocol.errors import RetryableError
 from agentops.protocol.messages import Event
 from agentops.protocol.subjects import connection_name
 
@@ -72,20 +70,12 @@ def event_subject(event: Event) -> str:
     return s.event(event.task_id, event.agent_id, event.type)
 
 
-PUBLISH_TIMEOUT_S = 10.0
-
-
-async def publish_all(js: JetStreamContext, items: list[tuple[str, BaseModel, str]]) -> None:
-    """Publish several messages without waiting for each ack in turn, then wait for all.
+async def publish_all(publisher: Publisher, items: list[tuple[str, BaseModel, str]]) -> None:
+    """Publish several messages (subject, message, message id) and wait for all their acks.
 
     Raises RetryableError when JetStream does not confirm them in time (e.g. disconnected),
     so the message that caused them is redelivered and they are published again (same ids).
     """
-    futures = [
-        await js.publish_async(subject, encode(message), headers={MSG_ID: msg_id})
-        for subject, message, msg_id in items
-    ]
-    try:
-        await asyncio.wait_for(asyncio.gather(*futures), PUBLISH_TIMEOUT_S)
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise RetryableError(f"JetStream did not confirm a publish: {exc!r}") from exc
+    await publisher.publish_many(
+        [(subject, encode(message), {MSG_ID: msg_id}) for subject, message, msg_id in items]
+    )

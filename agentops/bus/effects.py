@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from nats.js import JetStreamContext
 from pydantic import BaseModel
 
 from agentops.bus.connection import event_subject, publish_all
+from agentops.bus.publisher import Publisher
 from agentops.core.effects import CallLLM, Effect, Emit, InvokeTool, ReportToTask, SendToAgent
 from agentops.protocol import subjects as s
 
@@ -35,6 +35,6 @@ def route(effect: Effect) -> tuple[str, BaseModel, str]:
             assert_never(effect)
 
 
-async def perform(js: JetStreamContext, effects: tuple[Effect, ...]) -> None:
+async def perform(publisher: Publisher, effects: tuple[Effect, ...]) -> None:
     if effects:
-        await publish_all(js, [route(e) for e in effects])
+        await publish_all(publisher, [route(e) for e in effects])

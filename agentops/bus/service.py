@@ -32,6 +32,7 @@ from nats.micro.service import Service
 from agentops import __version__
 from agentops.bus.connection import connect
 from agentops.bus.consumer import Consumer, GiveUp, Handler
+from agentops.bus.publisher import Publisher
 from agentops.bus.setup import attach_jetstream, ensure_jetstream
 from agentops.config import Settings, load_settings, mask_url
 from agentops.logging import configure_logging
@@ -54,6 +55,11 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     status_extra: Callable[[], dict[str, Any]] | None = None
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The step path's JetStream publishes and state writes (acks on one subscription).
+    publisher: Publisher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.publisher = Publisher(self.nc)
 
     def consumer(
         self, durable: str, filter_subject: str, handler: Handler, *, concurrency: int = 1,

@@ -181,6 +181,11 @@ def inbox_prefix(process: str) -> str:
     return f"_INBOX.{connection_name(process)}"
 
 
+def kv_key(bucket: str, key: str) -> str:
+    """The subject a KV entry is written on (what nats-py's KV API publishes to)."""
+    return f"$KV.{_token(bucket, 'bucket')}.{key}"
+
+
 def deliver_subject(process: str, consumer: str) -> str:
     """Where JetStream pushes a consumer's messages: under the process's own inbox prefix, so
     a least-privilege process may already receive them (deploy/hybrid)."""

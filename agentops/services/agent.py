@@ -54,7 +54,7 @@ def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
 
 async def setup(spec: AgentSpec, rt: Runtime) -> None:
     bound = bind_spec(spec, rt.settings)
-    store = agent_states(rt.buckets)
+    store = agent_states(rt.buckets, rt.publisher)
     plugins = PluginDirectory()
     await plugins.start(rt.js)
     rt.on_shutdown.append(plugins.stop)
@@ -110,7 +110,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                 if len(cache) >= CACHE_LIMIT:
                     cache.pop(next(iter(cache)))
                 cache[agent_id] = (decision.state, revision)
-        await perform(rt.js, decision.effects)
+        await perform(rt.publisher, decision.effects)
         if decision.state is not None:
             structlog.contextvars.bind_contextvars(
                 status=decision.state.status, step=decision.state.step

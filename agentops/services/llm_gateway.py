@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import structlog
 from nats.js import JetStreamContext
 
-from agentops.bus.connection import publish, publish_event
+from agentops.bus.connection import publish_all, publish_event
 from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
 from agentops.config import load_llm
@@ -105,7 +105,7 @@ async def setup(rt: Runtime) -> None:
 
     async def send(msg: LLMRequested, reply: LLMCompleted | LLMFailed) -> None:
         mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
-        await publish(rt.js, mailbox, reply, reply.id)
+        await publish_all(rt.publisher, [(mailbox, reply, reply.id)])
 
     async def give_up(msg: WorkMessage, info: ErrorInfo) -> None:
         """A request that cannot be handled still gets an answer, so the agent never hangs."""

@@ -20,7 +20,7 @@ PROCESS = "orchestrator"
 
 
 async def setup(rt: Runtime) -> None:
-    store = task_records(rt.buckets)
+    store = task_records(rt.buckets, rt.publisher)
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, SubmitTask | CancelTask | AgentReport):
@@ -33,7 +33,7 @@ async def setup(rt: Runtime) -> None:
             return
         if decision.state is not None:
             await store.save(msg.task_id, decision.state, revision)
-        await perform(rt.js, decision.effects)
+        await perform(rt.publisher, decision.effects)
 
     for lane in range(s.LANES):
         await rt.add_consumer(

@@ -30,7 +30,7 @@ import structlog
 from nats.aio.client import Client
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from agentops.bus.connection import publish
+from agentops.bus.connection import publish_all
 from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
 from agentops.protocol import subjects as s
@@ -146,7 +146,12 @@ async def execute_plugin(
 
 
 async def setup(rt: Runtime) -> None:
-    store = DocumentStore[ToolCallRecord](rt.buckets[s.TOOL_CALLS_BUCKET], RECORD_ADAPTER)
+    store = DocumentStore[ToolCallRecord](
+        rt.buckets[s.TOOL_CALLS_BUCKET],
+        RECORD_ADAPTER,
+        publisher=rt.publisher,
+        bucket=s.TOOL_CALLS_BUCKET,
+    )
     settings = load_tool_settings(rt.settings.section("tools"))
     sandbox = await asyncio.to_thread(probe, settings)
     isolation = sandbox.isolation(settings.network)
@@ -166,7 +171,7 @@ async def setup(rt: Runtime) -> None:
     async def reply(msg: ToolRequested, completed: ToolCompleted) -> None:
         assert msg.reply_to is not None
         mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
-        await publish(rt.js, mailbox, completed, completed.id)
+        await publish_all(rt.publisher, [(mailbox, completed, completed.id)])
 
     def completed(
         msg: ToolRequested, ok: bool, result: Any, error: ErrorInfo | None, ms: float

@@ -25,6 +25,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from agentops.bus.publisher import EXPECTED_LAST_SUBJECT_SEQUENCE, Publisher, WrongLastSequence
 from agentops.core.agent import STATE_EXCLUDE
 from agentops.core.memo import IdentityMemo
 from agentops.core.state import (
@@ -48,15 +49,23 @@ class CorruptDocument(AgentOpsError):
 
 
 class DocumentStore(Generic[T]):
+    """Documents in one KV bucket. With a `Publisher`, writes go through it (the processes'
+    step path); without one (the edge, tools), through nats-py's KV API."""
+
     def __init__(
         self,
         kv: KeyValue,
         adapter: TypeAdapter[T],
         encode: Callable[[T], bytes] = lambda doc: doc.model_dump_json().encode(),
+        *,
+        publisher: Publisher | None = None,
+        bucket: str = "",
     ) -> None:
         self.kv = kv
         self.adapter = adapter
         self.encode = encode
+        self.publisher = publisher
+        self.bucket = bucket
 
     async def load(self, key: str) -> tuple[T | None, int]:
         try:
@@ -72,6 +81,13 @@ class DocumentStore(Generic[T]):
 
     async def save(self, key: str, doc: T, revision: int) -> int:
         data = self.encode(doc)
+        if self.publisher is not None and self.bucket:
+            # Revision 0 expects no entry at all, as KV create does.
+            headers = {EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
+            try:
+                return await self.publisher.put(s.kv_key(self.bucket, key), data, headers)
+            except WrongLastSequence as exc:
+                raise Conflict(f"{key!r} changed since revision {revision}") from exc
         try:
             if revision == 0:
                 return await self.kv.create(key, data)
@@ -102,11 +118,23 @@ class ThreadEncoder:
         return b'%s,"thread":[%s]}' % (head[:-1], items)
 
 
-def task_records(buckets: Mapping[str, KeyValue]) -> DocumentStore[TaskRecord]:
+def task_records(
+    buckets: Mapping[str, KeyValue], publisher: Publisher | None = None
+) -> DocumentStore[TaskRecord]:
     """Task records (`nats kv get agentops_tasks <task_id>`); the orchestrator writes them."""
-    return DocumentStore(buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+    return DocumentStore(
+        buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER, publisher=publisher, bucket=s.TASKS_BUCKET
+    )
 
 
-def agent_states(buckets: Mapping[str, KeyValue]) -> DocumentStore[AgentState]:
+def agent_states(
+    buckets: Mapping[str, KeyValue], publisher: Publisher | None = None
+) -> DocumentStore[AgentState]:
     """Agent states (`nats kv get agentops_agents <agent_id>`); each agent process writes its own."""
-    return DocumentStore(buckets[s.AGENTS_BUCKET], AGENT_STATE_ADAPTER, ThreadEncoder())
+    return DocumentStore(
+        buckets[s.AGENTS_BUCKET],
+        AGENT_STATE_ADAPTER,
+        ThreadEncoder(),
+        publisher=publisher,
+        bucket=s.AGENTS_BUCKET,
+    )

@@ -9,14 +9,15 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from agentops.bus.connection import ERROR_CODE, ORIGINAL_SUBJECT, publish
+from agentops.bus.connection import ERROR_CODE, MSG_ID, ORIGINAL_SUBJECT, publish
 from agentops.bus.consumer import Consumer, Delivery
+from agentops.bus.publisher import Publisher
 from agentops.bus.setup import ensure_jetstream
 from agentops.core.state import TASK_RECORD_ADAPTER, TaskRecord
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import RetryableError
 from agentops.protocol.messages import PauseAgent, WorkMessage
-from agentops.store.kv import Conflict, DocumentStore
+from agentops.store.kv import Conflict, DocumentStore, task_records
 from tests.helpers import until
 
 pytestmark = pytest.mark.integration
@@ -202,10 +203,16 @@ async def test_a_pool_naks_what_it_has_not_started_when_it_stops(nc: Client) -> 
     await second.stop()
 
 
-async def test_kv_compare_and_swap_refuses_a_stale_revision(nc: Client) -> None:
-    """A write against an old revision raises Conflict and leaves the newer value."""
+@pytest.mark.parametrize("through", ["kv api", "publisher"])
+async def test_kv_compare_and_swap_refuses_a_stale_revision(nc: Client, through: str) -> None:
+    """A write against an old revision raises Conflict and leaves the newer value, whether
+    it goes through nats-py's KV API or the step path's Publisher."""
     buckets = await ensure_jetstream(nc.jetstream())
-    store = DocumentStore[TaskRecord](buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+    store = (
+        DocumentStore[TaskRecord](buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+        if through == "kv api"
+        else task_records(buckets, Publisher(nc))
+    )
     now = datetime.now(UTC)
     doc = TaskRecord(
         task_id="t1",
@@ -223,3 +230,28 @@ async def test_kv_compare_and_swap_refuses_a_stale_revision(nc: Client) -> None:
         await store.save("t1", doc, rev1)
     loaded, rev = await store.load("t1")
     assert loaded is not None and loaded.status == "running" and rev == rev2
+
+
+async def test_publisher_waits_for_every_ack_and_jetstream_drops_duplicates(nc: Client) -> None:
+    """publish_many returns each message's stream sequence; the same Nats-Msg-Id again is
+    acknowledged with the first one's sequence and stored once."""
+    js = nc.jetstream()
+    await ensure_jetstream(js)
+    publisher = Publisher(nc)
+    mailbox = s.agent_mailbox("backend_developer", "agent_pub")
+    items = [(mailbox, b'{"n": %d}' % n, {MSG_ID: f"pub.{n}"}) for n in range(3)]
+    first = await publisher.publish_many(items)
+    again = await publisher.publish_many(items[:1])
+    assert first == sorted(first) and len(set(first)) == 3 and again == first[:1]
+    info = await js.stream_info(s.WORK_STREAM, subjects_filter=mailbox)
+    assert info.state.subjects == {mailbox: 3}
+    await publisher.stop()
+
+
+async def test_publisher_says_when_no_stream_takes_a_subject(nc: Client) -> None:
+    """A publish nothing stores fails at once as retryable, naming the subject."""
+    await ensure_jetstream(nc.jetstream())
+    publisher = Publisher(nc)
+    with pytest.raises(RetryableError, match=r"no JetStream answer for nowhere\.at\.all"):
+        await publisher.put("nowhere.at.all", b"{}", {})
+    await publisher.stop()
