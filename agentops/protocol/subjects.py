@@ -133,6 +133,11 @@ def events_filter(task_id: str | None = None, agent_id: str | None = None) -> st
     return f"{PREFIX}.events.{task}.{agent}.>"
 
 
+def task_lifecycle_filter() -> str:
+    """Every task's `task.*` events (created, completed, failed, cancelled), nothing else."""
+    return f"{PREFIX}.events.*.*.task.>"
+
+
 # ---- dead letters ----
 def dead_letter(original_subject: str) -> str:
     """Dead letters keep the original subject after the prefix, so they can be filtered by it."""
