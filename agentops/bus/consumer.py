@@ -52,6 +52,10 @@ PULL_TO_PUSH = 10012  # JetStream: "can not update pull consumer to push based"
 class Delivery:
     subject: str
     num_delivered: int
+    # A lane only: this process also received the lane's previous delivery (consumer
+    # sequences are consecutive), so no other replica handled any message of the lane in
+    # between and what this process last wrote for the lane's keys is still current.
+    sole: bool = False
 
 
 Handler = Callable[[WorkMessage, Delivery], Awaitable[None]]
@@ -162,6 +166,7 @@ class Consumer:
         # id(message) -> (message, when it was last reported in progress)
         self._held: dict[int, tuple[Msg, float]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._last_sequence = -1  # consumer sequence of this process's latest delivery
         self.handled = 0
 
     async def start(self) -> None:
@@ -198,12 +203,17 @@ class Consumer:
         # Called in order by the subscription; handling runs in its own task, so a slow
         # handler never holds up delivery to the others (pools) or a clean stop.
         self._held[id(msg)] = (msg, time.monotonic())
-        task = asyncio.create_task(self._run(msg))
+        sole = False
+        if self.concurrency == 1 and msg.metadata is not None:
+            sequence = msg.metadata.sequence.consumer
+            sole = sequence == self._last_sequence + 1
+            self._last_sequence = sequence
+        task = asyncio.create_task(self._run(msg, sole))
         self._waiting[id(msg)] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, msg: Msg) -> None:
+    async def _run(self, msg: Msg, sole: bool) -> None:
         try:
             try:
                 await self._slots.acquire()
@@ -213,7 +223,7 @@ class Consumer:
             finally:
                 self._waiting.pop(id(msg), None)
             try:
-                await self._handle(msg)
+                await self._handle(msg, sole)
             except Exception:  # never lose the consumer; the message is redelivered
                 log.exception("consumer.handle_crashed", consumer=self.durable)
             finally:
@@ -231,7 +241,7 @@ class Consumer:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, sole: bool = False) -> None:
         started = time.perf_counter()
         num = msg.metadata.num_delivered if msg.metadata else 1
         message: WorkMessage | None = None
@@ -242,7 +252,7 @@ class Consumer:
                 msg_type=message.type, msg_id=message.id, task_id=message.task_id,
                 agent_id=message.agent_id,
             )  # fmt: skip
-            await self.handler(message, Delivery(msg.subject, num))
+            await self.handler(message, Delivery(msg.subject, num, sole))
             await _settle(msg.ack())
         except RetryableError as exc:
             outcome = "nak"

@@ -9,6 +9,7 @@ replaced by the stored state and the message decided again.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -76,18 +77,31 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         if agent_id is None or delivery.subject.rsplit(".", 1)[-1] != agent_id:
             raise PermanentError("message agent_id does not match its mailbox")
         cached = cache.get(agent_id)
-        if cached is not None and await transition(agent_id, msg, *cached, cached=True):
+        if cached is not None and await transition(
+            agent_id, msg, *cached, cached=True, current=delivery.sole
+        ):
             return
         # Nothing cached, or the cache is stale: another replica moved this agent on.
         cache.pop(agent_id, None)
         state, revision = await store.load(agent_id)
-        await transition(agent_id, msg, state, revision, cached=False)
+        await transition(agent_id, msg, state, revision, cached=False, current=False)
 
     async def transition(
-        agent_id: str, msg: AgentInbound, state: AgentState | None, revision: int, *, cached: bool
+        agent_id: str,
+        msg: AgentInbound,
+        state: AgentState | None,
+        revision: int,
+        *,
+        cached: bool,
+        current: bool,
     ) -> bool:
         """Step, save (CAS), publish. False when a cached state may be stale: a message it
-        ignores or a write it loses is decided again against the stored state."""
+        ignores or a write it loses is decided again against the stored state.
+
+        `current`: the cached state is known to be the stored one (this process received
+        every delivery of the lane since it wrote it), so the state write and the effects go
+        out together, one round trip instead of two. Otherwise the state is saved first: a
+        stale state's effects must never be published."""
         if state is not None and state.agent_type != spec.agent_type:
             raise PermanentError(f"agent {agent_id} is a {state.agent_type}")
         decision = agent.step(live_spec(), state, msg, datetime.now(UTC))
@@ -98,8 +112,16 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
             return True
         if decision.state is not None:
             try:
-                revision = await store.save(agent_id, decision.state, revision)
+                if current:
+                    revision, _ = await asyncio.gather(
+                        store.save(agent_id, decision.state, revision),
+                        perform(rt.publisher, decision.effects),
+                    )
+                else:
+                    revision = await store.save(agent_id, decision.state, revision)
             except Conflict:
+                if current:  # only a redelivery racing its first delivery gets here
+                    log.warning("agent.state_conflict_after_publish", agent_id=agent_id)
                 cache.pop(agent_id, None)
                 if cached:
                     return False
@@ -110,6 +132,11 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                 if len(cache) >= CACHE_LIMIT:
                     cache.pop(next(iter(cache)))
                 cache[agent_id] = (decision.state, revision)
+            if current:
+                structlog.contextvars.bind_contextvars(
+                    status=decision.state.status, step=decision.state.step, one_round_trip=True
+                )
+                return True
         await perform(rt.publisher, decision.effects)
         if decision.state is not None:
             structlog.contextvars.bind_contextvars(

@@ -46,7 +46,12 @@ from agentops.tools.netguard import AddressRefused, Guard, GuardedBackend
 from agentops.tools.policy import ApiCallSettings, Limits, ToolSettings
 from agentops.tools.registry import ApiCallArgs, ExecuteCodeArgs, ReadFileArgs, WriteFileArgs
 from agentops.tools.sandbox import REFUSED, Sandbox
-from agentops.tools.workspace import open_in_workspace, relative_name, resolve_in_workspace
+from agentops.tools.workspace import (
+    open_in_workspace,
+    real_root,
+    relative_name,
+    resolve_in_workspace,
+)
 
 MAX_READ_BYTES = 1024 * 1024
 # The defaults of the configurable limits ([tools.limits] / [tools.api_call]).
@@ -83,19 +88,21 @@ async def run_tool(name: str, args: BaseModel, ctx: ToolContext) -> dict[str, An
             f"arguments for {name} must be {args_model.__name__}, got {type(args).__name__}",
             code="invalid_arguments",
         )
-    ctx.workspace.mkdir(parents=True, exist_ok=True)
+    if not ctx.workspace.is_dir():
+        ctx.workspace.mkdir(parents=True, exist_ok=True)
     return await handler(args, ctx)
 
 
 # ---- files ----
 async def read_file(args: ReadFileArgs, ctx: ToolContext) -> dict[str, Any]:
-    path = resolve_in_workspace(ctx.workspace, args.path)
-    return await asyncio.to_thread(_read_file_sync, ctx.workspace, path, args.path)
+    base = real_root(ctx.workspace)
+    path = resolve_in_workspace(ctx.workspace, args.path, base)
+    return await asyncio.to_thread(_read_file_sync, ctx.workspace, base, path, args.path)
 
 
-def _read_file_sync(root: Path, path: Path, shown: str) -> dict[str, Any]:
+def _read_file_sync(root: Path, base: str, path: Path, shown: str) -> dict[str, Any]:
     try:
-        fd = open_in_workspace(root, path, shown, write=False)
+        fd = open_in_workspace(root, path, shown, write=False, base=base)
     except ToolError as exc:
         if exc.code != "file_not_found":
             raise
@@ -113,7 +120,7 @@ def _read_file_sync(root: Path, path: Path, shown: str) -> dict[str, Any]:
     if len(data) > MAX_READ_BYTES:
         raise ToolError(f"file {shown!r} grew past the read limit", code="file_too_large")
     return {
-        "path": relative_name(root, path),
+        "path": relative_name(root, path, base),
         "content": data.decode("utf-8", errors="replace"),
         "bytes": len(data),
     }
@@ -142,27 +149,24 @@ INLINE_WRITE_BYTES = 64 * 1024
 
 
 async def write_file(args: WriteFileArgs, ctx: ToolContext) -> dict[str, Any]:
-    path = resolve_in_workspace(ctx.workspace, args.path)
+    base = real_root(ctx.workspace)
+    path = resolve_in_workspace(ctx.workspace, args.path, base)
     cap = ctx.settings.limits.file_size_mb * 1024 * 1024
     if len(args.content) <= INLINE_WRITE_BYTES // 4:  # at most 4 UTF-8 bytes a character
-        return _write_file_sync(ctx.workspace, path, args, cap)
-    return await asyncio.to_thread(_write_file_sync, ctx.workspace, path, args, cap)
+        return _write_file_sync(ctx.workspace, base, path, args, cap)
+    return await asyncio.to_thread(_write_file_sync, ctx.workspace, base, path, args, cap)
 
 
-def _write_file_sync(root: Path, path: Path, args: WriteFileArgs, cap: int) -> dict[str, Any]:
+def _write_file_sync(
+    root: Path, base: str, path: Path, args: WriteFileArgs, cap: int
+) -> dict[str, Any]:
     data = args.content.encode("utf-8")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (NotADirectoryError, FileExistsError):
-        raise ToolError(
-            f"cannot create {args.path!r}: a parent of it is a file, not a directory",
-            code="invalid_path",
-        ) from None
-    except OSError as exc:
-        raise ToolError(f"cannot write {args.path!r}: {exc.strerror}", code="io_error") from None
-    # The parents now exist: check again where the file really lands (a parent may be a link).
-    path = resolve_in_workspace(root, args.path)
-    fd = open_in_workspace(root, path, args.path, write=True)
+    if not path.parent.is_dir():
+        _make_parents(path, args.path)
+        # The parents now exist: check again where the file really lands (a parent may be
+        # a link made meanwhile); an existing parent was followed by the first check.
+        path = resolve_in_workspace(root, args.path, base)
+    fd = open_in_workspace(root, path, args.path, write=True, base=base)
     with os.fdopen(fd, "wb") as fh:
         size = os.fstat(fd).st_size if args.mode == "append" else 0
         if size + len(data) > cap:
@@ -181,7 +185,23 @@ def _write_file_sync(root: Path, path: Path, args: WriteFileArgs, cap: int) -> d
             raise ToolError(
                 f"cannot write {args.path!r}: {exc.strerror}", code="io_error"
             ) from None
-    return {"path": relative_name(root, path), "bytes_written": len(data), "mode": args.mode}
+    return {
+        "path": relative_name(root, path, base),
+        "bytes_written": len(data),
+        "mode": args.mode,
+    }
+
+
+def _make_parents(path: Path, shown: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        raise ToolError(
+            f"cannot create {shown!r}: a parent of it is a file, not a directory",
+            code="invalid_path",
+        ) from None
+    except OSError as exc:
+        raise ToolError(f"cannot write {shown!r}: {exc.strerror}", code="io_error") from None
 
 
 # ---- code ----

@@ -36,12 +36,24 @@ def workspace_for(data_dir: Path, task_id: str) -> Path:
         # A bad task id is a bad message, not something a model could fix.
         raise PermanentError(str(exc), code="invalid_task_id") from None
     path = data_dir / "workspaces" / task_id
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def resolve_in_workspace(root: Path, rel: str) -> Path:
-    """The absolute, symlink-free path for `rel` inside `root`, or a `ToolError`."""
+def real_root(root: Path) -> str:
+    """The workspace's real path; a tool call computes it once and passes it as `base`."""
+    try:
+        return os.path.realpath(root, strict=True)
+    except FileNotFoundError:
+        raise ToolError("the task workspace does not exist", code="workspace_missing") from None
+    except (OSError, RuntimeError) as exc:
+        raise ToolError(f"cannot resolve the workspace: {exc}", code="invalid_path") from None
+
+
+def resolve_in_workspace(root: Path, rel: str, base: str | None = None) -> Path:
+    """The absolute, symlink-free path for `rel` inside `root`, or a `ToolError`. `base` is
+    `real_root(root)` when the caller has it already."""
     if "\x00" in rel:
         raise ToolError(f"path {rel!r} contains a NUL byte; {_HINT}", code="invalid_path")
     if not rel.strip():
@@ -58,13 +70,12 @@ def resolve_in_workspace(root: Path, rel: str) -> Path:
             f"path {rel!r} leaves the workspace through '..'; {_HINT}",
             code="path_outside_workspace",
         )
+    if base is None:
+        base = real_root(root)
     try:
-        base = os.path.realpath(root, strict=True)
         # realpath follows every symlink that exists, dangling ones included, so the
         # containment check below sees where a write would really land.
         target = os.path.realpath(os.path.join(base, normal), strict=False)
-    except FileNotFoundError:
-        raise ToolError("the task workspace does not exist", code="workspace_missing") from None
     except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
         raise ToolError(f"cannot resolve path {rel!r}: {exc}", code="invalid_path") from None
     if not _inside(target, base):
@@ -80,13 +91,15 @@ def _inside(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-def relative_name(root: Path, path: Path) -> str:
+def relative_name(root: Path, path: Path, base: str | None = None) -> str:
     """How a resolved path is shown back to the model: relative, POSIX, never a host path."""
-    rel = os.path.relpath(path, os.path.realpath(root))
+    rel = os.path.relpath(path, base or os.path.realpath(root))
     return "." if rel == "." else PurePosixPath(rel).as_posix()
 
 
-def open_in_workspace(root: Path, path: Path, shown: str, *, write: bool) -> int:
+def open_in_workspace(
+    root: Path, path: Path, shown: str, *, write: bool, base: str | None = None
+) -> int:
     """An fd for the regular file `path` (resolved by `resolve_in_workspace`), or a ToolError.
 
     For writing, the file is created if missing and left untruncated (the caller decides).
@@ -117,7 +130,7 @@ def open_in_workspace(root: Path, path: Path, shown: str, *, write: bool) -> int
                 code="path_outside_workspace",
             )
         real = os.readlink(f"/proc/self/fd/{fd}")
-        if not _inside(real, os.path.realpath(root)):
+        if not _inside(real, base or os.path.realpath(root)):
             raise ToolError(
                 f"path {shown!r} resolves outside the workspace; {_HINT}",
                 code="path_outside_workspace",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -69,6 +70,43 @@ async def test_lane_delivers_one_agents_messages_in_order_across_replicas(nc: Cl
     assert peak == 1
     for r in replicas:
         await r.stop()
+
+
+async def test_a_lane_delivery_is_sole_only_when_no_other_replica_got_one_in_between(
+    nc: Client,
+) -> None:
+    """`Delivery.sole` (what lets an agent trust its cached state) is set only when this
+    replica also received the lane's previous delivery."""
+    js = nc.jetstream()
+    await ensure_jetstream(js)
+    agent_id = "agent_sole"
+    lane = s.lane_of(agent_id)
+    order: list[tuple[int, bool]] = []  # (replica, sole) in handling order
+
+    def handler(replica: int) -> object:
+        async def handle(msg: WorkMessage, d: Delivery) -> None:
+            order.append((replica, d.sole))
+
+        return handle
+
+    async def send(n: int) -> None:
+        m = pause(agent_id, n)
+        await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
+
+    first = await lane_consumer(nc, lane, handler(0))
+    for n in range(5):
+        await send(n)
+    await until(lambda: len(order) == 5, what="five handled by the only replica")
+    assert order == [(0, False)] + [(0, True)] * 4
+    second = await lane_consumer(nc, lane, handler(1))
+    for n in range(5, 45):
+        await send(n)
+    await until(lambda: len(order) == 45, what="forty more handled by two replicas")
+    assert {replica for replica, _ in order[5:]} == {0, 1}, "both replicas took messages"
+    for (before, _), (replica, sole) in itertools.pairwise(order):
+        assert not sole or before == replica, order
+    await first.stop()
+    await second.stop()
 
 
 async def test_duplicate_publish_is_dropped_by_message_id(nc: Client) -> None:
