@@ -5,8 +5,9 @@ id): only the first delivery can create the claim. A delivery that finds the cla
 not run a tool with side effects again; it answers `interrupted` under the reply's fixed
 message id, so when the first delivery's answer was published JetStream drops this one as a
 duplicate and the agent sees the real result (and an agent ignores any answer to a call it
-no longer waits for). A call without side effects (`idempotent`) simply runs again. Claims
-written by older versions with the result in them are answered from that result.
+no longer waits for). A call without side effects (`idempotent`) is not claimed: it simply
+runs again. Claims written by older versions with the result in them are answered from that
+result.
 
 At start-up it reads `[tools]`, probes the sandbox (`tools.sandbox`) and logs the isolation in
 force, which its status (and so `GET /health`) also shows. Builtin tools run here; a plugin
@@ -194,16 +195,16 @@ async def setup(rt: Runtime) -> None:
             raise PermanentError("tool request without agent_id")
         key = record_key(msg)
         try:  # claim the call: only the first delivery gets to create its record
-            await store.save(key, ToolCallRecord(state="started", request_id=msg.id), 0)
+            if not msg.idempotent:  # a call without side effects simply runs again
+                await store.save(key, ToolCallRecord(state="started", request_id=msg.id), 0)
         except Conflict:
             record, _ = await store.load(key)
             if record is not None and record.reply is not None:  # an older version's record
                 counts["replayed"] += 1
                 await reply(msg, record.reply)
                 return
-            if not msg.idempotent:
-                await finish(msg, completed(msg, False, None, INTERRUPTED(msg), 0.0))
-                return
+            await finish(msg, completed(msg, False, None, INTERRUPTED(msg), 0.0))
+            return
         started = time.perf_counter()
         ok, value, error = await execute(msg, ex)
         await finish(msg, completed(msg, ok, value, error, (time.perf_counter() - started) * 1000))

@@ -102,6 +102,22 @@ async def test_call_interrupted_mid_run_is_not_run_again(nc: Client, tmp_path: P
         await consumer.stop()
 
 
+async def test_a_call_without_side_effects_runs_without_a_claim(nc: Client, tmp_path: Path) -> None:
+    """Rewriting a whole file is safe to repeat: it runs on every delivery and leaves no
+    claim, while an append is claimed before it runs."""
+    rt, replies = await start_executor(nc, tmp_path)
+    store = DocumentStore(rt.buckets[s.TOOL_CALLS_BUCKET], tool_executor.RECORD_ADAPTER)
+    rewrite, append = request("c6", mode="write", content="whole\n"), request("c7")
+    for n, msg in enumerate((rewrite, rewrite, append)):
+        await send_as_redelivery(nc, msg, n)
+        await until(lambda n=n: len(replies) == n + 1, what=f"reply {n + 1}")
+    assert [r["ok"] for r in replies] == [True, True, True]
+    assert (await store.load(tool_executor.record_key(rewrite)))[0] is None
+    assert (await store.load(tool_executor.record_key(append)))[0] is not None
+    for consumer in rt.consumers:
+        await consumer.stop()
+
+
 async def test_invalid_arguments_from_a_request_are_an_error_reply(
     nc: Client, tmp_path: Path
 ) -> None:
