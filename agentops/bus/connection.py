@@ -19,8 +19,10 @@ from nats.js.api import PubAck
 from pydantic import BaseModel
 
 from agentops.bus.publisher import Publisher
+from agentops.core.memo import GrowingMap, IdentityMemo
+from agentops.llm.types import Message, ToolSchema
 from agentops.protocol import subjects as s
-from agentops.protocol.messages import Event
+from agentops.protocol.messages import Event, LLMRequested
 from agentops.protocol.subjects import connection_name
 
 log = structlog.get_logger(__name__)
@@ -55,7 +57,32 @@ async def connect(url: str, process: str, **options: Any) -> Client:
 
 
 def encode(message: BaseModel) -> bytes:
+    if isinstance(message, LLMRequested):
+        return _encode_llm_request(message)
     return message.model_dump_json(exclude_none=False).encode()
+
+
+# An agent's successive LLM requests repeat its conversation and tool schemas; the JSON of
+# what was sent before is reused (keys come out in another order; the document is the same).
+_conversations: GrowingMap[Message, bytes] = GrowingMap(lambda m: m.model_dump_json().encode())
+_tool_lists: IdentityMemo[tuple[ToolSchema, ...], bytes] = IdentityMemo(
+    lambda tools: b"[%s]" % b",".join(t.model_dump_json().encode() for t in tools), limit=256
+)
+_ENVELOPE_ONLY: Any = {"request"}
+_REQUEST_REST: Any = {"messages", "tools"}
+
+
+def _encode_llm_request(message: LLMRequested) -> bytes:
+    request = message.request
+    envelope = message.model_dump_json(exclude=_ENVELOPE_ONLY).encode()
+    rest = request.model_dump_json(exclude=_REQUEST_REST).encode()
+    messages = b",".join(_conversations(message.agent_id or "", request.messages))
+    return b'%s,"request":{"messages":[%s],"tools":%s,%s}}' % (
+        envelope[:-1],
+        messages,
+        _tool_lists(request.tools),
+        rest[1:-1],
+    )
 
 
 async def publish(js: JetStreamContext, subject: str, message: BaseModel, msg_id: str) -> PubAck:

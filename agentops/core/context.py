@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agentops.core.memo import IdentityMemo
+from agentops.core.memo import GrowingMap, IdentityMemo
 from agentops.llm.tokens import message_tokens, tools_tokens
 from agentops.llm.types import Message, ToolSchema
 
 # Estimates of the frozen messages and tool lists that successive steps share.
 _message_tokens = IdentityMemo(message_tokens)
+_sizes = GrowingMap(_message_tokens)
 _tools_tokens: IdentityMemo[Sequence[ToolSchema], int] = IdentityMemo(tools_tokens, limit=256)
 
 FILL = 0.9  # leave room for the estimate being low
@@ -59,11 +60,15 @@ def fit(
     *,
     context_window: int,
     max_output_tokens: int,
+    owner: str = "",
 ) -> Fitted:
-    """`messages` as they fit in the window, compacted by the rules in the module docstring."""
+    """`messages` as they fit in the window, compacted by the rules in the module docstring.
+    `owner` (an agent id) lets successive calls reuse the estimates of the messages they
+    share."""
     budget = int((context_window - max_output_tokens) * FILL)
     fixed = _tools_tokens(tools)
-    sizes = [_message_tokens(m) for m in messages]
+    messages = tuple(messages)
+    sizes = list(_sizes(owner, messages) if owner else map(_message_tokens, messages))
     total = fixed + sum(sizes)
     if total <= budget:
         return Fitted(tuple(messages), total, 0)

@@ -15,6 +15,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import is_
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -40,3 +41,33 @@ class IdentityMemo(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class GrowingMap(Generic[K, V]):
+    """`tuple(fn(x) for x in items)` for sequences that grow by appending (a thread, the
+    messages rendered from it), kept per owner: the results for the part seen last time are
+    reused, so a step costs the new items, not the whole thread.
+
+    The part seen before is recognised by identity, item by item (at C speed); a sequence
+    that is not an extension of the last one by the very same objects (another run, a state
+    read back from the store) is mapped anew rather than compared field by field.
+    """
+
+    def __init__(self, fn: Callable[[K], V], owners: int = 10_000) -> None:
+        self.fn = fn
+        self.owners = owners
+        self._last: dict[str, tuple[tuple[K, ...], tuple[V, ...]]] = {}
+
+    def __call__(self, owner: str, items: tuple[K, ...]) -> tuple[V, ...]:
+        last = self._last.get(owner)
+        if last is not None and len(items) >= len(last[0]) and all(map(is_, items, last[0])):
+            seen, done = last
+            if len(items) == len(seen):
+                return done
+            done += tuple(self.fn(x) for x in items[len(seen) :])
+        else:
+            done = tuple(self.fn(x) for x in items)
+            if owner not in self._last and len(self._last) >= self.owners:
+                del self._last[next(iter(self._last))]
+        self._last[owner] = (items, done)
+        return done

@@ -17,13 +17,14 @@ from typing import Any
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.context import fit
-from agentops.core.memo import IdentityMemo
+from agentops.core.memo import GrowingMap, IdentityMemo
 from agentops.core.state import (
     AgentState,
     AssistantItem,
     HumanRequestItem,
     HumanResponseItem,
     TaskItem,
+    ThreadItem,
     ToolResultItem,
 )
 from agentops.llm.types import LLMRequest, Message, ToolSchema
@@ -72,9 +73,21 @@ def item_message(item: TaskItem | AssistantItem | ToolResultItem) -> Message:
             )
 
 
-# Each step renders the whole thread; items are frozen, so each is rendered once (and the
-# same Message objects let `fit` reuse their token estimates).
-_item_message = IdentityMemo(item_message)
+# Each step renders the thread; items are frozen and the thread only grows, so each item is
+# rendered once (and the same Message objects let `fit` reuse their token estimates).
+def _render_item(item: ThreadItem) -> Message | HumanResponseItem | None:
+    """An item's message; a human's answer is returned as is (it renders only as the answer
+    to an escalation, which depends on its request), other items render to nothing."""
+    match item:
+        case TaskItem() | AssistantItem() | ToolResultItem():
+            return item_message(item)
+        case HumanResponseItem():
+            return item
+        case _:
+            return None
+
+
+_rendered = GrowingMap(_render_item)
 _system_message: IdentityMemo[str, Message] = IdentityMemo(
     lambda prompt: Message(role="system", content=prompt)
 )
@@ -82,21 +95,22 @@ _system_message: IdentityMemo[str, Message] = IdentityMemo(
 
 def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
     messages: list[Message] = [_system_message(spec.system_prompt)]
-    escalations = {
-        i.request_id
-        for i in state.thread
-        if isinstance(i, HumanRequestItem) and i.reason == "escalation"
-    }
-    for item in state.thread:
-        match item:
-            case TaskItem() | AssistantItem() | ToolResultItem():
-                messages.append(_item_message(item))
-            case HumanResponseItem() if item.request_id in escalations:
-                messages.append(
-                    Message(role="user", content=f"Guidance from a human: {_dumps(item.response)}")
-                )
-            case _:
-                pass
+    escalations: set[str] | None = None
+    for rendered in _rendered(state.agent_id, state.thread):
+        if rendered is None:
+            continue
+        if isinstance(rendered, Message):
+            messages.append(rendered)
+            continue
+        if escalations is None:
+            escalations = {
+                i.request_id
+                for i in state.thread
+                if isinstance(i, HumanRequestItem) and i.reason == "escalation"
+            }
+        if rendered.request_id in escalations:
+            guidance = f"Guidance from a human: {_dumps(rendered.response)}"
+            messages.append(Message(role="user", content=guidance))
     return tuple(messages)
 
 
@@ -122,6 +136,7 @@ def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:
         tools,
         context_window=spec.context_window,
         max_output_tokens=spec.max_output_tokens,
+        owner=state.agent_id,
     )
     metadata["estimated_input_tokens"] = fitted.estimated_tokens
     metadata["compacted_messages"] = fitted.compacted

@@ -27,7 +27,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agentops.bus.publisher import EXPECTED_LAST_SUBJECT_SEQUENCE, Publisher, WrongLastSequence
 from agentops.core.agent import STATE_EXCLUDE
-from agentops.core.memo import IdentityMemo
+from agentops.core.memo import GrowingMap
 from agentops.core.state import (
     AGENT_STATE_ADAPTER,
     TASK_RECORD_ADAPTER,
@@ -103,18 +103,18 @@ class DocumentStore(Generic[T]):
 
 
 class ThreadEncoder:
-    """Agent state JSON with each thread item serialised once per process (see `IdentityMemo`:
-    items are frozen and shared by successive states)."""
+    """Agent state JSON with each thread item serialised once per process: items are frozen
+    and a thread only grows (`GrowingMap`), so a write encodes the new items only."""
 
-    def __init__(self, limit: int = 20_000) -> None:
-        self._item: IdentityMemo[BaseModel, bytes] = IdentityMemo(
+    def __init__(self, limit: int = 10_000) -> None:
+        self._items: GrowingMap[BaseModel, bytes] = GrowingMap(
             lambda item: item.model_dump_json().encode(), limit
         )
         self._exclude: Any = {"thread": True, **STATE_EXCLUDE}
 
     def __call__(self, state: AgentState) -> bytes:
         head = state.model_dump_json(exclude=self._exclude).encode()
-        items = b",".join(self._item(item) for item in state.thread)
+        items = b",".join(self._items(state.agent_id, state.thread))
         return b'%s,"thread":[%s]}' % (head[:-1], items)
 
 

@@ -1,11 +1,14 @@
-"""The agent state's stored JSON: thread items serialised once, the document unchanged."""
+"""Stored and wire JSON built from reused parts (thread items, conversations): the documents
+are the models' own."""
 
 from __future__ import annotations
 
 import json
 
+from agentops.bus.connection import encode
 from agentops.core.agent import STATE_EXCLUDE
 from agentops.core.state import AGENT_STATE_ADAPTER, AgentState
+from agentops.protocol.messages import WORK_ADAPTER
 from agentops.store.kv import ThreadEncoder
 from tests.harness import Harness
 from tests.unit.test_budget_and_context import WRITES, tool_llm
@@ -33,14 +36,28 @@ def test_encoded_state_is_the_model_json_and_round_trips() -> None:
         assert again.thread == state.thread and again.usage == state.usage
 
 
-def test_items_are_serialised_once_and_the_cache_is_bounded() -> None:
-    encode = ThreadEncoder(limit=10)
+def test_each_item_is_serialised_once_across_a_run() -> None:
+    """Encoding every state of a run serialises each thread item once: a write encodes only
+    the items appended since the agent's previous write."""
+    encode = ThreadEncoder()
+    calls: list[object] = []
+    inner = encode._items.fn
+    encode._items.fn = lambda item: calls.append(item) or inner(item)  # type: ignore[method-assign,func-returns-value]
     states = states_of_a_run()
     for state in states:
         encode(state)
-        assert len(encode._item) <= 10
-    final = states[-1]
-    assert len(final.thread) > 10
-    # Only the newest items are still cached, and what is cached is the item's own JSON.
-    for item_id, (item, data) in encode._item._entries.items():
-        assert id(item) == item_id and data == item.model_dump_json().encode()
+    assert len(calls) == len(states[-1].thread)
+    assert all(a is b for a, b in zip(calls, states[-1].thread, strict=True))
+
+
+def test_llm_requests_encode_to_the_model_json_and_round_trip() -> None:
+    """An LLM request's wire JSON (conversation and tool schemas reused from the agent's
+    previous requests) is the model's own document and decodes back to the same message."""
+    h = Harness(llm=tool_llm(WRITES, cost=0.01))
+    h.submit("backend_developer", budget_usd=10.0)
+    h.run()
+    assert len(h.llm_requests) > 3
+    for request in h.llm_requests:
+        data = encode(request)
+        assert json.loads(data) == json.loads(request.model_dump_json())
+        assert WORK_ADAPTER.validate_json(data) == request
