@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from pydantic import BaseModel
 
-from agentops.bus.publisher import Publisher
+from agentops.bus.publisher import Item, Publisher
 from agentops.core.memo import GrowingMap, IdentityMemo
 from agentops.llm.types import Message, ToolSchema
 from agentops.protocol import subjects as s
@@ -65,8 +65,8 @@ def encode(message: BaseModel) -> bytes:
 # An agent's successive LLM requests repeat its conversation and tool schemas; the JSON of
 # what was sent before is reused (keys come out in another order; the document is the same).
 _conversations: GrowingMap[Message, bytes] = GrowingMap(lambda m: m.model_dump_json().encode())
-_tool_lists: IdentityMemo[tuple[ToolSchema, ...], bytes] = IdentityMemo(
-    lambda tools: b"[%s]" % b",".join(t.model_dump_json().encode() for t in tools), limit=256
+_tool_schemas: IdentityMemo[ToolSchema, bytes] = IdentityMemo(
+    lambda tool: tool.model_dump_json().encode(), limit=1024
 )
 _ENVELOPE_ONLY: Any = {"request"}
 _REQUEST_REST: Any = {"messages", "tools"}
@@ -77,10 +77,11 @@ def _encode_llm_request(message: LLMRequested) -> bytes:
     envelope = message.model_dump_json(exclude=_ENVELOPE_ONLY).encode()
     rest = request.model_dump_json(exclude=_REQUEST_REST).encode()
     messages = b",".join(_conversations(message.agent_id or "", request.messages))
-    return b'%s,"request":{"messages":[%s],"tools":%s,%s}}' % (
+    tools = b",".join(_tool_schemas(tool) for tool in request.tools)
+    return b'%s,"request":{"messages":[%s],"tools":[%s],%s}}' % (
         envelope[:-1],
         messages,
-        _tool_lists(request.tools),
+        tools,
         rest[1:-1],
     )
 
@@ -97,12 +98,15 @@ def event_subject(event: Event) -> str:
     return s.event(event.task_id, event.agent_id, event.type)
 
 
+def outgoing(items: list[tuple[str, BaseModel, str]]) -> list[Item]:
+    """Messages (subject, message, message id) as the Publisher sends them."""
+    return [(subject, encode(message), {MSG_ID: msg_id}) for subject, message, msg_id in items]
+
+
 async def publish_all(publisher: Publisher, items: list[tuple[str, BaseModel, str]]) -> None:
     """Publish several messages (subject, message, message id) and wait for all their acks.
 
     Raises RetryableError when JetStream does not confirm them in time (e.g. disconnected),
     so the message that caused them is redelivered and they are published again (same ids).
     """
-    await publisher.publish_many(
-        [(subject, encode(message), {MSG_ID: msg_id}) for subject, message, msg_id in items]
-    )
+    await publisher.publish_many(outgoing(items))

@@ -11,8 +11,8 @@ from typing import assert_never
 
 from pydantic import BaseModel
 
-from agentops.bus.connection import event_subject, publish_all
-from agentops.bus.publisher import Publisher
+from agentops.bus.connection import event_subject, outgoing, publish_all
+from agentops.bus.publisher import Item, Publisher
 from agentops.core.effects import CallLLM, Effect, Emit, InvokeTool, ReportToTask, SendToAgent
 from agentops.protocol import subjects as s
 
@@ -33,6 +33,11 @@ def route(effect: Effect) -> tuple[str, BaseModel, str]:
             return s.agent_mailbox(agent_type, msg.agent_id), msg, msg.id
         case _:
             assert_never(effect)
+
+
+def effect_items(effects: tuple[Effect, ...]) -> list[Item]:
+    """The effects as the Publisher sends them (to go out with other writes in one batch)."""
+    return outgoing([route(e) for e in effects])
 
 
 async def perform(publisher: Publisher, effects: tuple[Effect, ...]) -> None:

@@ -9,7 +9,6 @@ replaced by the stored state and the message decided again.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -19,7 +18,8 @@ import structlog
 
 from agentops.agents.definitions import AGENT_SPECS, AgentSpec
 from agentops.bus.consumer import Delivery
-from agentops.bus.effects import perform
+from agentops.bus.effects import effect_items, perform
+from agentops.bus.publisher import WrongLastSequence
 from agentops.bus.service import Runtime, run_process
 from agentops.config import Settings, load_llm
 from agentops.core import agent
@@ -113,10 +113,12 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         if decision.state is not None:
             try:
                 if current:
-                    revision, _ = await asyncio.gather(
-                        store.save(agent_id, decision.state, revision),
-                        perform(rt.publisher, decision.effects),
-                    )
+                    items = [store.cas_item(agent_id, decision.state, revision)]
+                    items += effect_items(decision.effects)
+                    try:
+                        revision = (await rt.publisher.publish_many(items))[0]
+                    except WrongLastSequence as exc:
+                        raise store.conflict(agent_id, revision, exc) from exc
                 else:
                     revision = await store.save(agent_id, decision.state, revision)
             except Conflict:

@@ -25,7 +25,12 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from agentops.bus.publisher import EXPECTED_LAST_SUBJECT_SEQUENCE, Publisher, WrongLastSequence
+from agentops.bus.publisher import (
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
+    Item,
+    Publisher,
+    WrongLastSequence,
+)
 from agentops.core.agent import STATE_EXCLUDE
 from agentops.core.memo import GrowingMap
 from agentops.core.state import (
@@ -79,15 +84,25 @@ class DocumentStore(Generic[T]):
         except ValidationError as exc:
             raise CorruptDocument(f"stored document {key!r} is invalid: {exc}") from None
 
+    def cas_item(self, key: str, doc: T, revision: int) -> Item:
+        """The compare-and-swap write of `doc` as the Publisher sends it (to batch it with
+        other publishes); a lost race surfaces as `WrongLastSequence` (see `conflict`)."""
+        assert self.bucket, "a store without a bucket name writes through the KV API"
+        # Revision 0 expects no entry at all, as KV create does.
+        headers = {EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
+        return s.kv_key(self.bucket, key), self.encode(doc), headers
+
+    @staticmethod
+    def conflict(key: str, revision: int, exc: WrongLastSequence) -> Conflict:
+        return Conflict(f"{key!r} changed since revision {revision}: {exc.message}")
+
     async def save(self, key: str, doc: T, revision: int) -> int:
-        data = self.encode(doc)
         if self.publisher is not None and self.bucket:
-            # Revision 0 expects no entry at all, as KV create does.
-            headers = {EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
             try:
-                return await self.publisher.put(s.kv_key(self.bucket, key), data, headers)
+                return await self.publisher.put(*self.cas_item(key, doc, revision))
             except WrongLastSequence as exc:
-                raise Conflict(f"{key!r} changed since revision {revision}") from exc
+                raise self.conflict(key, revision, exc) from exc
+        data = self.encode(doc)
         try:
             if revision == 0:
                 return await self.kv.create(key, data)
