@@ -74,27 +74,41 @@ class Transition:
 
     def __init__(self, spec: AgentSpec, state: AgentState, msg_id: str, now: datetime) -> None:
         self.spec = spec
-        self.state = state
+        self._state = state
+        # Changes not yet applied: a transition makes many small ones, and copying the
+        # state for each was a large part of a step; they are applied when it is read.
+        self._changes: dict[str, Any] = {}
         self.msg_id = msg_id
         self.now = now
         self.effects: list[Effect] = []
+        self._emitted = state.events_emitted
+
+    @property
+    def state(self) -> AgentState:
+        if self._changes:
+            self._state = self._state.model_copy(update=self._changes)
+            self._changes = {}
+        return self._state
 
     # ---- state helpers ----
     def update(self, **changes: Any) -> None:
-        self.state = self.state.model_copy(update=changes)
+        self._changes.update(changes)
 
     def record(self, item: ThreadItem) -> None:
-        self.update(thread=(*self.state.thread, item))
+        thread = self._changes.get("thread", self._state.thread)
+        self.update(thread=(*thread, item))
 
     def emit(self, type_: EventType, data: dict[str, Any]) -> None:
-        n = self.state.events_emitted
+        n = self._emitted
+        self._emitted = n + 1
         self.update(events_emitted=n + 1)
+        st = self._state  # ids only: the agent and task never change within a transition
         event = Event(
-            id=f"{self.state.agent_id}.ev{n}",
+            id=f"{st.agent_id}.ev{n}",
             type=type_,
             ts=self.now,
-            task_id=self.state.task_id,
-            agent_id=self.state.agent_id,
+            task_id=st.task_id,
+            agent_id=st.agent_id,
             data=data,
         )
         self.effects.append(Emit(event=event))
@@ -132,8 +146,13 @@ class Transition:
 
     def decision(self) -> Decision[AgentState]:
         effects = tuple(self.effects)
-        final = self.state.model_copy(
-            update={"last_msg_id": self.msg_id, "outbox": effects, "updated_at": self.now}
+        final = self._state.model_copy(
+            update={
+                **self._changes,
+                "last_msg_id": self.msg_id,
+                "outbox": effects,
+                "updated_at": self.now,
+            }
         )
         return Decision(state=final, effects=effects)
 
@@ -424,7 +443,7 @@ def _human_request_data(item: HumanRequestItem) -> dict[str, Any]:
 
 
 def call_of(state: AgentState, step: int, call_id: str) -> ToolCall | None:
-    for item in state.thread:
+    for item in reversed(state.thread):  # the call asked for is almost always the last one
         if isinstance(item, AssistantItem) and item.step == step:
             for call in item.tool_calls:
                 if call.id == call_id:
