@@ -257,7 +257,7 @@ def _parse_mock(meta: dict[str, Any]) -> MockScript | None:
     task_id = meta.get("task_id")
     key = task_id if isinstance(task_id, str) else None
     seen = _SCRIPTS.get(key) if key else None
-    if seen is not None and seen[0] == raw:
+    if seen is not None and (seen[0] is raw or seen[0] == raw):
         return seen[1]
     try:
         script = MockScript.model_validate(raw)

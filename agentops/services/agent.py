@@ -122,11 +122,14 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                 else:
                     revision = await store.save(agent_id, decision.state, revision)
             except Conflict:
-                if current:  # only a redelivery racing its first delivery gets here
+                if current:  # a retry of a write that did land, or a redelivery racing
                     log.warning("agent.state_conflict_after_publish", agent_id=agent_id)
                 cache.pop(agent_id, None)
                 if cached:
                     return False
+                raise
+            except BaseException:  # the write may have landed: read it back next time
+                cache.pop(agent_id, None)
                 raise
             if decision.state.status in ("completed", "failed", "cancelled"):
                 cache.pop(agent_id, None)
