@@ -23,6 +23,7 @@ from agentops.bus.publisher import WrongLastSequence
 from agentops.bus.service import Runtime, run_process
 from agentops.config import Settings, load_llm
 from agentops.core import agent
+from agentops.core.effects import Emit
 from agentops.core.state import AgentState
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import PermanentError
@@ -113,10 +114,17 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         if decision.state is not None:
             try:
                 if current:
-                    items = [store.cas_item(agent_id, decision.state, revision)]
-                    items += effect_items(decision.effects)
+                    # Work first: JetStream stores and delivers it to the next process
+                    # while it takes the state and the events after it.
+                    work = tuple(e for e in decision.effects if not isinstance(e, Emit))
+                    events = tuple(e for e in decision.effects if isinstance(e, Emit))
+                    items = [
+                        *effect_items(work),
+                        store.cas_item(agent_id, decision.state, revision),
+                        *effect_items(events),
+                    ]
                     try:
-                        revision = (await rt.publisher.publish_many(items))[0]
+                        revision = (await rt.publisher.publish_many(items))[len(work)]
                     except WrongLastSequence as exc:
                         raise store.conflict(agent_id, revision, exc) from exc
                 else:
