@@ -204,16 +204,18 @@ class Consumer:
         # handler never holds up delivery to the others (pools) or a clean stop.
         self._held[id(msg)] = (msg, time.monotonic())
         sole = False
-        if self.concurrency == 1 and msg.metadata is not None:
-            sequence = msg.metadata.sequence.consumer
+        metadata = msg.metadata  # parsed from the reply subject on every access: once here
+        num = metadata.num_delivered if metadata is not None else 1
+        if self.concurrency == 1 and metadata is not None:
+            sequence = metadata.sequence.consumer
             sole = sequence == self._last_sequence + 1
             self._last_sequence = sequence
-        task = asyncio.create_task(self._run(msg, sole))
+        task = asyncio.create_task(self._run(msg, num, sole))
         self._waiting[id(msg)] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, msg: Msg, sole: bool) -> None:
+    async def _run(self, msg: Msg, num: int, sole: bool) -> None:
         try:
             try:
                 await self._slots.acquire()
@@ -223,7 +225,7 @@ class Consumer:
             finally:
                 self._waiting.pop(id(msg), None)
             try:
-                await self._handle(msg, sole)
+                await self._handle(msg, num, sole)
             except Exception:  # never lose the consumer; the message is redelivered
                 log.exception("consumer.handle_crashed", consumer=self.durable)
             finally:
@@ -241,9 +243,8 @@ class Consumer:
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
 
-    async def _handle(self, msg: Msg, sole: bool = False) -> None:
+    async def _handle(self, msg: Msg, num: int, sole: bool) -> None:
         started = time.perf_counter()
-        num = msg.metadata.num_delivered if msg.metadata else 1
         message: WorkMessage | None = None
         outcome = "ack"
         try:
