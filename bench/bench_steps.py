@@ -88,14 +88,17 @@ async def submit(http: httpx.AsyncClient, steps: int) -> str:
     return str(resp.json()["task_id"])
 
 
+WATCH = {"subject": s.task_lifecycle_filter()}
+
+
 async def wait_done(
     js: nats.js.JetStreamContext, task_ids: set[str], timeout: float
 ) -> dict[str, str]:
     """Follow the events stream until every task has a terminal event. Only task lifecycle
-    events are delivered: the observer must not add the work of receiving every step's
-    events to the system it measures."""
+    events are delivered (unless --watch-all-events): the observer must not add the work of
+    receiving every step's events to the system it measures."""
     done: dict[str, str] = {}
-    sub = await js.subscribe(s.task_lifecycle_filter(), ordered_consumer=True)
+    sub = await js.subscribe(WATCH["subject"], ordered_consumer=True)
     deadline = time.monotonic() + timeout
     while task_ids - set(done):
         if time.monotonic() > deadline:
@@ -197,8 +200,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--single-steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3, help="hop / single-task turns")
+    parser.add_argument(
+        "--watch-all-events",
+        action="store_true",
+        help="the observer receives every event live (as a WebSocket client watching all would)",
+    )
     parser.add_argument("--hops", type=int, default=2000)
     args = parser.parse_args()
+    if args.watch_all_events:
+        WATCH["subject"] = s.events_filter()
     with tempfile.TemporaryDirectory(prefix="agentops-bench-") as tmp:
         port, nats_port = free_port(), free_port()
         env = {**os.environ, "AGENTOPS_LOG_LEVEL": "warning"}
