@@ -41,14 +41,29 @@ def workspace_for(data_dir: Path, task_id: str) -> Path:
     return path
 
 
+# Real paths of workspaces already resolved. Kept, not re-resolved: a workspace later swapped
+# for a symlink (to `/` or to another task's workspace) then fails every containment check
+# against the path it had, instead of being followed.
+_REAL_ROOTS: dict[str, str] = {}
+_REAL_ROOTS_LIMIT = 4096
+
+
 def real_root(root: Path) -> str:
     """The workspace's real path; a tool call computes it once and passes it as `base`."""
+    key = str(root)
+    real = _REAL_ROOTS.get(key)
+    if real is not None:
+        return real
     try:
-        return os.path.realpath(root, strict=True)
+        real = os.path.realpath(root, strict=True)
     except FileNotFoundError:
         raise ToolError("the task workspace does not exist", code="workspace_missing") from None
     except (OSError, RuntimeError) as exc:
         raise ToolError(f"cannot resolve the workspace: {exc}", code="invalid_path") from None
+    if len(_REAL_ROOTS) >= _REAL_ROOTS_LIMIT:
+        del _REAL_ROOTS[next(iter(_REAL_ROOTS))]
+    _REAL_ROOTS[key] = real
+    return real
 
 
 def resolve_in_workspace(root: Path, rel: str, base: str | None = None) -> Path:

@@ -161,6 +161,21 @@ async def test_write_through_outside_symlink_is_refused(ctx: ToolContext, tmp_pa
     assert victim.read_text() == "original"
 
 
+async def test_a_workspace_swapped_for_a_link_after_use_is_not_followed(
+    ctx: ToolContext, tmp_path: Path
+) -> None:
+    """Unsandboxed code that replaces its workspace with a link to another task's workspace
+    (or to /) after the first call cannot make later calls write there."""
+    await write(ctx, "a.txt", "mine")
+    other = tmp_path / "other_task"
+    other.mkdir()
+    ctx.workspace.rename(tmp_path / "moved")
+    ctx.workspace.symlink_to(other)
+    err = await tool_error(write(ctx, "b.txt", "into another task"))
+    assert err.code == "path_outside_workspace"
+    assert list(other.iterdir()) == []
+
+
 async def test_write_under_a_file_is_an_invalid_path(ctx: ToolContext) -> None:
     """A path whose parent is a regular file fails with a message naming the problem."""
     await write(ctx, "notes", "x")
