@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nats.aio.client import Client
@@ -50,26 +50,20 @@ class Publisher:
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._tokens = itertools.count()
 
-    async def publish_many(
-        self, items: Sequence[Item], then: Callable[[], Sequence[Item]] | None = None
-    ) -> list[int]:
-        """Publish all, then wait for every ack; the stream sequence of each, in order.
-
-        `then` makes more items after `items` are on the wire (what another process waits for
-        goes out before the rest is even encoded); theirs follow in the result."""
+    async def publish_many(self, items: Sequence[Item]) -> list[int]:
+        """Publish all, then wait for every ack; the stream sequence of each, in order."""
+        if not items:
+            return []
         await self._started()
         loop = asyncio.get_running_loop()
         futures: list[tuple[str, asyncio.Future[Msg]]] = []
-        items = list(items)
         try:
-            await self._send(loop, items, futures)
-            if then is not None:
-                await asyncio.sleep(0)  # let the connection write what is queued
-                more = then()
-                items += more
-                await self._send(loop, more, futures)
-            if not futures:
-                return []
+            for subject, payload, headers in items:
+                reply = f"{self._prefix}{next(self._tokens)}"
+                future: asyncio.Future[Msg] = loop.create_future()
+                self._waiting[reply] = future
+                futures.append((reply, future))
+                await self.nc.publish(subject, payload, reply=reply, headers=dict(headers))
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 acks = [await future for _, future in futures]
         except TimeoutError:
@@ -78,19 +72,6 @@ class Publisher:
             for reply, _ in futures:
                 self._waiting.pop(reply, None)
         return [_sequence(ack, subject) for ack, (subject, _, _) in zip(acks, items, strict=True)]
-
-    async def _send(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        items: Sequence[Item],
-        futures: list[tuple[str, asyncio.Future[Msg]]],
-    ) -> None:
-        for subject, payload, headers in items:
-            reply = f"{self._prefix}{next(self._tokens)}"
-            future: asyncio.Future[Msg] = loop.create_future()
-            self._waiting[reply] = future
-            futures.append((reply, future))
-            await self.nc.publish(subject, payload, reply=reply, headers=dict(headers))
 
     async def put(self, subject: str, payload: bytes, headers: Mapping[str, str]) -> int:
         (sequence,) = await self.publish_many([(subject, payload, headers)])

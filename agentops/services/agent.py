@@ -19,7 +19,7 @@ import structlog
 from agentops.agents.definitions import AGENT_SPECS, AgentSpec
 from agentops.bus.consumer import Delivery
 from agentops.bus.effects import effect_items, perform
-from agentops.bus.publisher import Item, WrongLastSequence
+from agentops.bus.publisher import WrongLastSequence
 from agentops.bus.service import Runtime, run_process
 from agentops.config import Settings, load_llm
 from agentops.core import agent
@@ -114,18 +114,17 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         if decision.state is not None:
             try:
                 if current:
-                    # Work first, on the wire before the state and the events are even
-                    # encoded: JetStream hands it to the next process meanwhile.
+                    # Work first: JetStream stores and delivers it to the next process
+                    # while it takes the state and the events after it.
                     work = tuple(e for e in decision.effects if not isinstance(e, Emit))
                     events = tuple(e for e in decision.effects if isinstance(e, Emit))
-                    final = decision.state
-
-                    def rest() -> list[Item]:
-                        return [store.cas_item(agent_id, final, revision), *effect_items(events)]
-
+                    items = [
+                        *effect_items(work),
+                        store.cas_item(agent_id, decision.state, revision),
+                        *effect_items(events),
+                    ]
                     try:
-                        sequences = await rt.publisher.publish_many(effect_items(work), rest)
-                        revision = sequences[len(work)]
+                        revision = (await rt.publisher.publish_many(items))[len(work)]
                     except WrongLastSequence as exc:
                         raise store.conflict(agent_id, revision, exc) from exc
                 else:
