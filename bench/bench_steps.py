@@ -138,6 +138,20 @@ def cpu_ms(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def rss_mb(pids: dict[str, int]) -> dict[str, float]:
+    """Resident memory of each process now, in MB (from /proc)."""
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                out[name] = int(line.split()[1]) / 1024
+    return out
+
+
 async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path) -> None:
     nc = await nats.connect(nats_url, name="agentops-bench")
     js = nc.jetstream()
@@ -165,6 +179,7 @@ async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path
         outcome = await wait_done(js, ids, 600)
         wall = time.perf_counter() - started
         cpu_after = cpu_ms(pids)
+        memory = rss_mb(pids)
     await nc.close()
     completed = sum(1 for k, v in outcome.items() if k in ids and v == "task.completed")
     total_steps = completed * args.steps
@@ -191,6 +206,10 @@ async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path
         "CPU per step (ms): "
         + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_step.items()))
         + f"; total {sum(per_step.values()):.2f}"
+    )
+    print(
+        "memory after the run (RSS, MB): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(memory.items()))
     )
 
 

@@ -48,26 +48,28 @@ class GrowingMap(Generic[K, V]):
     messages rendered from it), kept per owner: the results for the part seen last time are
     reused, so a step costs the new items, not the whole thread.
 
+    Owners are kept least-recently-used first, at most `owners` of them (an agent process
+    holds the agents it is running; one evicted is recomputed on its next step).
+
     The part seen before is recognised by identity, item by item (at C speed); a sequence
     that is not an extension of the last one by the very same objects (another run, a state
     read back from the store) is mapped anew rather than compared field by field.
     """
 
-    def __init__(self, fn: Callable[[K], V], owners: int = 10_000) -> None:
+    def __init__(self, fn: Callable[[K], V], owners: int = 1024) -> None:
         self.fn = fn
         self.owners = owners
         self._last: dict[str, tuple[tuple[K, ...], tuple[V, ...]]] = {}
 
     def __call__(self, owner: str, items: tuple[K, ...]) -> tuple[V, ...]:
-        last = self._last.get(owner)
+        last = self._last.pop(owner, None)
         if last is not None and len(items) >= len(last[0]) and all(map(is_, items, last[0])):
             seen, done = last
-            if len(items) == len(seen):
-                return done
-            done += tuple(self.fn(x) for x in items[len(seen) :])
+            if len(items) > len(seen):
+                done += tuple(self.fn(x) for x in items[len(seen) :])
         else:
             done = tuple(self.fn(x) for x in items)
-            if owner not in self._last and len(self._last) >= self.owners:
+            if len(self._last) >= self.owners:  # the least recently used owner goes
                 del self._last[next(iter(self._last))]
-        self._last[owner] = (items, done)
+        self._last[owner] = (items, done)  # most recently used last
         return done

@@ -121,7 +121,7 @@ class ThreadEncoder:
     """Agent state JSON with each thread item serialised once per process: items are frozen
     and a thread only grows (`GrowingMap`), so a write encodes the new items only."""
 
-    def __init__(self, limit: int = 10_000) -> None:
+    def __init__(self, limit: int = 1024) -> None:
         self._items: GrowingMap[BaseModel, bytes] = GrowingMap(
             lambda item: item.model_dump_json().encode(), limit
         )

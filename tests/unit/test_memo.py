@@ -39,13 +39,16 @@ def test_growing_map_starts_over_when_the_items_are_not_an_extension() -> None:
 
 
 def test_growing_map_keeps_a_bounded_number_of_owners() -> None:
-    """Past `owners`, the oldest owner is forgotten (and recomputed if it comes back)."""
+    """Past `owners`, the least recently used owner is forgotten (and recomputed if it comes
+    back); an owner in use stays."""
     fn, calls = counting(str)
     m = GrowingMap(fn, owners=2)
-    for owner in ("a", "b", "c"):
-        m(owner, (1,))
-    assert set(m._last) == {"b", "c"}
     m("a", (1,))
+    m("b", (1,))
+    m("a", (1,))  # a is used again: b is now the least recent
+    m("c", (1,))
+    assert set(m._last) == {"a", "c"}
+    m("b", (1,))
     assert len(calls) == 4
 
 
