@@ -4,7 +4,9 @@ Rules:
 - A process connects once, named `agentops-<process>`, and reconnects forever.
 - Every JetStream publish sets `Nats-Msg-Id` to the message id, so JetStream drops duplicates
   (a re-publish after a crash, a retried HTTP request).
-- Encoding is JSON (readable with `nats sub` / `nats stream view`).
+- Encoding is JSON (readable with `nats sub` / `nats stream view`). An LLM request's JSON is
+  assembled from the parts an agent sent before (same document, other key order).
+- Publishes on the step path go through `bus/publisher.py`.
 """
 
 from __future__ import annotations

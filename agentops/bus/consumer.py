@@ -15,7 +15,8 @@ Rules:
   heartbeats, so a long handler is not redelivered behind its back. On stop, messages not yet
   started are nak'ed at once (another replica, or this one restarted, takes them); a running
   handler finishes and acks first.
-- A handler sees the decoded message and its delivery count; it must be idempotent.
+- A handler sees the decoded message, its delivery count and, on a lane, whether this
+  process also got the lane's previous delivery (`Delivery.sole`); it must be idempotent.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The state of each agent is cached with its KV revision. Replicas share the lanes
 replica may have moved an agent on since: a cached state that loses its compare-and-swap write,
 or that would ignore the message (it may be the answer the newer state waits for), is
 replaced by the stored state and the message decided again.
+
+A transition's state write and effects go out in one batch (one round trip) when the cached
+state is known to be the stored one (`Delivery.sole`); otherwise the state is saved first.
 """
 
 from __future__ import annotations
