@@ -5,9 +5,10 @@ id): only the first delivery can create the claim. A delivery that finds the cla
 not run a tool with side effects again; it answers `interrupted` under the reply's fixed
 message id, so when the first delivery's answer was published JetStream drops this one as a
 duplicate and the agent sees the real result (and an agent ignores any answer to a call it
-no longer waits for). A call without side effects (`idempotent`) is not claimed: it simply
-runs again. Claims written by older versions with the result in them are answered from that
-result.
+no longer waits for). So a reply lost after its tool ran (NATS failing at that instant)
+reaches the agent as `interrupted`: the side effect is never repeated. A call without side
+effects (`idempotent`) is not claimed: it simply runs again. Claims written by older versions
+with the result in them are answered from that result.
 
 At start-up it reads `[tools]`, probes the sandbox (`tools.sandbox`) and logs the isolation in
 force, which its status (and so `GET /health`) also shows. Builtin tools run here; a plugin
