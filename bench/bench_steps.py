@@ -88,17 +88,17 @@ async def submit(http: httpx.AsyncClient, steps: int) -> str:
     return str(resp.json()["task_id"])
 
 
-WATCH = {"subject": s.task_lifecycle_filter()}
-
-
 async def wait_done(
-    js: nats.js.JetStreamContext, task_ids: set[str], timeout: float
+    js: nats.js.JetStreamContext,
+    task_ids: set[str],
+    timeout: float,
+    subject: str = s.task_lifecycle_filter(),
 ) -> dict[str, str]:
     """Follow the events stream until every task has a terminal event. Only task lifecycle
     events are delivered (unless --watch-all-events): the observer must not add the work of
     receiving every step's events to the system it measures."""
     done: dict[str, str] = {}
-    sub = await js.subscribe(WATCH["subject"], ordered_consumer=True)
+    sub = await js.subscribe(subject, ordered_consumer=True)
     deadline = time.monotonic() + timeout
     while task_ids - set(done):
         if time.monotonic() > deadline:
@@ -155,18 +155,19 @@ def rss_mb(pids: dict[str, int]) -> dict[str, float]:
 async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path) -> None:
     nc = await nats.connect(nats_url, name="agentops-bench")
     js = nc.jetstream()
+    watch = s.events_filter() if args.watch_all_events else s.task_lifecycle_filter()
     hops: list[float] = []
     steps: list[float] = []
     rounds: list[float] = []
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         warm = await submit(http, 3)
-        await wait_done(js, {warm}, 60)
+        await wait_done(js, {warm}, 60, watch)
         # Hops and single-task steps measured in turns, so both figures of the ratio come
         # from the same minutes on a machine whose speed drifts.
         for _ in range(args.rounds):
             round_hops = await raw_hop(nats_url, args.hops // args.rounds)
             single = await submit(http, args.single_steps)
-            await wait_done(js, {single}, 120)
+            await wait_done(js, {single}, 120, watch)
             round_steps = await step_times(js, single)
             rounds.append(pct(round_steps, 50) / pct(round_hops, 50))
             hops += round_hops
@@ -176,7 +177,7 @@ async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path
         cpu_before = cpu_ms(pids)
         started = time.perf_counter()
         ids = set(await asyncio.gather(*(submit(http, args.steps) for _ in range(args.tasks))))
-        outcome = await wait_done(js, ids, 600)
+        outcome = await wait_done(js, ids, 600, watch)
         wall = time.perf_counter() - started
         cpu_after = cpu_ms(pids)
         memory = rss_mb(pids)
@@ -226,8 +227,6 @@ def main() -> None:
     )
     parser.add_argument("--hops", type=int, default=2000)
     args = parser.parse_args()
-    if args.watch_all_events:
-        WATCH["subject"] = s.events_filter()
     with tempfile.TemporaryDirectory(prefix="agentops-bench-") as tmp:
         port, nats_port = free_port(), free_port()
         env = {**os.environ, "AGENTOPS_LOG_LEVEL": "warning"}

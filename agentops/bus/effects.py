@@ -11,7 +11,7 @@ from typing import assert_never
 
 from pydantic import BaseModel
 
-from agentops.bus.connection import event_subject, outgoing, publish_all
+from agentops.bus.connection import event_subject, outgoing
 from agentops.bus.publisher import Item, Publisher
 from agentops.core.effects import CallLLM, Effect, Emit, InvokeTool, ReportToTask, SendToAgent
 from agentops.protocol import subjects as s
@@ -41,5 +41,4 @@ def effect_items(effects: tuple[Effect, ...]) -> list[Item]:
 
 
 async def perform(publisher: Publisher, effects: tuple[Effect, ...]) -> None:
-    if effects:
-        await publish_all(publisher, [route(e) for e in effects])
+    await publisher.publish_many(effect_items(effects))

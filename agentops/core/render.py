@@ -57,8 +57,11 @@ def tool_result_content(item: ToolResultItem) -> str:
     return _dumps({"error": error})
 
 
-def item_message(item: TaskItem | AssistantItem | ToolResultItem) -> Message:
-    """The message one thread item renders to, whatever surrounds it."""
+# Each step renders the thread; items are frozen and the thread only grows, so each item is
+# rendered once (and the same Message objects let `fit` reuse their token estimates).
+def _render_item(item: ThreadItem) -> Message | HumanResponseItem | None:
+    """An item's message; a human's answer is returned as is (it renders only as the answer
+    to an escalation, which depends on its request), other items render to nothing."""
     match item:
         case TaskItem():
             return task_message(item)
@@ -71,16 +74,6 @@ def item_message(item: TaskItem | AssistantItem | ToolResultItem) -> Message:
                 tool_call_id=item.call_id,
                 name=item.name,
             )
-
-
-# Each step renders the thread; items are frozen and the thread only grows, so each item is
-# rendered once (and the same Message objects let `fit` reuse their token estimates).
-def _render_item(item: ThreadItem) -> Message | HumanResponseItem | None:
-    """An item's message; a human's answer is returned as is (it renders only as the answer
-    to an escalation, which depends on its request), other items render to nothing."""
-    match item:
-        case TaskItem() | AssistantItem() | ToolResultItem():
-            return item_message(item)
         case HumanResponseItem():
             return item
         case _:

@@ -114,6 +114,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                 return False
             structlog.contextvars.bind_contextvars(ignored=decision.ignored)
             return True
+        published = False
         if decision.state is not None:
             try:
                 if current:
@@ -130,6 +131,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                         revision = (await rt.publisher.publish_many(items))[len(work)]
                     except WrongLastSequence as exc:
                         raise store.conflict(agent_id, revision, exc) from exc
+                    published = True
                 else:
                     revision = await store.save(agent_id, decision.state, revision)
             except Conflict:
@@ -148,16 +150,11 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                 if len(cache) >= CACHE_LIMIT:
                     cache.pop(next(iter(cache)))
                 cache[agent_id] = (decision.state, revision)
-            if current:
-                structlog.contextvars.bind_contextvars(
-                    status=decision.state.status, step=decision.state.step, one_round_trip=True
-                )
-                return True
-        await perform(rt.publisher, decision.effects)
-        if decision.state is not None:
             structlog.contextvars.bind_contextvars(
-                status=decision.state.status, step=decision.state.step
+                status=decision.state.status, step=decision.state.step, one_round_trip=published
             )
+        if not published:
+            await perform(rt.publisher, decision.effects)
         return True
 
     rt.status_extra = lambda: {
