@@ -5,7 +5,7 @@ Rules:
 - Every JetStream publish sets `Nats-Msg-Id` to the message id, so JetStream drops duplicates
   (a re-publish after a crash, a retried HTTP request).
 - Encoding is JSON (readable with `nats sub` / `nats stream view`). An LLM request's JSON is
-  assembled from the parts an agent sent before (same document, other key order).
+  assembled from the parts an agent sent before (`bus/conversation.py`).
 - Publishes on the step path go through `bus/publisher.py`.
 """
 
@@ -20,9 +20,8 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from pydantic import BaseModel
 
+from agentops.bus.conversation import encode_llm_request
 from agentops.bus.publisher import Item, Publisher
-from agentops.core.memo import GrowingMap, IdentityMemo
-from agentops.llm.types import Message, ToolSchema
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import Event, LLMRequested
 from agentops.protocol.subjects import connection_name
@@ -59,37 +58,19 @@ async def connect(url: str, process: str, **options: Any) -> Client:
 
 
 def encode(message: BaseModel) -> bytes:
+    return wire(message)[0]
+
+
+def wire(message: BaseModel) -> tuple[bytes, dict[str, str]]:
+    """A message's JSON and the headers that describe it (besides its id)."""
     if isinstance(message, LLMRequested):
-        return _encode_llm_request(message)
-    return message.model_dump_json(exclude_none=False).encode()
-
-
-# An agent's successive LLM requests repeat its conversation and tool schemas; the JSON of
-# what was sent before is reused (keys come out in another order; the document is the same).
-_conversations: GrowingMap[Message, bytes] = GrowingMap(lambda m: m.model_dump_json().encode())
-_tool_schemas: IdentityMemo[ToolSchema, bytes] = IdentityMemo(
-    lambda tool: tool.model_dump_json().encode(), limit=1024
-)
-_ENVELOPE_ONLY: Any = {"request"}
-_REQUEST_REST: Any = {"messages", "tools"}
-
-
-def _encode_llm_request(message: LLMRequested) -> bytes:
-    request = message.request
-    envelope = message.model_dump_json(exclude=_ENVELOPE_ONLY).encode()
-    rest = request.model_dump_json(exclude=_REQUEST_REST).encode()
-    messages = b",".join(_conversations(message.agent_id or "", request.messages))
-    tools = b",".join(_tool_schemas(tool) for tool in request.tools)
-    return b'%s,"request":{"messages":[%s],"tools":[%s],%s}}' % (
-        envelope[:-1],
-        messages,
-        tools,
-        rest[1:-1],
-    )
+        return encode_llm_request(message)
+    return message.model_dump_json().encode(), {}
 
 
 async def publish(js: JetStreamContext, subject: str, message: BaseModel, msg_id: str) -> PubAck:
-    return await js.publish(subject, encode(message), headers={MSG_ID: msg_id})
+    data, headers = wire(message)
+    return await js.publish(subject, data, headers={MSG_ID: msg_id, **headers})
 
 
 async def publish_event(js: JetStreamContext, event: Event) -> PubAck:
@@ -102,7 +83,11 @@ def event_subject(event: Event) -> str:
 
 def outgoing(items: list[tuple[str, BaseModel, str]]) -> list[Item]:
     """Messages (subject, message, message id) as the Publisher sends them."""
-    return [(subject, encode(message), {MSG_ID: msg_id}) for subject, message, msg_id in items]
+    out: list[Item] = []
+    for subject, message, msg_id in items:
+        data, headers = wire(message)
+        out.append((subject, data, {MSG_ID: msg_id, **headers}))
+    return out
 
 
 async def publish_all(publisher: Publisher, items: list[tuple[str, BaseModel, str]]) -> None:

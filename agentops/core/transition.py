@@ -431,7 +431,8 @@ class Transition:
 
 
 def _answered(state: AgentState, step: int) -> bool:
-    return any(isinstance(i, AssistantItem) and i.step == step for i in state.thread)
+    # From the end: the answer to the current step, when there is one, is a few items back.
+    return any(isinstance(i, AssistantItem) and i.step == step for i in reversed(state.thread))
 
 
 def _failed_attempts(state: AgentState, step: int) -> int:

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 
 from agentops.bus.connection import publish_all, publish_event
 from agentops.bus.consumer import Delivery
+from agentops.bus.conversation import ConversationDecoder
 from agentops.bus.service import Runtime, run_process
 from agentops.config import load_llm
 from agentops.llm.gateway import LLMGateway
@@ -70,6 +71,7 @@ async def setup(rt: Runtime) -> None:
     gateway = LLMGateway(llm)
     rt.on_shutdown.append(gateway.aclose)
     calls = {"ok": 0, "failed": 0}
+    conversations = ConversationDecoder()  # an agent's conversation is parsed once
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, LLMRequested):
@@ -124,8 +126,12 @@ async def setup(rt: Runtime) -> None:
         "providers": sorted(llm.providers()),
         "llm_calls": dict(calls),
         "llm_retries": gateway.stats["retries"],
+        "conversation_messages_reused": conversations.reused,
     }
-    await rt.serve_pool(s.LLM_GATEWAY_CONSUMER, s.llm_requests(), handle, give_up, CONCURRENCY)
+    await rt.serve_pool(
+        s.LLM_GATEWAY_CONSUMER, s.llm_requests(), handle, give_up, CONCURRENCY,
+        fast_decode=conversations,
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -87,18 +87,47 @@ def resolve_in_workspace(root: Path, rel: str, base: str | None = None) -> Path:
         )
     if base is None:
         base = real_root(root)
-    try:
-        # realpath follows every symlink that exists, dangling ones included, so the
-        # containment check below sees where a write would really land.
-        target = os.path.realpath(os.path.join(base, normal), strict=False)
-    except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
-        raise ToolError(f"cannot resolve path {rel!r}: {exc}", code="invalid_path") from None
+    target = _plainly_below(base, normal)
+    if target is None:
+        try:
+            # realpath follows every symlink that exists, dangling ones included, so the
+            # containment check below sees where a write would really land.
+            target = os.path.realpath(os.path.join(base, normal), strict=False)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
+            raise ToolError(f"cannot resolve path {rel!r}: {exc}", code="invalid_path") from None
     if not _inside(target, base):
         raise ToolError(
             f"path {rel!r} resolves outside the workspace (through a symlink); {_HINT}",
             code="path_outside_workspace",
         )
     return Path(target)
+
+
+def _plainly_below(base: str, normal: str) -> str | None:
+    """`base/normal` when neither the workspace nor any existing component of `normal` is a
+    symlink: what realpath would give, with one lstat per component from the workspace down
+    instead of one per component from `/`. None when one is a link or cannot be examined:
+    the caller follows it with realpath. `normal` is normalised, so it has no `..`."""
+    try:  # the workspace itself may have been swapped for a link since it was resolved
+        if not stat.S_ISDIR(os.lstat(base).st_mode):
+            return None
+    except OSError:
+        return None
+    if normal == ".":
+        return base
+    path = base
+    parts = normal.split("/")
+    for i, part in enumerate(parts):
+        path = f"{path}/{part}"
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:  # nothing below exists, so nothing below is a link
+            return "/".join((path, *parts[i + 1 :]))
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return None
+    return path
 
 
 def _inside(path: str, base: str) -> bool:
@@ -108,7 +137,11 @@ def _inside(path: str, base: str) -> bool:
 
 def relative_name(root: Path, path: Path, base: str | None = None) -> str:
     """How a resolved path is shown back to the model: relative, POSIX, never a host path."""
-    rel = os.path.relpath(path, base or os.path.realpath(root))
+    base = base or os.path.realpath(root)
+    text = os.fspath(path)
+    if text.startswith(f"{base}/") and "/.." not in text:  # as resolve_in_workspace gives it
+        return text[len(base) + 1 :]
+    rel = os.path.relpath(path, base)
     return "." if rel == "." else PurePosixPath(rel).as_posix()
 
 
