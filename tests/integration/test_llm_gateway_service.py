@@ -114,3 +114,31 @@ async def test_provider_error_is_an_llm_failed_reply_without_the_key(
     assert replies[0]["type"] == "llm.failed" and replies[0]["error"]["code"] == "auth"
     assert KEY not in json.dumps(replies) and KEY not in json.dumps(events)
     assert KEY not in json.dumps(status) and status["provider"] == "openai"
+
+
+async def test_a_growing_conversation_reaches_the_provider_whole(
+    nc: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's second request repeats its conversation and adds to it: the gateway parses
+    only the added messages (it reports those it reused) and the provider still gets all."""
+    async with FakeServer(lambda _: Reply(body=shapes.openai_reply("ok"))) as server:
+        rt, replies, _ = await start_gateway(nc, tmp_path, monkeypatch, server.url, False)
+        first = requested(3)
+        grown = (
+            *first.request.messages,
+            Message(role="assistant", content="Which framework?"),
+            Message(role="user", content="Flask, please"),
+        )
+        second = requested(4)
+        second = second.model_copy(
+            update={"request": second.request.model_copy(update={"messages": grown})}
+        )
+        for msg in (first, second):
+            await publish(rt.js, s.llm_requests(), msg, msg.id)
+        await until(lambda: len(replies) == 2, what="gateway replies")
+        status = rt.status()
+        await stop(rt)
+    assert [r["type"] for r in replies] == ["llm.completed", "llm.completed"]
+    assert status["conversation_messages_reused"] == 1
+    sent = [[m["content"] for m in r.body["messages"]] for r in server.requests]
+    assert sent == [["Write hello.py"], ["Write hello.py", "Which framework?", "Flask, please"]]
