@@ -83,21 +83,16 @@ class ConversationDecoder:
         return message.model_copy(update={"request": request})
 
     def _messages(self, owner: str, content: bytes) -> tuple[Message, ...]:
-        last = self._last.pop(owner, None)
-        if last is not None and content.startswith(last[0]):
-            seen, done = last
+        seen, done = self._last.pop(owner, (b"", ()))
+        # The last conversation, then nothing or a comma: a boundary between messages.
+        if seen and content.startswith(seen) and content[len(seen) : len(seen) + 1] in b",":
             if len(content) > len(seen):
-                if content[len(seen)] != ord(
-                    ","
-                ):  # not a boundary: `seen` was a prefix of a message
-                    done = _MESSAGE_LIST.validate_json(b"[%s]" % content)
-                else:
-                    tail = _MESSAGE_LIST.validate_json(b"[%s]" % content[len(seen) + 1 :])
-                    self.reused += len(done)
-                    done += tail
+                tail = _MESSAGE_LIST.validate_json(b"[%s]" % content[len(seen) + 1 :])
+                self.reused += len(done)
+                done += tail
         else:
             done = _MESSAGE_LIST.validate_json(b"[%s]" % content)
-            if len(self._last) >= self.owners:
+            if len(self._last) >= self.owners:  # the least recently used agent goes
                 del self._last[next(iter(self._last))]
         self._last[owner] = (content, done)
         return done

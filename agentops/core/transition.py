@@ -15,7 +15,7 @@ Rules:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.effects import CallLLM, Decision, Effect, Emit, InvokeTool, ReportToTask
@@ -214,51 +214,56 @@ class Transition:
         st = self.state
         errors = st.errors()
         last = errors[-1]["message"] if errors else "unknown error"
-        n = st.count("human_request")
-        request = HumanRequestItem(
-            at=self.now,
-            request_id=f"{st.agent_id}.esc{n}",
-            step=st.step,
-            reason="escalation",
-            question=(
-                f"The agent hit {st.consecutive_errors()} consecutive errors (last: {last}). "
-                "Reply with guidance to continue, or cancel the task."
-            ),
-            urgency="high",
+        self.stop_for_human(
+            "escalation",
+            "esc",
+            f"The agent hit {st.consecutive_errors()} consecutive errors (last: {last}). "
+            "Reply with guidance to continue, or cancel the task.",
         )
-        self.stop_for_human(request)
-
-    def stop_for_human(self, request: HumanRequestItem) -> None:
-        """The loop stops between steps until a human answers `request`."""
-        self.record(request)
-        self.update(inflight=None)
-        self.emit("human.request", _human_request_data(request))
-        self.set_status("awaiting_human", reason=request.reason, request_id=request.request_id)
 
     def ask_budget(self, estimate_usd: float) -> None:
         """The next LLM call could take the task over its budget: a human raises it or stops."""
         st = self.state
         assert st.budget_usd is not None
         spent = st.usage.cost_usd
+        details = {
+            "budget_usd": st.budget_usd,
+            "spent_usd": spent,
+            "next_call_estimate_usd": round(estimate_usd, 6),
+        }
+        self.emit("budget.exceeded", dict(details))
+        self.stop_for_human(
+            "budget",
+            "budget",
+            f"The next LLM call may cost up to ${estimate_usd:.4f}; ${spent:.4f} of the "
+            f'${st.budget_usd:.4f} budget is spent. Answer {{"budget_usd": <new budget>}} '
+            'to raise the budget, or {"stop": true} to end the task.',
+            details,
+        )
+
+    def stop_for_human(
+        self,
+        reason: Literal["escalation", "budget"],
+        tag: str,
+        question: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """The loop stops between steps until a human answers an urgent question; requests
+        of one kind are numbered `<agent_id>.<tag><n>`."""
+        st = self.state
         request = HumanRequestItem(
             at=self.now,
-            request_id=f"{st.agent_id}.budget{st.count('human_request')}",
+            request_id=f"{st.agent_id}.{tag}{st.count('human_request')}",
             step=st.step,
-            reason="budget",
-            question=(
-                f"The next LLM call may cost up to ${estimate_usd:.4f}; ${spent:.4f} of the "
-                f'${st.budget_usd:.4f} budget is spent. Answer {{"budget_usd": <new budget>}} '
-                'to raise the budget, or {"stop": true} to end the task.'
-            ),
+            reason=reason,
+            question=question,
             urgency="high",
-            details={
-                "budget_usd": st.budget_usd,
-                "spent_usd": spent,
-                "next_call_estimate_usd": round(estimate_usd, 6),
-            },
+            details=details,
         )
-        self.emit("budget.exceeded", dict(request.details or {}))
-        self.stop_for_human(request)
+        self.record(request)
+        self.update(inflight=None)
+        self.emit("human.request", _human_request_data(request))
+        self.set_status("awaiting_human", reason=request.reason, request_id=request.request_id)
 
     def finish_failed(self, error: ErrorInfo) -> None:
         self.update(error=error, inflight=None)
