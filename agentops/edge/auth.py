@@ -40,7 +40,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = request.app[CONFIG].api_token
     if token and (request.method, request.path) not in EXEMPT:
         presented = _presented(request)
-        if presented is None or not hmac.compare_digest(presented.encode(), token.encode()):
+        # Bytes that are not UTF-8 arrive as lone surrogates; they cannot match a token.
+        sent = None if presented is None else presented.encode("utf-8", "surrogatepass")
+        if sent is None or not hmac.compare_digest(sent, token.encode()):
             raise ApiError(
                 401,
                 "unauthorized",

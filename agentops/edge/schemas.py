@@ -20,6 +20,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentops.edge.errors import ApiError, bad_request, field_errors, validation_error
@@ -93,7 +94,18 @@ def decode_json(raw: bytes) -> Any:
     if not raw.strip():
         raise bad_request("request body is empty: send a JSON object", code="invalid_json")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        doc = json.loads(raw, parse_constant=_reject_constant)
+        # json accepts a lone UTF-16 surrogate (an escape such as "\udfff", or its bytes),
+        # which is no Unicode text: nothing downstream could encode it. Only an escape or
+        # the bytes 0xED.. can carry one, so a body with neither is not checked.
+        if b"\\u" in raw or b"\xed" in raw:
+            json.dumps(doc, ensure_ascii=False).encode()
+        return doc
+    except UnicodeEncodeError:
+        raise bad_request(
+            "malformed JSON: a string holds a lone UTF-16 surrogate, which is not Unicode text",
+            code="invalid_json",
+        ) from None
     except json.JSONDecodeError as exc:
         raise bad_request(
             f"malformed JSON: {exc.msg}",
@@ -106,7 +118,16 @@ def decode_json(raw: bytes) -> Any:
 
 
 async def read_json(request: web.Request) -> Any:
-    return decode_json(await request.read())  # read() raises 413 past client_max_size
+    try:
+        raw = await request.read()  # raises 413 past client_max_size
+    except RequestPayloadError as exc:  # e.g. a body that is not what its Content-Encoding says
+        # Answer, then close the connection: the rest of this body cannot be read past.
+        request.content.feed_eof()  # (else aiohttp reads on after the answer, and fails)
+        if request.protocol is not None:
+            request.protocol.close()
+        reason = str(exc.__cause__ or exc).strip()
+        raise bad_request(f"unreadable request body: {reason}", code="invalid_body") from None
+    return decode_json(raw)
 
 
 def parse_model(model: type[M], data: Any, prefix: Sequence[str | int] = ()) -> M:

@@ -561,6 +561,28 @@ BAD_REQUESTS = [
     ("POST", "/tasks", '{"a": NaN}', 400, "invalid_json"),
     ("POST", "/tasks", "[" * 5000 + "]" * 5000, 400, "invalid_json"),
     ("POST", "/tasks", b"\xff\xfe\x00garbage", 400, "invalid_json"),
+    # A lone UTF-16 surrogate, escaped or as bytes, in a value or a key: not Unicode text.
+    (
+        "POST",
+        "/tasks",
+        json.dumps(TASK)[:-1] + ', "context": {"k": "\\udfff"}}',
+        400,
+        "invalid_json",
+    ),
+    (
+        "POST",
+        "/tasks",
+        json.dumps(TASK)[:-1] + ', "context": {"k\\ud800": 1}}',
+        400,
+        "invalid_json",
+    ),
+    (
+        "POST",
+        "/tasks",
+        json.dumps(TASK)[:-1].encode() + b', "context": {"k": "\xed\xbf\xbf"}}',
+        400,
+        "invalid_json",
+    ),
     ("POST", "/tasks", "[1, 2]", 422, "validation_error"),
     ("POST", "/tasks", '{"description": "x"}', 422, "validation_error"),
     ("POST", "/tasks", '{"agent_type": "backend_developer", "description": "  "}', 422, None),
@@ -603,6 +625,7 @@ BAD_REQUESTS = [
     ("POST", "/agents/agent_missing/resume", None, 404, "not_found"),
     ("POST", "/agents/agent_missing/human-response", '{"response": 1}', 404, "not_found"),
     ("POST", "/agents/agent_a1/human-response", "{oops", 400, "invalid_json"),
+    ("POST", "/agents/agent_a1/human-response", '{"response": "\\udfff"}', 400, "invalid_json"),
     ("POST", "/agents/agent_a1/human-response", "{}", 422, "validation_error"),
     ("POST", "/agents/agent_a1/human-response", '{"response": 1, "x": 2}', 422, None),
     ("POST", "/agents/agent_a1/human-response", '{"response": 1, "request_id": 5}', 422, None),
@@ -625,6 +648,55 @@ async def test_bad_requests_get_the_right_status_and_json_error_and_no_500(edge:
     assert not any(k[2] == "500" for k in edge.app[METRICS].http_requests)
     ok = await edge.client.post("/tasks", json=TASK)
     assert ok.status == 201
+
+
+async def test_unicode_escapes_that_make_text_are_kept_and_lone_surrogates_are_400(
+    edge: Edge,
+) -> None:
+    """An escaped surrogate pair is one character and kept; a lone one is 400, also on a
+    retried POST (Idempotency-Key), and no task is created for it."""
+    pair = json.dumps(TASK)[:-1] + ', "context": {"face": "\\ud83d\\ude00"}}'
+    ok = await edge.client.post("/tasks", data=pair)
+    assert ok.status == 201
+    stored = await edge.js.get_last_msg(s.WORK_STREAM, s.task_inbox((await ok.json())["task_id"]))
+    msg = WORK_ADAPTER.validate_json(stored.data or b"")
+    assert isinstance(msg, SubmitTask) and msg.context == {"face": "\U0001f600"}
+    lone = json.dumps(TASK)[:-1] + ', "context": {"k": "\\udfff"}}'
+    for headers in ({}, {"Idempotency-Key": "lone-1"}):
+        resp = await edge.client.post("/tasks", data=lone, headers=headers)
+        assert resp.status == 400
+        assert_error(await resp.json(), "invalid_json")
+    assert not any(k[2] == "500" for k in edge.app[METRICS].http_requests)
+
+
+async def raw_request(edge: Edge, head: bytes, body: bytes = b"") -> tuple[bytes, Any]:
+    """Send bytes no HTTP client library would (the request line and headers in `head`);
+    the status line and the JSON body of the answer."""
+    reader, writer = await asyncio.open_connection(edge.client.server.host, edge.client.server.port)
+    try:
+        writer.write(b"%s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+            head, len(body), body))  # fmt: skip
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    header, _, rest = answer.partition(b"\r\n\r\n")
+    return header.split(b"\r\n")[0], json.loads(rest)
+
+
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_400(edge: Edge) -> None:
+    """Plain JSON sent as gzip or deflate is a 400 JSON error (not a 500), as curl would send it."""
+    for encoding in (b"gzip", b"deflate"):
+        status, body = await raw_request(
+            edge,
+            b"POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: " + encoding,
+            json.dumps(TASK).encode(),
+        )
+        assert status.startswith(b"HTTP/1.1 400 "), (encoding, status)
+        assert_error(body, "invalid_body")
+    assert (await edge.client.post("/tasks", json=TASK)).status == 201
+    assert not any(k[2] == "500" for k in edge.app[METRICS].http_requests)
 
 
 async def test_validation_details_name_each_field(edge: Edge) -> None:
@@ -673,6 +745,12 @@ async def test_api_token_is_required_except_for_health_and_metrics(make_edge: Ma
     assert basic.status == 401
     query = await edge.client.get("/tasks", params={"token": "s3cret"})  # only /ws takes ?token=
     assert query.status == 401
+    for token in (b"a\xffb", b"s3cret\xed\xa0\x80"):  # bytes that are not UTF-8
+        status, body = await raw_request(
+            edge, b"GET /tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token
+        )
+        assert status.startswith(b"HTTP/1.1 401 "), (token, status)
+        assert_error(body, "unauthorized")
     good = await edge.client.get("/tasks", headers={"Authorization": "Bearer s3cret"})
     assert good.status == 200
     assert (await edge.client.get("/metrics")).status == 200
