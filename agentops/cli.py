@@ -78,8 +78,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     module = importlib.import_module(module_name)
     # The same argv as `python -m <module> ...`, so the service parses its options unchanged.
     sys.argv = [module_name, *argv]
-    if args.process.startswith("agent-"):
-        os.environ.setdefault("AGENTOPS_AGENT_TYPE", args.process.removeprefix("agent-"))
     os.environ.setdefault("AGENTOPS_PROCESS", args.process)
     result = module.main()
     return result if isinstance(result, int) else 0

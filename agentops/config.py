@@ -1,8 +1,11 @@
 """Settings for every AgentOps process: environment first, then explicit overrides (CLI flags).
 
 Invariants:
-- `load_settings()` is the only reader of AGENTOPS_* / NATS_URL variables; a `Settings` it
-  returns is valid (port in range, known log level and format, a known LLM provider).
+- A process's settings come from `load_settings()` alone; a `Settings` it returns is valid
+  (port in range, known log level and format, a known LLM provider). The only other readers
+  of the environment are outside the processes' settings: the CLI's client commands
+  (AGENTOPS_URL, AGENTOPS_API_TOKEN), the embedded server's binary (AGENTOPS_NATS_SERVER_BIN,
+  `natsserver.py`) and plugin processes (`tools/plugin_sdk.py`).
   Anything else raises `ConfigError` with a message meant for the person at the terminal.
 - An override of `None` means "not given", so argparse values can be passed straight through.
 - `Settings.child_env()` is the inverse of `load_settings()`: a child process that reads its
