@@ -56,6 +56,7 @@ async def tool_results(http: httpx.AsyncClient, agent_id: str) -> list[dict[str,
 async def test_a_held_call_runs_only_after_a_human_approves_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Writes to *.sh wait for a human: the approved one is written, the rejected one never is."""
     config = tmp_path / "agentops.toml"
     config.write_text(APPROVE_WRITES)
     monkeypatch.setenv("AGENTOPS_CONFIG", str(config))
@@ -120,6 +121,7 @@ def start_plugin(nats_url: str, log: Path) -> subprocess.Popen[bytes]:
 async def test_plugin_tool_appears_without_restart_and_goes_with_its_process(
     tmp_path: Path,
 ) -> None:
+    """A plugin's tool is served without a restart and becomes unknown once its process dies."""
     system = start_system(tmp_path / "data")
     plugin = start_plugin(system.nats_url, tmp_path / "plugin.log")
     try:

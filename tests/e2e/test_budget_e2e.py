@@ -47,6 +47,7 @@ def player(request: Recorded) -> Reply:
 async def test_budget_stops_the_agent_until_a_human_raises_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A priced task stops before it could overspend and completes once a human raises budget."""
     config = tmp_path / "agentops.toml"
     config.write_text(CONFIG)
     with serve_in_thread(FakeServer(player)) as server:

@@ -71,8 +71,9 @@ def provider_system(
 async def test_task_completes_through_a_real_provider_wire_format(
     provider_system: tuple[Any, FakeServer],
 ) -> None:
-    """write_file then complete_task via tool calls: the task completes, the file exists, and
-    the usage each reply reported reaches the agent's state and the task's cost."""
+    """Tool calls over the provider's wire format complete the task, reported usage as its cost."""
+    # write_file then complete_task: the file exists, and the usage each reply reported reaches
+    # the agent's state and the task's cost.
     system, server = provider_system
     async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
         resp = await http.post(

@@ -50,8 +50,9 @@ def replica(system: System, tmp_path: Path) -> Iterator[Path]:
 async def test_two_replicas_of_an_agent_type_complete_every_task_once(
     system: System, replica: Path
 ) -> None:
-    """Consecutive messages of one agent land on either replica (each with its own cache of
-    states); no message is lost to a stale cache, no step or tool call runs twice."""
+    """Two replicas of an agent type complete every task; no step or tool call runs twice."""
+    # Consecutive messages of one agent land on either replica (each with its own cache of
+    # states); no message may be lost to a stale cache.
     n, tasks = 10, 8
     async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
         created = await asyncio.gather(

@@ -425,8 +425,8 @@ def sandboxed_processes(marker: str) -> list[int]:
 
 
 async def test_kill_9_of_the_executor_mid_code_leaves_nothing_running(system: System) -> None:
-    """SIGKILL the tool executor while sandboxed code runs: the sandbox dies with it, the call
-    is reported `interrupted` (not run again), and the task goes on to completion."""
+    """SIGKILL of the executor mid-code kills the sandbox; the call is `interrupted`, not rerun."""
+    # The task then goes on to completion.
     marker = "sleep 77.5"
     code = {"language": "bash", "code": f"{marker} & {marker}; echo done", "timeout": 60}
     script = [{"tool": "execute_code", "args": code}]

@@ -75,8 +75,8 @@ async def test_lane_delivers_one_agents_messages_in_order_across_replicas(nc: Cl
 async def test_a_lane_delivery_is_sole_only_when_no_other_replica_got_one_in_between(
     nc: Client,
 ) -> None:
-    """`Delivery.sole` (what lets an agent trust its cached state) is set only when this
-    replica also received the lane's previous delivery."""
+    """`Delivery.sole` is set only when this replica also got the lane's previous delivery."""
+    # `sole` is what lets an agent trust its cached state.
     js = nc.jetstream()
     await ensure_jetstream(js)
     agent_id = "agent_sole"
@@ -166,8 +166,8 @@ async def test_retryable_failure_is_redelivered_then_handled(nc: Client) -> None
 async def test_a_pull_consumer_of_an_older_version_is_replaced_and_nothing_is_lost(
     nc: Client,
 ) -> None:
-    """Messages waiting for an older version's pull consumer of the same name are handled by
-    the push consumer that replaces it."""
+    """Messages left for an older version's pull consumer go to the push consumer replacing it."""
+    # Both consumers have the same durable name.
     js = nc.jetstream()
     await ensure_jetstream(js)
     agent_id = "agent_upgrade"
@@ -199,8 +199,8 @@ async def test_a_pull_consumer_of_an_older_version_is_replaced_and_nothing_is_lo
 
 
 async def test_a_pool_naks_what_it_has_not_started_when_it_stops(nc: Client) -> None:
-    """A pool stopping with messages still waiting for a slot hands them back at once: the
-    other replica handles them without waiting for the ack deadline."""
+    """A stopping pool hands back the messages it has not started, so another replica takes them."""
+    # At once: the other replica handles them without waiting for the ack deadline.
     js = nc.jetstream()
     await ensure_jetstream(js)
     release = asyncio.Event()
@@ -243,8 +243,7 @@ async def test_a_pool_naks_what_it_has_not_started_when_it_stops(nc: Client) -> 
 
 @pytest.mark.parametrize("through", ["kv api", "publisher"])
 async def test_kv_compare_and_swap_refuses_a_stale_revision(nc: Client, through: str) -> None:
-    """A write against an old revision raises Conflict and leaves the newer value, whether
-    it goes through nats-py's KV API or the step path's Publisher."""
+    """A stale-revision write raises Conflict and keeps the newer value, via KV API or Publisher."""
     buckets = await ensure_jetstream(nc.jetstream())
     store = (
         DocumentStore[TaskRecord](buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
@@ -271,8 +270,7 @@ async def test_kv_compare_and_swap_refuses_a_stale_revision(nc: Client, through:
 
 
 async def test_publisher_waits_for_every_ack_and_jetstream_drops_duplicates(nc: Client) -> None:
-    """publish_many returns each message's stream sequence; the same Nats-Msg-Id again is
-    acknowledged with the first one's sequence and stored once."""
+    """publish_many returns sequences; a repeated Nats-Msg-Id gets the first's, stored once."""
     js = nc.jetstream()
     await ensure_jetstream(js)
     publisher = Publisher(nc)

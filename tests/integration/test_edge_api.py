@@ -653,8 +653,8 @@ async def test_bad_requests_get_the_right_status_and_json_error_and_no_500(edge:
 async def test_unicode_escapes_that_make_text_are_kept_and_lone_surrogates_are_400(
     edge: Edge,
 ) -> None:
-    """An escaped surrogate pair is one character and kept; a lone one is 400, also on a
-    retried POST (Idempotency-Key), and no task is created for it."""
+    """An escaped surrogate pair is kept as one character; a lone one is 400 and creates no task."""
+    # Also on a retried POST (same Idempotency-Key).
     pair = json.dumps(TASK)[:-1] + ', "context": {"face": "\\ud83d\\ude00"}}'
     ok = await edge.client.post("/tasks", data=pair)
     assert ok.status == 201

@@ -119,8 +119,9 @@ async def test_provider_error_is_an_llm_failed_reply_without_the_key(
 async def test_a_growing_conversation_reaches_the_provider_whole(
     nc: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An agent's second request repeats its conversation and adds to it: the gateway parses
-    only the added messages (it reports those it reused) and the provider still gets all."""
+    """The gateway parses only a growing conversation's new messages; the provider gets them all."""
+    # An agent's second request repeats its conversation and adds to it; the gateway reports
+    # the messages it reused.
     async with FakeServer(lambda _: Reply(body=shapes.openai_reply("ok"))) as server:
         rt, replies, _ = await start_gateway(nc, tmp_path, monkeypatch, server.url, False)
         first = requested(3)

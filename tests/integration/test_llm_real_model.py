@@ -127,8 +127,8 @@ async def test_real_model_tool_call_flows_through_the_gateway(llama_server: str)
 async def test_a_whole_task_on_the_real_model_ends_cleanly(
     llama_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every real process, the gateway on the real model: whatever the model says, the task
-    ends in a step, an error the agent handles or a question to a human; nothing crashes."""
+    """On the real model a task ends in a step, a handled error or a question; nothing crashes."""
+    # Every real process runs, the gateway on the real model, whatever the model says.
     from tests.e2e.conftest import start_system
 
     config = tmp_path / "agentops.toml"

@@ -193,8 +193,7 @@ TOOL = Plugin(
 async def test_entry_point_tools_are_served_by_the_executor(
     nc: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A package's `agentops.tools` entry point becomes a tool the executor serves itself,
-    visible only to the agent types it names."""
+    """An `agentops.tools` entry point is a tool the executor serves, only to the types it names."""
     site = tmp_path / "site"
     dist = site / "reverse_plugin-0.1.dist-info"
     dist.mkdir(parents=True)

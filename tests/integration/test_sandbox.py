@@ -222,8 +222,8 @@ async def test_cpu_time_is_limited(ctx: ToolContext) -> None:
 
 
 async def test_huge_file_is_cut_at_the_file_size_limit(ctx: ToolContext) -> None:
-    """Writing past the file-size limit fails (Python: EFBIG; a shell command is killed and
-    the result names the limit); the file stays at the limit."""
+    """Writing past the file-size limit fails, and the file stays at the limit."""
+    # Python gets EFBIG; a shell command is killed and the result names the limit.
     code = (
         "with open('big.bin', 'wb') as f:\n    for _ in range(100):\n        f.write(b'x' * 2**20)"
     )

@@ -65,8 +65,9 @@ async def send_as_redelivery(nc: Client, msg: ToolRequested, n: int) -> None:
 async def test_redelivered_call_does_not_run_again_and_the_agent_gets_one_answer(
     nc: Client, tmp_path: Path
 ) -> None:
-    """The same call delivered twice appends once. The second delivery's answer carries the
-    same message id, so the agent's mailbox keeps only the first (the real result)."""
+    """A call delivered twice appends once, and the agent keeps one answer: the real result."""
+    # The second delivery's answer carries the same message id, so the agent's mailbox keeps
+    # only the first.
     rt, replies = await start_executor(nc, tmp_path)
     msg = request("c1")
     await send_as_redelivery(nc, msg, 1)
@@ -103,8 +104,8 @@ async def test_call_interrupted_mid_run_is_not_run_again(nc: Client, tmp_path: P
 
 
 async def test_a_call_without_side_effects_runs_without_a_claim(nc: Client, tmp_path: Path) -> None:
-    """Rewriting a whole file is safe to repeat: it runs on every delivery and leaves no
-    claim, while an append is claimed before it runs."""
+    """A whole-file rewrite runs on each delivery with no claim; an append is claimed first."""
+    # Rewriting a whole file is safe to repeat; an append is not.
     rt, replies = await start_executor(nc, tmp_path)
     store = DocumentStore(rt.buckets[s.TOOL_CALLS_BUCKET], tool_executor.RECORD_ADAPTER)
     rewrite, append = request("c6", mode="write", content="whole\n"), request("c7")
@@ -167,8 +168,9 @@ async def test_code_runs_sandboxed_through_the_executor(nc: Client, tmp_path: Pa
 
 
 async def test_breakout_attempts_leave_the_executor_healthy(nc: Client, tmp_path: Path) -> None:
-    """A fork bomb, a sleeper, a memory hog, a shadow reader and an SSRF attempt sent together
-    each get a contained result or a clear error, and the executor answers the next call."""
+    """Breakout attempts each get a contained result or a clear error; the executor still serves."""
+    # A fork bomb, a sleeper, a memory hog, a shadow reader and an SSRF attempt, sent together;
+    # then the executor must answer the next call.
     if not shutil.which("bwrap"):
         pytest.skip("bubblewrap (bwrap) is not installed")
     config = tmp_path / "agentops.toml"

@@ -280,8 +280,9 @@ def test_llm_error_info_survives_into_state() -> None:
 
 
 def test_replay_after_reload_republishes_the_same_llm_request() -> None:
-    """A redelivered message after a crash re-sends the identical LLM request (conversation, tool
-    schemas, metadata) rendered again from the saved state, which does not store it."""
+    """A redelivery after a crash re-sends the identical LLM request, rendered from saved state."""
+    # Identical: conversation, tool schemas and metadata. The saved state does not store the
+    # request, so it is rendered again.
     from agentops.core import agent
     from agentops.core.effects import CallLLM
     from agentops.core.state import AGENT_STATE_ADAPTER

@@ -34,6 +34,7 @@ def held(*calls: dict[str, Any]) -> tuple[Harness, str]:
 
 
 def test_a_held_call_waits_for_a_human_with_the_exact_call_shown() -> None:
+    """A held bash call awaits approval showing the exact call and policy; the python one ran."""
     h, agent_id = held(PY, BASH)
     state = h.agents[agent_id]
     request = state.open_human_request()
@@ -51,6 +52,7 @@ def test_a_held_call_waits_for_a_human_with_the_exact_call_shown() -> None:
 
 
 def test_approval_runs_the_call_and_the_loop_goes_on() -> None:
+    """Approving a held call sends it to the executor, and the agent goes on to complete."""
     h, agent_id = held(BASH)
     h.answer(agent_id, {"approved": True, "comment": "fine"})
     assert [c.arguments["language"] for c in h.tools.calls] == ["bash"]
@@ -58,6 +60,7 @@ def test_approval_runs_the_call_and_the_loop_goes_on() -> None:
 
 
 def test_rejection_is_the_tool_result_the_model_sees() -> None:
+    """A rejected call never runs; the model's tool result is rejected_by_human with the comment."""
     h, agent_id = held(BASH)
     calls_before = len(h.llm_requests)
     h.answer(agent_id, {"approved": False, "comment": "not on prod"})
@@ -70,6 +73,7 @@ def test_rejection_is_the_tool_result_the_model_sees() -> None:
 
 
 def test_approval_survives_redelivery_without_running_twice() -> None:
+    """With every message redelivered, an approved call still runs once and the task completes."""
     h = Harness(llm=tool_llm([BASH], cost=0.0), redeliver=True)
     h.specs[AGENT] = replace(AGENT_SPECS[AGENT], needs_approval=bash_needs_approval)
     _, agent_id = h.submit(AGENT)
@@ -80,6 +84,7 @@ def test_approval_survives_redelivery_without_running_twice() -> None:
 
 
 def test_a_free_text_answer_to_an_approval_is_rejected() -> None:
+    """A free-text answer to an approval question is rejected, and the agent keeps waiting."""
     h, agent_id = held(BASH)
     h.answer(agent_id, "maybe later")
     assert h.agents[agent_id].status == "awaiting_human"
@@ -92,6 +97,7 @@ def test_a_free_text_answer_to_an_approval_is_rejected() -> None:
     [({"approved": True}, True), ({"approved": False, "comment": "no"}, False)],
 )
 def test_approval_answers(response: Any, approved: bool) -> None:
+    """{"approved": true} parses as an approval, {"approved": false, ...} as a rejection."""
     h, agent_id = held(BASH)
     request = h.agents[agent_id].open_human_request()
     assert request is not None
@@ -101,6 +107,7 @@ def test_approval_answers(response: Any, approved: bool) -> None:
 
 @pytest.mark.parametrize("vague", [True, "yes", {"approved": "yes"}, {"approved": 1}, None])
 def test_only_an_explicit_approval_counts(vague: Any) -> None:
+    """Anything but an object with a boolean "approved" is a BadAnswer, however yes-like."""
     h, agent_id = held(BASH)
     request = h.agents[agent_id].open_human_request()
     assert request is not None
@@ -109,6 +116,7 @@ def test_only_an_explicit_approval_counts(vague: Any) -> None:
 
 
 def test_approval_comment_must_be_text() -> None:
+    """An approval whose comment is not a string is a BadAnswer naming the comment."""
     h, agent_id = held(BASH)
     request = h.agents[agent_id].open_human_request()
     assert request is not None

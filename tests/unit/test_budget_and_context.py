@@ -44,6 +44,7 @@ WRITES = [{"tool": "write_file", "args": {"path": f"f{i}.txt", "content": "x"}} 
 
 
 def test_a_call_that_would_exceed_the_budget_asks_a_human_first() -> None:
+    """A call that could overspend waits for a human; a raised budget lets the run complete."""
     h = priced_harness(tool_llm(WRITES))
     task_id, agent_id = h.submit(AGENT, budget_usd=0.022)
     h.run()
@@ -68,6 +69,7 @@ def test_a_call_that_would_exceed_the_budget_asks_a_human_first() -> None:
 
 
 def test_stop_at_the_budget_ends_the_task() -> None:
+    """Answering the budget question with "stop" cancels agent and task as budget_exceeded."""
     h = priced_harness(tool_llm(WRITES))
     task_id, agent_id = h.submit(AGENT, budget_usd=0.015)
     h.run()
@@ -81,6 +83,7 @@ def test_stop_at_the_budget_ends_the_task() -> None:
 
 @pytest.mark.parametrize("bad", [{"approved": True}, "more please", {"budget_usd": 0.001}])
 def test_an_answer_that_does_not_fit_the_budget_question_is_rejected(bad: Any) -> None:
+    """An answer that is neither a higher budget nor a stop is rejected; the question stays open."""
     h = priced_harness(tool_llm(WRITES))
     _, agent_id = h.submit(AGENT, budget_usd=0.015)
     h.run()
@@ -94,6 +97,7 @@ def test_an_answer_that_does_not_fit_the_budget_question_is_rejected(bad: Any) -
 
 
 def test_without_prices_a_budget_never_stops_the_run() -> None:
+    """Without token prices even a tiny budget never stops the agent: the run completes."""
     h = Harness(llm=tool_llm(WRITES, cost=0.0))
     _, agent_id = h.submit(AGENT, budget_usd=0.0001)
     h.run()
@@ -104,6 +108,7 @@ BIG = "0123456789abcdef" * 1000  # 16 000 characters, ~5.3k estimated tokens
 
 
 def test_old_tool_output_is_compacted_and_the_rest_stays_whole() -> None:
+    """Old tool output is compacted to fit; the task, human answer and recent results stay whole."""
     reads = [{"tool": "read_file", "args": {"path": "big.txt"}} for _ in range(8)]
     reads.insert(3, {"tool": "request_human_input", "args": {"question": "Which one?"}})
     h = priced_harness(tool_llm(reads, cost=0.0), context_window=40_000)
@@ -136,6 +141,7 @@ def test_old_tool_output_is_compacted_and_the_rest_stays_whole() -> None:
 
 
 def test_fit_leaves_a_request_that_fits_untouched() -> None:
+    """fit returns a request within the context window unchanged, with nothing compacted."""
     messages = (Message(role="system", content="s"), Message(role="user", content="u" * 100))
     fitted = fit(messages, (), context_window=10_000, max_output_tokens=1000)
     assert fitted.messages == messages and fitted.compacted == 0
@@ -143,6 +149,7 @@ def test_fit_leaves_a_request_that_fits_untouched() -> None:
 
 
 def test_fit_replaces_old_output_with_a_marker_when_cutting_is_not_enough() -> None:
+    """fit replaces old tool output with a [compacted: …] marker; recent results and pairs stay."""
     call = ToolCall(id="a", name="read_file", arguments={"path": "x"})
     history = [Message(role="system", content="s"), Message(role="user", content="task")]
     for i in range(10):
@@ -163,6 +170,7 @@ def test_fit_replaces_old_output_with_a_marker_when_cutting_is_not_enough() -> N
 
 
 def test_estimate_is_an_upper_bound_on_bytes_over_three() -> None:
+    """estimate_tokens is the text's UTF-8 byte count divided by three, rounded up."""
     assert estimate_tokens("") == 0
     assert estimate_tokens("abc") == 1
     assert estimate_tokens("abcd") == 2

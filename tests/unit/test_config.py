@@ -164,6 +164,7 @@ def test_config_file_sections(tmp_path: Path) -> None:
 def test_bad_config_file_is_a_clear_error(
     tmp_path: Path, content: str | None, message: str
 ) -> None:
+    """A missing, invalid-TOML or non-table config file is a ConfigError saying which."""
     path = tmp_path / "agentops.toml"
     if content is not None:
         path.write_text(content)

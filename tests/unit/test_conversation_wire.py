@@ -25,6 +25,7 @@ def wired(message: LLMRequested) -> tuple[bytes, dict[str, str]]:
 
 
 def test_a_run_decodes_to_the_same_requests_and_reuses_the_conversation() -> None:
+    """Each request of a run decodes like a full decode, reusing the previous conversation."""
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
     h.submit(AGENT, budget_usd=10.0)
     decoder = ConversationDecoder()
@@ -38,8 +39,8 @@ def test_a_run_decodes_to_the_same_requests_and_reuses_the_conversation() -> Non
 
 
 def test_interleaved_agents_and_a_compacted_conversation_decode_the_same() -> None:
-    """Two agents' requests alternate, and one conversation is compacted (earlier messages
-    change): each request still decodes to itself."""
+    """With two agents alternating, one of them compacted, each request still decodes to itself."""
+    # Compaction changes earlier messages of that conversation.
     reads = [{"tool": "read_file", "args": {"path": "big.txt"}} for _ in range(8)]
     h = priced_harness(tool_llm(reads, cost=0.0), context_window=40_000)
     task_id, _ = h.submit(AGENT, description="Summarise big.txt")
@@ -56,6 +57,7 @@ def test_interleaved_agents_and_a_compacted_conversation_decode_the_same() -> No
 
 
 def test_an_evicted_agent_is_decoded_whole() -> None:
+    """With room for one owner, alternating agents evict each other and each decodes whole."""
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
     h.submit(AGENT, budget_usd=10.0)
     decoder = ConversationDecoder(owners=1)
@@ -67,8 +69,9 @@ def test_an_evicted_agent_is_decoded_whole() -> None:
 
 
 def test_the_header_is_only_a_hint() -> None:
-    """No header, a malformed one, or one that does not delimit the messages array: the
-    decoder declines (None) and the consumer decodes the whole document."""
+    """A missing, malformed or misplaced conversation header makes the decoder decline (None)."""
+    # Misplaced: one that does not delimit the messages array. On None the consumer decodes
+    # the whole document.
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
     h.submit(AGENT, budget_usd=10.0)
     request = requests_of(h)[-1]
@@ -86,8 +89,8 @@ def test_the_header_is_only_a_hint() -> None:
 
 @pytest.mark.parametrize("edit", ["prefix_changed", "tail_invalid", "not_a_boundary"])
 def test_a_conversation_that_changed_underneath_is_never_spliced(edit: str) -> None:
-    """The cached prefix is reused only when the bytes match and end on a message boundary;
-    otherwise the messages are decoded anew, or the decoder declines."""
+    """A cached prefix is reused only when its bytes match and end on a message boundary."""
+    # Otherwise the messages are decoded anew, or the decoder declines.
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
     h.submit(AGENT, budget_usd=10.0)
     first, second = requests_of(h)[1:3]
@@ -124,6 +127,7 @@ def span(headers: dict[str, str]) -> tuple[int, int]:
 
 
 def test_published_llm_requests_carry_the_header() -> None:
+    """A published LLM request carries its Nats-Msg-Id and a conversation header that decodes it."""
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
     h.submit(AGENT, budget_usd=10.0)
     request = requests_of(h)[-1]

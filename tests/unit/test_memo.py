@@ -27,8 +27,8 @@ def test_growing_map_computes_only_the_appended_items() -> None:
 
 
 def test_growing_map_starts_over_when_the_items_are_not_an_extension() -> None:
-    """A different or shorter sequence (another run, a state read back) is mapped anew, and
-    owners do not share results."""
+    """A different or shorter sequence is mapped anew, and owners do not share results."""
+    # Such sequences come from another run or a state read back.
     fn, calls = counting(lambda x: -x)
     m = GrowingMap(fn)
     m("a", (1, 2, 3))
@@ -39,8 +39,8 @@ def test_growing_map_starts_over_when_the_items_are_not_an_extension() -> None:
 
 
 def test_growing_map_keeps_a_bounded_number_of_owners() -> None:
-    """Past `owners`, the least recently used owner is forgotten (and recomputed if it comes
-    back); an owner in use stays."""
+    """Past `owners` the least recently used owner is forgotten; one in use stays."""
+    # A forgotten owner is recomputed if it comes back.
     fn, calls = counting(str)
     m = GrowingMap(fn, owners=2)
     m("a", (1,))

@@ -200,8 +200,8 @@ def test_bad_script_fails_permanently() -> None:
 
 
 def test_a_tasks_script_is_read_again_when_it_changes() -> None:
-    """The parsed script is kept per task, but a different script for the same task id (or a
-    bad one) is validated again, never answered from the kept one."""
+    """A changed or bad script for a task id is validated anew, never answered from the kept one."""
+    # The parsed script is kept per task.
 
     def for_task(script: list[dict[str, Any]]) -> LLMRequest:
         req = request(mock={"script": script})
@@ -221,8 +221,9 @@ def test_bad_call_index_is_refused(bad: Any) -> None:
 
 
 def test_usage_is_the_systems_token_estimate() -> None:
-    """Input tokens are the agent's estimate when the request carries one, else the estimate
-    of the request (UTF-8 bytes / 3 plus framing); output tokens estimate the reply; cost 0."""
+    """The mock's usage is the system's own token estimate for input and output, at cost 0."""
+    # Input tokens are the agent's estimate when the request carries one, else the estimate of
+    # the request (UTF-8 bytes / 3 plus framing); output tokens estimate the reply.
     req = request(mock={"script": [{"text": "abcdefg"}]})
     result = mock_reply(req)
     assert result.usage.input_tokens == estimate_request_tokens(req)

@@ -20,6 +20,7 @@ CALL = {"tool": "word_count", "args": {"text": "a b c"}}
 
 
 def test_a_plugin_tool_is_offered_and_sent_to_the_executor() -> None:
+    """A plugin tool in the spec is offered to the model; its call goes to the executor as is."""
     h = Harness(llm=tool_llm([CALL], cost=0.0))
     h.specs[AGENT] = replace(AGENT_SPECS[AGENT], plugin_tools=(WORD_COUNT,))
     h.submit(AGENT)
@@ -30,6 +31,7 @@ def test_a_plugin_tool_is_offered_and_sent_to_the_executor() -> None:
 
 
 def test_without_the_plugin_the_call_is_an_unknown_tool_error() -> None:
+    """Without the plugin, a call to its tool is an "unknown tool" error and the run completes."""
     h = Harness(llm=tool_llm([CALL], cost=0.0))
     _, agent_id = h.submit(AGENT)
     h.run()

@@ -28,6 +28,7 @@ def states_of_a_run() -> list[AgentState]:
 
 
 def test_encoded_state_is_the_model_json_and_round_trips() -> None:
+    """Every state of a run encodes to the model's own JSON and decodes back to the same state."""
     encode = ThreadEncoder()
     for state in states_of_a_run():
         data = encode(state)
@@ -37,8 +38,8 @@ def test_encoded_state_is_the_model_json_and_round_trips() -> None:
 
 
 def test_each_item_is_serialised_once_across_a_run() -> None:
-    """Encoding every state of a run serialises each thread item once: a write encodes only
-    the items appended since the agent's previous write."""
+    """Encoding every state of a run serialises each thread item exactly once."""
+    # A write encodes only the items appended since the agent's previous write.
     encode = ThreadEncoder()
     calls: list[object] = []
     inner = encode._items.fn
@@ -63,9 +64,8 @@ def _less_defaults(short: object, full: object) -> bool:
 
 
 def test_llm_requests_encode_to_the_model_json_and_round_trip() -> None:
-    """An LLM request's wire JSON (conversation and tool schemas reused from the agent's
-    previous requests) is the model's own document, less the messages' default fields, and
-    decodes back to the same message."""
+    """An LLM request's wire JSON is the model's document less message defaults, and round-trips."""
+    # The conversation and tool schemas are reused from the agent's previous requests.
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
     h.submit("backend_developer", budget_usd=10.0)
     h.run()

@@ -164,8 +164,8 @@ async def test_write_through_outside_symlink_is_refused(ctx: ToolContext, tmp_pa
 async def test_a_workspace_swapped_for_a_link_after_use_is_not_followed(
     ctx: ToolContext, tmp_path: Path
 ) -> None:
-    """Unsandboxed code that replaces its workspace with a link to another task's workspace
-    (or to /) after the first call cannot make later calls write there."""
+    """A workspace swapped for a link (to another task's workspace or /) is not written through."""
+    # Unsandboxed code makes the swap after the first call; later calls must not follow it.
     await write(ctx, "a.txt", "mine")
     other = tmp_path / "other_task"
     other.mkdir()
@@ -501,8 +501,9 @@ async def test_api_call_needs_an_http_url(ctx: ToolContext) -> None:
 def test_process_limit_is_on_top_of_the_users_own_processes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """RLIMIT_NPROC counts all of a uid's processes: when code runs as the executor's own
-    non-root user, that user's running processes are added to the limit; a task uid is not."""
+    """Code run as the executor's own user gets that user's processes added to the process limit."""
+    # RLIMIT_NPROC counts all of a uid's processes, so the user's running ones are added; a
+    # task uid gets nothing added.
     from agentops.tools import sandbox as sandbox_module
 
     monkeypatch.setattr(sandbox_module.os, "geteuid", lambda: 1000)

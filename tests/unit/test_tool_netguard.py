@@ -143,8 +143,8 @@ async def test_allow_listed_server_is_reached(tmp_path: Path, server: tuple[str,
 async def test_redirects_to_refused_places_are_refused(
     tmp_path: Path, server: tuple[str, int], name: str
 ) -> None:
-    """A redirect from an allowed server to metadata, another loopback port or a numeric
-    spelling of loopback is checked like the first request, and refused."""
+    """A redirect to metadata, another loopback port or numeric loopback is checked and refused."""
+    # The redirect comes from an allowed server; its target is checked like the first request.
     host, port = server
     err = await refused(
         ctx_allowing(tmp_path, f"{host}:{port}"), f"http://{host}:{port}/hop/{name}"
