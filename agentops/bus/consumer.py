@@ -17,6 +17,9 @@ Rules:
   handler finishes and acks first.
 - A handler sees the decoded message, its delivery count and, on a lane, whether this
   process also got the lane's previous delivery (`Delivery.sole`); it must be idempotent.
+- A watchdog subscribes again when the consumer has work, nothing out and has delivered
+  nothing for two looks in a row: JetStream can leave a push consumer stuck so after a
+  server restart (`Consumer._watch`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ log = structlog.get_logger(__name__)
 MAX_BUG_RETRIES = 5
 ACK_WAIT_S = 10.0  # handlers are short; held messages get in_progress() while they wait
 HEARTBEAT_S = ACK_WAIT_S / 3
+STALL_CHECK_S = 5.0  # how often a consumer with work and nothing out is looked at (`_watch`)
 PULL_TO_PUSH = 10012  # JetStream: "can not update pull consumer to push based"
 
 
@@ -82,6 +86,19 @@ async def _settle(reply: Awaitable[None]) -> None:
         await reply
     except Exception as exc:
         log.warning("message.settle_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def stall_check(
+    seen: int | None, pending: int, ack_pending: int, delivered: int | None
+) -> tuple[int | None, bool]:
+    """One look at a consumer: (what to remember, whether it is stalled). Stalled: messages
+    pending, none out for an ack, and the last delivery the same as at the previous look
+    (`seen`, the stream sequence remembered then)."""
+    if not pending or ack_pending or delivered is None:
+        return None, False
+    if seen != delivered:
+        return delivered, False
+    return None, True
 
 
 def backoff_s(num_delivered: int) -> float:
@@ -171,6 +188,8 @@ class Consumer:
         # id(message) -> (message, when it was last reported in progress)
         self._held: dict[int, tuple[Msg, float]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.kicks = 0  # stalls found and kicked (`_watch`)
         self._last_sequence = -1  # consumer sequence of this process's latest delivery
         self.handled = 0
 
@@ -183,15 +202,21 @@ class Consumer:
             self.max_ack_pending,
             self.deliver_subject,
         )
-        self._sub = await self.nc.subscribe(
-            self.deliver_subject, queue=self.durable, cb=self._on_message
-        )
+        self._sub = await self._subscribe()
         self._heartbeat = asyncio.create_task(
             self._heartbeats(), name=f"consumer:{self.durable}:heartbeat"
+        )
+        self._watchdog = asyncio.create_task(self._watch(), name=f"consumer:{self.durable}:watch")
+
+    async def _subscribe(self) -> Subscription:
+        return await self.nc.subscribe(
+            self.deliver_subject, queue=self.durable, cb=self._on_message
         )
 
     async def stop(self) -> None:
         """Stop receiving; messages not started are nak'ed, a running handler finishes first."""
+        if self._watchdog is not None:  # first: it may subscribe again
+            self._watchdog.cancel()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -247,6 +272,47 @@ class Consumer:
                     self._held[key] = (msg, now)
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
+
+    async def _watch(self) -> None:
+        """Kick the consumer when JetStream stops pushing it messages it has.
+
+        After nats-server restarts, a push consumer can keep messages pending, none unacked,
+        its subscriber in place, and never send them (nats-server 2.15, about one restart in
+        three with tasks in flight; a config update does not wake it): its lanes would wait
+        forever. Seen so twice `STALL_CHECK_S` apart with the same last delivery, and nothing
+        held here, the subscription is made again: interest drops and comes back, and
+        JetStream delivers. (With replicas of a process the interest never drops; restarting
+        a replica clears such a stall.)
+        """
+        seen: int | None = None
+        unsubscribed = False
+        while True:
+            await asyncio.sleep(STALL_CHECK_S)
+            try:
+                if unsubscribed:  # the last kick could not subscribe again
+                    self._sub, unsubscribed = await self._subscribe(), False
+                if self._held or self._sub is None:
+                    seen = None
+                    continue
+                info = await self.js.consumer_info(self.stream, self.durable)
+                delivered = info.delivered.stream_seq if info.delivered else None
+                seen, stalled = stall_check(
+                    seen, info.num_pending or 0, info.num_ack_pending or 0, delivered
+                )
+                if not stalled:
+                    continue
+                self.kicks += 1
+                log.warning(
+                    "consumer.stalled", consumer=self.durable, pending=info.num_pending,
+                    delivered=delivered,
+                )  # fmt: skip
+                unsubscribed = True
+                with contextlib.suppress(Exception):
+                    await self._sub.unsubscribe()
+                self._sub, unsubscribed = await self._subscribe(), False
+            except Exception as exc:  # NATS away: the next round looks again
+                log.warning("consumer.watch_failed", consumer=self.durable, error=str(exc))
+                seen = None
 
     async def _handle(self, msg: Msg, num: int, sole: bool) -> None:
         started = time.perf_counter()

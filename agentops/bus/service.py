@@ -107,6 +107,7 @@ class Runtime:
             "uptime_s": round(time.time() - self.started_at, 3),
             "consumers": len(self.consumers),
             "handled": sum(c.handled for c in self.consumers),
+            "stalls_kicked": sum(c.kicks for c in self.consumers),
         }
         if self.status_extra is not None:
             info.update(self.status_extra())
