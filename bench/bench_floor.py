@@ -10,7 +10,9 @@ one nats-server (file storage, as `agentops up`):
 - executor: a KV create (the claim), one acked publish (the result), the ack.
 It prints the p50 of this step and of a raw work hop (publish → fetch(1) → ack) on the same
 server, so the ratio says how much of the `bench_steps.py` target (step <= 10x the hop) the
-durable message flow alone uses up before any decoding, reducing or encoding.
+durable message flow alone uses up before any decoding, reducing or encoding. It also prints
+one hand-over alone (a step has four): a work message published by one process until a push
+consumer in another process has it, timed on the machine's monotonic clock.
 
 Usage: python bench/bench_floor.py [--steps 400] [--payload 8000]
 """
@@ -39,7 +41,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from agentops.natsserver import NatsServer
 
-ROLES = ("gateway", "executor", "agent")
+ROLES = ("gateway", "executor", "agent", "receiver")
+HANDOVERS = 500
 
 
 async def push_consumer(
@@ -70,6 +73,8 @@ async def role(name: str, url: str, steps: int, payload: bytes, out: Path) -> st
 
     async def agent(msg: Msg) -> None:
         nonlocal count, revision
+        if done.is_set():  # the run is over: the chain stops here
+            return
         count += 1
         if revision:
             revision = await kv.update("agent", payload, last=revision)
@@ -103,7 +108,16 @@ async def role(name: str, url: str, steps: int, payload: bytes, out: Path) -> st
         await js.publish("floor.result", payload, headers={"Nats-Msg-Id": f"x{count}"})
         await msg.ack()
 
-    if name == "agent":
+    async def receiver(msg: Msg) -> None:
+        received = time.perf_counter()
+        await msg.ack()
+        await nc.publish("floor_seen", json.dumps(received).encode())
+
+    if name == "receiver":
+        await push_consumer(nc, "receiver", "floor.handover", receiver)
+        await asyncio.to_thread(out.write_text, "ready")
+        await asyncio.Event().wait()
+    elif name == "agent":
         await push_consumer(nc, "agent-results", "floor.result", agent)
         await push_consumer(nc, "agent-answers", "floor.answer", agent)
         await js.publish("floor.llm", payload)
@@ -147,6 +161,22 @@ async def declare_and_hop(url: str, hops: int) -> list[float]:
     return out
 
 
+async def handovers(url: str, n: int) -> list[float]:
+    """Publish a small work message, one at a time; ms until the receiver process has it."""
+    nc = await nats.connect(url, name="floor-sender")
+    js = nc.jetstream()
+    seen = await nc.subscribe("floor_seen")
+    out: list[float] = []
+    for i in range(n + 50):
+        sent = time.perf_counter()
+        await js.publish("floor.handover", b'{"n": %d}' % i)
+        received = json.loads((await seen.next_msg(timeout=5)).data)
+        if i >= 50:
+            out.append((received - sent) * 1000)
+    await nc.close()
+    return out
+
+
 def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists() or not path.read_text():
@@ -182,6 +212,7 @@ def main() -> None:
                 procs.append(subprocess.Popen(cmd))
                 wait_for(out, procs[-1], 30 if name != "agent" else 600)
             gaps = json.loads((Path(tmp) / "agent.out").read_text())
+            handed = uvloop.run(handovers(server.url, HANDOVERS))
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -193,6 +224,11 @@ def main() -> None:
     print(
         f"floor step (NATS operations of one agent step only, {args.payload}-byte payloads), "
         f"n={len(gaps)}: p50 {step50:.3f} ms = {step50 / hop50:.1f}x the hop"
+    )
+    hand50 = statistics.median(handed)
+    print(
+        f"one hand-over (publish → another process's push consumer has it), n={len(handed)}: "
+        f"p50 {hand50:.3f} ms; a step's four = {4 * hand50 / hop50:.1f}x the hop"
     )
 
 
