@@ -25,9 +25,10 @@ import httpx
 from agentops import __version__
 from agentops.config import load_settings, validate_sections
 from agentops.logging import configure_logging
+from agentops.processes import select_processes, service_entry
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
-from agentops.runtime import DEFAULT, Supervisor, select_processes, service_entry
+from agentops.runtime import DEFAULT, Supervisor
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

@@ -30,7 +30,7 @@ import re
 import signal
 import sys
 import sysconfig
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, TextIO
@@ -41,48 +41,14 @@ import structlog
 import agentops
 from agentops.config import Settings, mask_url
 from agentops.natsserver import NatsServer, die_with_parent, port_is_free
+from agentops.processes import NATS_SERVER, process_command
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
-SERVICE_MODULES: Final[Mapping[str, str]] = {
-    "edge": "agentops.services.edge",
-    "orchestrator": "agentops.services.orchestrator",
-    "tool-executor": "agentops.services.tool_executor",
-    "llm-gateway": "agentops.services.llm_gateway",
-}
-AGENT_MODULE: Final = "agentops.services.agent"
-NATS_SERVER: Final = "nats-server"  # its key in processes.json; no AgentOps process has it
 _RULE: Final = "-" * 64
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # process names become log file names
-
-
-def service_entry(process: str) -> tuple[str, list[str]]:
-    """The module that runs `process` and its arguments, e.g. `("agentops.services.agent",
-    ["--agent-type", "devops_engineer"])`."""
-    if process not in subjects.all_processes():
-        known = ", ".join(subjects.all_processes())
-        raise ConfigError(f"unknown process {process!r}; known processes: {known}")
-    if process in SERVICE_MODULES:
-        return SERVICE_MODULES[process], []
-    return AGENT_MODULE, ["--agent-type", process.removeprefix("agent-")]
-
-
-def process_command(process: str) -> list[str]:
-    """The command line that runs one AgentOps process with this interpreter."""
-    module, args = service_entry(process)
-    return [sys.executable, "-m", module, *args]
-
-
-def select_processes(without: Iterable[str] = ()) -> dict[str, list[str]]:
-    """The command line of every AgentOps process except those in `without`."""
-    skipped = set(without)
-    for process in skipped:
-        service_entry(process)  # ConfigError naming the known processes
-    if skipped >= set(subjects.all_processes()):
-        raise ConfigError("--without leaves no process to start")
-    return {p: process_command(p) for p in subjects.all_processes() if p not in skipped}
 
 
 @dataclass(frozen=True)

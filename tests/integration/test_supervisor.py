@@ -21,8 +21,9 @@ import pytest
 
 from agentops.config import load_settings
 from agentops.natsserver import free_port
+from agentops.processes import NATS_SERVER, process_command
 from agentops.protocol.errors import ConfigError
-from agentops.runtime import NATS_SERVER, RestartPolicy, Supervisor, process_command
+from agentops.runtime import RestartPolicy, Supervisor
 from tests.helpers import eventually, eventually_sync
 
 pytestmark = pytest.mark.integration

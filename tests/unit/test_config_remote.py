@@ -6,9 +6,9 @@ import pytest
 
 from agentops import cli
 from agentops.config import load_settings, mask_url
+from agentops.processes import select_processes
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ConfigError
-from agentops.runtime import select_processes
 
 
 @pytest.mark.parametrize(
