@@ -1,7 +1,10 @@
 """The LLM gateway process: turns canonical LLM requests into provider calls.
 
 Answers go to the requesting agent's mailbox with the request id + ".result" as message id,
-so a redelivered request that is answered twice still reaches the agent once. Routing, limits,
+so a redelivered request that is answered twice still reaches the agent once. A request
+redelivered to the process that already has its answer (the answer could not be published,
+say NATS was restarting, or its ack was lost) is answered from memory: the provider is not
+called, and billed, twice. The last `ANSWERS_KEPT` answers are kept. Routing, limits,
 retries and accounting live in `agentops.llm.gateway.LLMGateway`; this module only wires it
 to the bus and publishes streamed text as coalesced `llm.delta` events.
 """
@@ -9,6 +12,7 @@ to the bus and publishes streamed text as coalesced `llm.delta` events.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 import structlog
@@ -28,6 +32,7 @@ log = structlog.get_logger(__name__)
 PROCESS = "llm-gateway"
 CONCURRENCY = 64
 DELTA_INTERVAL_S = 0.05  # at most one llm.delta event per request per 50 ms
+ANSWERS_KEPT = 1024
 
 
 class DeltaPublisher:
@@ -70,12 +75,19 @@ async def setup(rt: Runtime) -> None:
     llm = load_llm(rt.settings)
     gateway = LLMGateway(llm)
     rt.on_shutdown.append(gateway.aclose)
-    calls = {"ok": 0, "failed": 0}
+    calls = {"ok": 0, "failed": 0, "answered_again": 0}
     conversations = ConversationDecoder()  # an agent's conversation is parsed once
+    answers: OrderedDict[str, LLMCompleted] = OrderedDict()  # request id -> its answer
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, LLMRequested):
             raise PermanentError(f"{msg.type} is not an LLM request")
+        known = answers.get(msg.id)
+        if known is not None:  # a redelivery: the provider already answered this request
+            calls["answered_again"] += 1
+            structlog.contextvars.bind_contextvars(llm_outcome="answered_again")
+            await send(msg, known)
+            return
         started = time.perf_counter()
         reply: LLMCompleted | LLMFailed
         common = {"step": msg.step, "attempt": msg.attempt}
@@ -97,6 +109,10 @@ async def setup(rt: Runtime) -> None:
             reply = LLMFailed(**msg.reply_header(PROCESS, datetime.now(UTC)), **common, error=info)
             calls["failed"] += 1
         await deltas.flush()
+        if isinstance(reply, LLMCompleted):  # before sending: the send may fail and come back
+            answers[msg.id] = reply
+            if len(answers) > ANSWERS_KEPT:
+                answers.popitem(last=False)
         await send(msg, reply)
         # Facts for the consumer's one canonical log line of this message.
         structlog.contextvars.bind_contextvars(

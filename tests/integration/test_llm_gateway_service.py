@@ -143,3 +143,23 @@ async def test_a_growing_conversation_reaches_the_provider_whole(
     assert status["conversation_messages_reused"] == 1
     sent = [[m["content"] for m in r.body["messages"]] for r in server.requests]
     assert sent == [["Write hello.py"], ["Write hello.py", "Which framework?", "Flask, please"]]
+
+
+async def test_a_redelivered_request_is_answered_again_without_calling_the_provider(
+    nc: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same request delivered twice costs one provider call; both answers are the same."""
+    async with FakeServer(lambda _: Reply(body=shapes.openai_reply("once"))) as server:
+        rt, replies, _ = await start_gateway(nc, tmp_path, monkeypatch, server.url, False)
+        msg = requested(5)
+        await publish(rt.js, s.llm_requests(), msg, msg.id)
+        await until(lambda: len(replies) == 1, what="the answer")
+        # Stored again under another message id: the gateway is handed the request again, as
+        # when its answer could not be published and the request came back.
+        await publish(rt.js, s.llm_requests(), msg, f"{msg.id}.again")
+        await until(lambda: len(replies) == 2, what="the second answer")
+        status = rt.status()
+        await stop(rt)
+    assert len(server.requests) == 1
+    assert replies[0] == replies[1] and replies[0]["result"]["text"] == "once"
+    assert status["llm_calls"] == {"ok": 1, "failed": 0, "answered_again": 1}
