@@ -17,9 +17,9 @@ Rules:
   handler finishes and acks first.
 - A handler sees the decoded message, its delivery count and, on a lane, whether this
   process also got the lane's previous delivery (`Delivery.sole`); it must be idempotent.
-- A watchdog subscribes again when the consumer has work, nothing out and has delivered
-  nothing for two looks in a row: JetStream can leave a push consumer stuck so after a
-  server restart (`Consumer._watch`).
+- A watchdog kicks the consumer when it has work, nothing out and has delivered nothing for
+  two looks in a row (JetStream can leave a push consumer stuck so after a server restart):
+  every replica unsubscribes for a moment and subscribes again (`Consumer._watch`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ MAX_BUG_RETRIES = 5
 ACK_WAIT_S = 10.0  # handlers are short; held messages get in_progress() while they wait
 HEARTBEAT_S = ACK_WAIT_S / 3
 STALL_CHECK_S = 5.0  # how often a consumer with work and nothing out is looked at (`_watch`)
+KICK_PAUSE_S = 0.25  # how long every replica stays unsubscribed when a stall is kicked
 PULL_TO_PUSH = 10012  # JetStream: "can not update pull consumer to push based"
 
 
@@ -189,7 +190,10 @@ class Consumer:
         self._held: dict[int, tuple[Msg, float]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self.kicks = 0  # stalls found and kicked (`_watch`)
+        self._kicks: Subscription | None = None
+        self._kicking = False
+        self._stopping = False
+        self.kicks = 0  # stalls this process found (`_watch`)
         self._last_sequence = -1  # consumer sequence of this process's latest delivery
         self.handled = 0
 
@@ -202,6 +206,7 @@ class Consumer:
             self.max_ack_pending,
             self.deliver_subject,
         )
+        self._kicks = await self.nc.subscribe(s.kick_subject(self.deliver_subject), cb=self._kick)
         self._sub = await self._subscribe()
         self._heartbeat = asyncio.create_task(
             self._heartbeats(), name=f"consumer:{self.durable}:heartbeat"
@@ -215,8 +220,12 @@ class Consumer:
 
     async def stop(self) -> None:
         """Stop receiving; messages not started are nak'ed, a running handler finishes first."""
-        if self._watchdog is not None:  # first: it may subscribe again
+        self._stopping = True  # first: a kick or the watchdog would subscribe again
+        if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._kicks is not None:
+            with contextlib.suppress(Exception):
+                await self._kicks.unsubscribe()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -277,42 +286,64 @@ class Consumer:
         """Kick the consumer when JetStream stops pushing it messages it has.
 
         After nats-server restarts, a push consumer can keep messages pending, none unacked,
-        its subscriber in place, and never send them (nats-server 2.15, about one restart in
-        three with tasks in flight; a config update does not wake it): its lanes would wait
-        forever. Seen so twice `STALL_CHECK_S` apart with the same last delivery, and nothing
-        held here, the subscription is made again: interest drops and comes back, and
-        JetStream delivers. (With replicas of a process the interest never drops; restarting
-        a replica clears such a stall.)
+        its subscribers in place, and never send them (nats-server 2.15, about one restart in
+        three with tasks in flight; a config update or a new message does not wake it): its
+        lanes would wait forever. What wakes it is its deliver subject losing all interest and
+        getting it back. So a consumer seen so twice `STALL_CHECK_S` apart, with the same
+        last delivery and nothing held here, is kicked: every replica (this process too) is
+        told on the kick subject to unsubscribe for `KICK_PAUSE_S` and subscribe again.
         """
         seen: int | None = None
-        unsubscribed = False
         while True:
             await asyncio.sleep(STALL_CHECK_S)
+            if self._held or self._kicking:
+                seen = None
+                continue
             try:
-                if unsubscribed:  # the last kick could not subscribe again
-                    self._sub, unsubscribed = await self._subscribe(), False
-                if self._held or self._sub is None:
-                    seen = None
+                if self._sub is None:  # a kick could not subscribe again
+                    await self._resubscribe()
                     continue
                 info = await self.js.consumer_info(self.stream, self.durable)
                 delivered = info.delivered.stream_seq if info.delivered else None
                 seen, stalled = stall_check(
                     seen, info.num_pending or 0, info.num_ack_pending or 0, delivered
                 )
-                if not stalled:
-                    continue
-                self.kicks += 1
-                log.warning(
-                    "consumer.stalled", consumer=self.durable, pending=info.num_pending,
-                    delivered=delivered,
-                )  # fmt: skip
-                unsubscribed = True
-                with contextlib.suppress(Exception):
-                    await self._sub.unsubscribe()
-                self._sub, unsubscribed = await self._subscribe(), False
+                if stalled:
+                    self.kicks += 1
+                    log.warning(
+                        "consumer.stalled", consumer=self.durable, pending=info.num_pending,
+                        delivered=delivered,
+                    )  # fmt: skip
+                    await self.nc.publish(s.kick_subject(self.deliver_subject))
             except Exception as exc:  # NATS away: the next round looks again
                 log.warning("consumer.watch_failed", consumer=self.durable, error=str(exc))
                 seen = None
+
+    async def _kick(self, _: Msg) -> None:
+        """Unsubscribe, wait while the other replicas do too, subscribe again."""
+        if self._held or self._kicking or self._stopping:  # busy here: this lane moves
+            return
+        self._kicking = True
+        try:
+            sub, self._sub = self._sub, None
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            await asyncio.sleep(KICK_PAUSE_S)
+            await self._resubscribe()
+        except Exception as exc:  # the watchdog subscribes on its next round
+            log.warning("consumer.resubscribe_failed", consumer=self.durable, error=str(exc))
+        finally:
+            self._kicking = False
+
+    async def _resubscribe(self) -> None:
+        if self._stopping:
+            return
+        sub = await self._subscribe()
+        if self._stopping:  # stopped meanwhile: it must not receive anything
+            await sub.unsubscribe()
+            return
+        self._sub = sub
 
     async def _handle(self, msg: Msg, num: int, sole: bool) -> None:
         started = time.perf_counter()

@@ -197,6 +197,12 @@ def deliver_subject(process: str, consumer: str) -> str:
     return f"{inbox_prefix(process)}.deliver.{_token(consumer, 'consumer')}"
 
 
+def kick_subject(deliver: str) -> str:
+    """Where a consumer's stall watchdog tells every replica to subscribe again (core NATS,
+    under the same inbox prefix as the deliver subject, so the same permissions cover it)."""
+    return f"{deliver}.kick"
+
+
 def service_name(process: str) -> str:
     """Micro service names allow [A-Za-z0-9_-]; the connection name already fits."""
     return connection_name(process)

@@ -19,7 +19,7 @@ from agentops.protocol import subjects as s
 from agentops.protocol.errors import RetryableError
 from agentops.protocol.messages import PauseAgent, WorkMessage
 from agentops.store.kv import Conflict, DocumentStore, task_records
-from tests.helpers import until
+from tests.helpers import eventually, until
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +107,45 @@ async def test_a_lane_delivery_is_sole_only_when_no_other_replica_got_one_in_bet
         assert not sole or before == replica, order
     await first.stop()
     await second.stop()
+
+
+async def test_a_kick_drops_every_replicas_interest_at_once_and_the_lane_moves_on(
+    nc: Client,
+) -> None:
+    """A stall kick unsubscribes all replicas together, then they subscribe and deliver again."""
+    # JetStream wakes a stuck push consumer only when its deliver subject loses all interest.
+    js = nc.jetstream()
+    await ensure_jetstream(js)
+    agent_id = "agent_kick"
+    lane = s.lane_of(agent_id)
+    seen: list[str] = []
+
+    async def handler(msg: WorkMessage, d: Delivery) -> None:
+        seen.append(msg.id)
+
+    replicas = [await lane_consumer(nc, lane, handler) for _ in range(2)]
+    durable, deliver = replicas[0].durable, replicas[0].deliver_subject
+    before = [r._sub for r in replicas]
+
+    async def bound() -> bool:
+        return bool((await js.consumer_info(s.WORK_STREAM, durable)).push_bound)
+
+    async def unbound() -> bool:
+        return not await bound()
+
+    assert await bound()
+    await nc.publish(s.kick_subject(deliver))
+    await eventually(unbound, timeout=5, interval=0.01, what="no replica subscribed")
+    await eventually(bound, timeout=5, what="the replicas subscribed again")
+    assert all(
+        r._sub is not None and r._sub is not b for r, b in zip(replicas, before, strict=True)
+    )
+    m = pause(agent_id, 1)
+    await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
+    await until(lambda: seen == [m.id], what="the lane delivers after the kick")
+    for r in replicas:
+        await r.stop()
+    assert all(r._sub is None or r._sub._closed for r in replicas)
 
 
 async def test_duplicate_publish_is_dropped_by_message_id(nc: Client) -> None:
