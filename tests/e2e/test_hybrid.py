@@ -222,6 +222,25 @@ async def test_gateway_user_on_the_leaf_cannot_touch_tasks_state_or_replies(hybr
     assert (await run_task(hybrid.system))["status"] == "completed"
 
 
+async def test_gateway_user_may_read_its_own_consumer_for_the_stall_watchdog_only(
+    hybrid: Hybrid,
+) -> None:
+    """As `gateway` on the leaf: its own consumer's info answers, another consumer's is denied."""
+    nc, errors = await collect_errors(hybrid.leaf.url("gateway", GATEWAY_PASSWORD))
+    try:
+        js = nc.jetstream(domain="hub", timeout=2)
+        info = await js.consumer_info(s.WORK_STREAM, s.LLM_GATEWAY_CONSUMER)
+        assert info.name == s.LLM_GATEWAY_CONSUMER
+        with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
+            await js.consumer_info(s.WORK_STREAM, s.TOOL_EXECUTOR_CONSUMER)
+        await until(
+            lambda: "permissions violation for publish" in "\n".join(errors).lower(),
+            timeout=10, what="the other consumer's info denied",
+        )  # fmt: skip
+    finally:
+        await nc.close()
+
+
 async def test_hub_enforces_the_permissions_even_when_the_leaf_is_opened(hybrid: Hybrid) -> None:
     """A leaf stripped of its local checks still cannot reach denied subjects through the hub."""
     leaf = start_leaf(hybrid.root, "open-leaf", hybrid.hub_leaf_port, open_locally=True)
