@@ -190,7 +190,7 @@ class Consumer:
         self._held: dict[int, tuple[Msg, float]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._kicks: Subscription | None = None
+        self._kick_sub: Subscription | None = None
         self._kicking = False
         self._stopping = False
         self.kicks = 0  # stalls this process found (`_watch`)
@@ -206,7 +206,9 @@ class Consumer:
             self.max_ack_pending,
             self.deliver_subject,
         )
-        self._kicks = await self.nc.subscribe(s.kick_subject(self.deliver_subject), cb=self._kick)
+        self._kick_sub = await self.nc.subscribe(
+            s.kick_subject(self.deliver_subject), cb=self._kick
+        )
         self._sub = await self._subscribe()
         self._heartbeat = asyncio.create_task(
             self._heartbeats(), name=f"consumer:{self.durable}:heartbeat"
@@ -223,9 +225,9 @@ class Consumer:
         self._stopping = True  # first: a kick or the watchdog would subscribe again
         if self._watchdog is not None:
             self._watchdog.cancel()
-        if self._kicks is not None:
+        if self._kick_sub is not None:
             with contextlib.suppress(Exception):
-                await self._kicks.unsubscribe()
+                await self._kick_sub.unsubscribe()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

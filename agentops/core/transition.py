@@ -81,7 +81,6 @@ class Transition:
         self.msg_id = msg_id
         self.now = now
         self.effects: list[Effect] = []
-        self._emitted = state.events_emitted
 
     @property
     def state(self) -> AgentState:
@@ -99,8 +98,7 @@ class Transition:
         self.update(thread=(*thread, item))
 
     def emit(self, type_: EventType, data: dict[str, Any]) -> None:
-        n = self._emitted
-        self._emitted = n + 1
+        n = self._changes.get("events_emitted", self._state.events_emitted)
         self.update(events_emitted=n + 1)
         st = self._state  # ids only: the agent and task never change within a transition
         event = Event(

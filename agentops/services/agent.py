@@ -26,7 +26,7 @@ from agentops.bus.publisher import WrongLastSequence
 from agentops.bus.service import Runtime, run_process
 from agentops.config import Settings, load_llm
 from agentops.core import agent
-from agentops.core.effects import Emit
+from agentops.core.effects import Decision, Emit
 from agentops.core.state import AgentState
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import PermanentError
@@ -90,6 +90,25 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         state, revision = await store.load(agent_id)
         await transition(agent_id, msg, state, revision, cached=False, current=False)
 
+    async def save_with_effects(
+        agent_id: str, decision: Decision[AgentState], revision: int
+    ) -> int:
+        """The state's compare-and-swap write and the effects in one batch; the new revision.
+        Work first: JetStream stores and delivers it to the next process while it takes the
+        state and the events after it."""
+        assert decision.state is not None
+        work = tuple(e for e in decision.effects if not isinstance(e, Emit))
+        events = tuple(e for e in decision.effects if isinstance(e, Emit))
+        items = [
+            *effect_items(work),
+            store.cas_item(agent_id, decision.state, revision),
+            *effect_items(events),
+        ]
+        try:
+            return (await rt.publisher.publish_many(items))[len(work)]
+        except WrongLastSequence as exc:
+            raise store.conflict(agent_id, revision, exc) from exc
+
     async def transition(
         agent_id: str,
         msg: AgentInbound,
@@ -118,19 +137,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         if decision.state is not None:
             try:
                 if current:
-                    # Work first: JetStream stores and delivers it to the next process
-                    # while it takes the state and the events after it.
-                    work = tuple(e for e in decision.effects if not isinstance(e, Emit))
-                    events = tuple(e for e in decision.effects if isinstance(e, Emit))
-                    items = [
-                        *effect_items(work),
-                        store.cas_item(agent_id, decision.state, revision),
-                        *effect_items(events),
-                    ]
-                    try:
-                        revision = (await rt.publisher.publish_many(items))[len(work)]
-                    except WrongLastSequence as exc:
-                        raise store.conflict(agent_id, revision, exc) from exc
+                    revision = await save_with_effects(agent_id, decision, revision)
                     published = True
                 else:
                     revision = await store.save(agent_id, decision.state, revision)

@@ -137,7 +137,7 @@ def _inside(path: str, base: str) -> bool:
 
 def relative_name(root: Path, path: Path, base: str | None = None) -> str:
     """How a resolved path is shown back to the model: relative, POSIX, never a host path."""
-    base = base or os.path.realpath(root)
+    base = base or real_root(root)
     text = os.fspath(path)
     if text.startswith(f"{base}/") and "/.." not in text:  # as resolve_in_workspace gives it
         return text[len(base) + 1 :]
@@ -145,9 +145,7 @@ def relative_name(root: Path, path: Path, base: str | None = None) -> str:
     return "." if rel == "." else PurePosixPath(rel).as_posix()
 
 
-def open_in_workspace(
-    root: Path, path: Path, shown: str, *, write: bool, base: str | None = None
-) -> int:
+def open_in_workspace(root: Path, path: Path, shown: str, *, write: bool, base: str) -> int:
     """An fd for the regular file `path` (resolved by `resolve_in_workspace`), or a ToolError.
 
     For writing, the file is created if missing and left untruncated (the caller decides).
@@ -178,7 +176,7 @@ def open_in_workspace(
                 code="path_outside_workspace",
             )
         real = os.readlink(f"/proc/self/fd/{fd}")
-        if not _inside(real, base or os.path.realpath(root)):
+        if not _inside(real, base):
             raise ToolError(
                 f"path {shown!r} resolves outside the workspace; {_HINT}",
                 code="path_outside_workspace",
