@@ -9,10 +9,11 @@ one nats-server (file storage, as `agentops up`):
 - gateway: one acked publish (the answer), the ack;
 - executor: a KV create (the claim), one acked publish (the result), the ack.
 It prints the p50 of this step and of a raw work hop (publish → fetch(1) → ack) on the same
-server, so the ratio says how much of the `bench_steps.py` target (step <= 10x the hop) the
-durable message flow alone uses up before any decoding, reducing or encoding. It also prints
-one hand-over alone (a step has four): a work message published by one process until a push
-consumer in another process has it, timed on the machine's monotonic clock.
+server, back to back and one at a time (as in `bench_steps.py`), so the ratios say how much
+of the `bench_steps.py` target (step <= 10x the hop) the durable message flow alone uses up
+before any decoding, reducing or encoding. It also prints one hand-over alone (a step has
+four): a work message published by one process until a push consumer in another process
+has it, timed on the machine's monotonic clock.
 
 Usage: python bench/bench_floor.py [--steps 400] [--payload 8000]
 """
@@ -43,6 +44,7 @@ from agentops.natsserver import NatsServer
 
 ROLES = ("gateway", "executor", "agent", "receiver")
 HANDOVERS = 500
+PACED_HOPS = 300  # hops one at a time (each after --hop-gap-ms idle)
 
 
 async def push_consumer(
@@ -133,7 +135,8 @@ async def role(name: str, url: str, steps: int, payload: bytes, out: Path) -> st
     return ""
 
 
-async def declare_and_hop(url: str, hops: int) -> list[float]:
+async def declare_and_hop(url: str, hops: int, gap_s: float) -> tuple[list[float], list[float]]:
+    """Declare the streams; time raw hops back to back, then one at a time `gap_s` apart."""
     nc = await nats.connect(url, name="floor-setup")
     js = nc.jetstream()
     work = StreamConfig(
@@ -149,16 +152,19 @@ async def declare_and_hop(url: str, hops: int) -> list[float]:
         "FLOOR_HOP", ConsumerConfig(durable_name="hop", ack_policy=AckPolicy.EXPLICIT)
     )
     sub = await js.pull_subscribe_bind("hop", "FLOOR_HOP")
-    out: list[float] = []
-    for i in range(hops + 50):
-        started = time.perf_counter()
-        await js.publish("hop", b'{"n": %d}' % i)
-        (msg,) = await sub.fetch(1, timeout=5)
-        await msg.ack()
-        if i >= 50:
-            out.append((time.perf_counter() - started) * 1000)
+    timed: tuple[list[float], list[float]] = ([], [])
+    for out, n, gap in zip(timed, (hops, PACED_HOPS), (0.0, gap_s), strict=True):
+        for i in range(n + 50):
+            if gap:
+                await asyncio.sleep(gap)
+            started = time.perf_counter()
+            await js.publish("hop", b'{"n": %d}' % i)
+            (msg,) = await sub.fetch(1, timeout=5)
+            await msg.ack()
+            if i >= 50:
+                out.append((time.perf_counter() - started) * 1000)
     await nc.close()
-    return out
+    return timed
 
 
 async def handovers(url: str, n: int) -> list[float]:
@@ -189,7 +195,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--payload", type=int, default=8000, help="bytes of state and work")
-    parser.add_argument("--hops", type=int, default=2000)
+    parser.add_argument("--hops", type=int, default=2000, help="hops back to back")
+    parser.add_argument(
+        "--hop-gap-ms", type=float, default=3.0, help="idle before each of the paced hops"
+    )
     parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -203,7 +212,9 @@ def main() -> None:
         server = NatsServer(store_dir=Path(tmp) / "js").start()
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            hops = asyncio.run(declare_and_hop(server.url, args.hops))
+            hops, paced = asyncio.run(
+                declare_and_hop(server.url, args.hops, args.hop_gap_ms / 1000)
+            )
             for name in ROLES:
                 out = Path(tmp) / f"{name}.out"
                 cmd = [sys.executable, __file__, "--role", name, "--url", server.url,
@@ -220,15 +231,21 @@ def main() -> None:
                     proc.wait(10)
             server.stop()
     hop50, step50 = statistics.median(hops), statistics.median(gaps)
-    print(f"raw JetStream hop (publish→fetch→ack), n={len(hops)}: p50 {hop50:.3f} ms")
+    paced50 = statistics.median(paced)
+    print(f"raw JetStream hop (publish→fetch→ack), back to back, n={len(hops)}: p50 {hop50:.3f} ms")
+    print(
+        f"raw JetStream hop, one at a time {args.hop_gap_ms:g} ms apart, n={len(paced)}: "
+        f"p50 {paced50:.3f} ms"
+    )
     print(
         f"floor step (NATS operations of one agent step only, {args.payload}-byte payloads), "
-        f"n={len(gaps)}: p50 {step50:.3f} ms = {step50 / hop50:.1f}x the hop"
+        f"n={len(gaps)}: p50 {step50:.3f} ms = {step50 / hop50:.1f}x the back-to-back hop, "
+        f"{step50 / paced50:.1f}x the one-at-a-time hop"
     )
     hand50 = statistics.median(handed)
     print(
         f"one hand-over (publish → another process's push consumer has it), n={len(handed)}: "
-        f"p50 {hand50:.3f} ms; a step's four = {4 * hand50 / hop50:.1f}x the hop"
+        f"p50 {hand50:.3f} ms; a step's four = {4 * hand50 / hop50:.1f}x the back-to-back hop"
     )
 
 

@@ -2,10 +2,14 @@
 
 Runs the real thing: `agentops up` (embedded nats-server + every process) in a temporary data
 dir on free ports, then prints, in one run:
-1. p50/p99 of one raw JetStream work hop (publish → fetch(1) → ack) on that server;
+1. p50/p99 of one raw JetStream work hop (publish → fetch(1) → ack) on that server, measured
+   two ways: one hop at a time, `--hop-gap-ms` apart (default 3 ms, about one step: in a
+   step every hand-over reaches a process that has been idle that long), and back to back
+   (a busy loop in which neither the client nor the server ever idles);
 2. p50/p99 of one agent step (LLM call + tool call, mock LLM at zero delay) for one task,
-   measured between consecutive `agent.step` events; hops and single tasks are measured in
-   turns (`--rounds`), so the ratio compares figures taken in the same minutes;
+   measured between consecutive `agent.step` events, and its ratio to each hop; hops and
+   single tasks are measured in turns (`--rounds`), so the ratios compare figures taken in
+   the same minutes;
 3. completed agent steps per second with N concurrent tasks (submitted over HTTP, completion
    seen on the events stream).
 
@@ -52,7 +56,8 @@ def script(steps: int) -> dict[str, object]:
     return {"script": entries, "delay_ms": 0}
 
 
-async def raw_hop(url: str, n: int) -> list[float]:
+async def raw_hop(url: str, n: int, gap_s: float = 0.0) -> list[float]:
+    """`n` timed hops; with `gap_s`, the client idles that long before each one."""
     nc = await nats.connect(url, name="agentops-bench")
     js = nc.jetstream()
     await js.add_stream(
@@ -65,6 +70,8 @@ async def raw_hop(url: str, n: int) -> list[float]:
     sub = await js.pull_subscribe_bind("hop", "BENCH_HOP")
     out: list[float] = []
     for i in range(n + 50):
+        if gap_s:
+            await asyncio.sleep(gap_s)
         t0 = time.perf_counter()
         await js.publish("bench.hop", b'{"n": %d}' % i)
         msgs = await sub.fetch(1, timeout=5)
@@ -156,21 +163,25 @@ async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path
     nc = await nats.connect(nats_url, name="agentops-bench")
     js = nc.jetstream()
     watch = s.events_filter() if args.watch_all_events else s.task_lifecycle_filter()
-    hops: list[float] = []
+    hops: list[float] = []  # one at a time, from idle
+    busy_hops: list[float] = []  # back to back
     steps: list[float] = []
-    rounds: list[float] = []
+    rounds: list[tuple[float, float]] = []
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         warm = await submit(http, 3)
         await wait_done(js, {warm}, 60, watch)
-        # Hops and single-task steps measured in turns, so both figures of the ratio come
+        # Hops and single-task steps measured in turns, so the figures of each ratio come
         # from the same minutes on a machine whose speed drifts.
         for _ in range(args.rounds):
-            round_hops = await raw_hop(nats_url, args.hops // args.rounds)
+            round_hops = await raw_hop(nats_url, args.hops // args.rounds, args.hop_gap_ms / 1000)
+            round_busy = await raw_hop(nats_url, args.busy_hops // args.rounds)
             single = await submit(http, args.single_steps)
             await wait_done(js, {single}, 120, watch)
             round_steps = await step_times(js, single)
-            rounds.append(pct(round_steps, 50) / pct(round_hops, 50))
+            step50 = pct(round_steps, 50)
+            rounds.append((step50 / pct(round_hops, 50), step50 / pct(round_busy, 50)))
             hops += round_hops
+            busy_hops += round_busy
             steps += round_steps
 
         pids = json.loads((data_dir / "processes.json").read_text())
@@ -185,18 +196,24 @@ async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path
     completed = sum(1 for k, v in outcome.items() if k in ids and v == "task.completed")
     total_steps = completed * args.steps
 
-    hop50, step50 = pct(hops, 50), pct(steps, 50)
+    hop50, busy50, step50 = pct(hops, 50), pct(busy_hops, 50), pct(steps, 50)
     print(
-        f"raw JetStream hop (publish→fetch→ack), n={len(hops)}: "
-        f"p50 {hop50:.3f} ms  p99 {pct(hops, 99):.3f} ms"
+        f"raw JetStream hop (publish→fetch→ack), one at a time {args.hop_gap_ms:g} ms apart, "
+        f"n={len(hops)}: p50 {hop50:.3f} ms  p99 {pct(hops, 99):.3f} ms"
+    )
+    print(
+        f"raw JetStream hop, back to back, n={len(busy_hops)}: "
+        f"p50 {busy50:.3f} ms  p99 {pct(busy_hops, 99):.3f} ms"
     )
     print(
         f"agent step, single task (LLM + tool, mock 0 ms), n={len(steps)}: "
         f"p50 {step50:.3f} ms  p99 {pct(steps, 99):.3f} ms  mean {statistics.mean(steps):.3f} ms"
     )
     print(
-        f"step p50 / hop p50: {step50 / hop50:.1f}x (target <= 10x); by round: "
-        + ", ".join(f"{r:.1f}x" for r in rounds)
+        f"step p50 / hop p50: {step50 / hop50:.1f}x (target <= 10x), by round "
+        + ", ".join(f"{r:.1f}x" for r, _ in rounds)
+        + f"; against back-to-back hops {step50 / busy50:.1f}x, by round "
+        + ", ".join(f"{r:.1f}x" for _, r in rounds)
     )
     print(
         f"{args.tasks} concurrent tasks x {args.steps} steps: {completed} completed in "
@@ -225,7 +242,11 @@ def main() -> None:
         action="store_true",
         help="the observer receives every event live (as a WebSocket client watching all would)",
     )
-    parser.add_argument("--hops", type=int, default=2000)
+    parser.add_argument("--hops", type=int, default=600, help="hops one at a time, in all")
+    parser.add_argument(
+        "--hop-gap-ms", type=float, default=3.0, help="how long the client idles before each"
+    )
+    parser.add_argument("--busy-hops", type=int, default=2000, help="hops back to back, in all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="agentops-bench-") as tmp:
         port, nats_port = free_port(), free_port()
