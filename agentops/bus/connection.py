@@ -49,6 +49,10 @@ async def connect(url: str, process: str, **options: Any) -> Client:
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "connect_timeout": 5,
+        # A connection whose server stopped answering, or whose reader died, is found stale
+        # after three unanswered PINGs (~60 s) and reconnected (nats-py's default: ~6 min).
+        "ping_interval": 20,
+        "max_outstanding_pings": 3,
         "error_cb": on_error,
         "disconnected_cb": on_disconnect,
         "reconnected_cb": on_reconnect,

@@ -33,8 +33,10 @@ async def gather(nc: Client, subject: str, window_s: float) -> list[dict[str, An
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=collect)
     try:
+        # No nc.flush(): in nats-py 2.16 a flush that times out (a frozen server) leaves its
+        # PING's future queued, and the late PONG then kills the client's reader for good.
+        # The client writes the publish as soon as this coroutine sleeps.
         await nc.publish(subject, b"", reply=inbox)
-        await nc.flush()
         await asyncio.sleep(window_s)  # the gathering window itself, not a wait for a state
     finally:
         await sub.unsubscribe()

@@ -5,7 +5,8 @@ Rules:
   middleware turns it into its status and JSON body.
 - aiohttp's own `HTTPException`s (404 unknown route, 405 wrong method, 413 body over
   `client_max_size`) are translated here too, keeping their headers (e.g. `Allow`).
-- NATS/JetStream being away is 503 `unavailable` (retry later), not 500.
+- NATS/JetStream being away is 503 `unavailable`, not 500: retry later (a read), or check
+  first (a write: its publish may have gone out unconfirmed).
 - Anything else is a bug: it is logged with a traceback and answered 500 `internal` without
   leaking the exception text. No client input may reach that branch.
 """
@@ -120,6 +121,14 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return error_response(status, code, message, None, headers or None)
 
 
+# A write whose publish went out but was not confirmed may still take effect.
+UNCONFIRMED = (
+    "the message bus is unavailable or did not confirm in time, so this request may or may not "
+    "have taken effect; check before retrying (a POST /tasks retried with the same "
+    "Idempotency-Key header cannot create a second task)"
+)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -132,7 +141,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _from_http_exception(exc)
     except (nats.errors.Error, RetryableError) as exc:
         log.warning("edge.unavailable", path=request.path, error=repr(exc))
-        return error_response(503, "unavailable", "the message bus is unavailable, retry later")
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return error_response(503, "unavailable", "the message bus is unavailable, retry later")
+        return error_response(503, "unavailable", UNCONFIRMED)
     except Exception:
         log.exception("edge.internal_error", method=request.method, path=request.path)
         return error_response(500, "internal", "internal server error")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -764,15 +766,48 @@ async def test_nats_unavailable_is_503(make_edge: MakeEdge, nats_server: NatsSer
     await conn.close()
     resp = await edge.client.post("/tasks", json=TASK)
     assert resp.status == 503
-    assert_error(await resp.json(), "unavailable")
+    body = await resp.json()
+    assert_error(body, "unavailable")
+    assert "may or may not have taken effect" in body["error"]["message"]  # a write
+    assert "Idempotency-Key" in body["error"]["message"]
     got = await edge.client.get("/tasks/task_t1")
     assert got.status == 503
+    assert "retry later" in (await got.json())["error"]["message"]  # a read
     health = await edge.client.get("/health")
     assert health.status == 503
     assert (await health.json())["nats"]["connected"] is False
 
 
 # ---- health and metrics ----
+
+
+async def test_health_while_nats_server_is_frozen_leaves_the_connection_working(
+    make_edge: MakeEdge, nats_server: NatsServer
+) -> None:
+    """/health during a frozen nats-server answers degraded in time, and the edge's NATS
+    connection still works once the server runs again (no PING left behind to kill it)."""
+    edge = await make_edge()
+    assert nats_server.proc is not None
+    os.kill(nats_server.proc.pid, signal.SIGSTOP)
+    try:
+        resp = await asyncio.wait_for(edge.client.get("/health"), 5)
+        assert resp.status == 503
+        assert (await resp.json())["status"] == "degraded"
+    finally:
+        os.kill(nats_server.proc.pid, signal.SIGCONT)
+    responder = await nats.connect(nats_server.url)
+    try:
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(b"pong:" + msg.data)
+
+        await responder.subscribe("probe.edge", cb=echo)
+        await responder.flush()
+        for attempt in range(3):  # the late answers of the frozen minutes arrive first
+            reply = await edge.nc.request("probe.edge", b"%d" % attempt, timeout=2)
+            assert reply.data == b"pong:%d" % attempt
+    finally:
+        await responder.close()
 
 
 async def test_health_is_degraded_until_every_process_answers_ping(edge: Edge) -> None:
