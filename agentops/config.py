@@ -35,6 +35,8 @@ DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
 NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
+# The tables a config file may have (README "Configuration"); anything else is a typo.
+CONFIG_TABLES: Final = ("llm", "tools")
 
 # Field name -> environment variable. The names are part of the configuration contract.
 ENV_VARS: Final[Mapping[str, str]] = {
@@ -108,13 +110,18 @@ class Settings:
                 env[var] = str(value)
         return env
 
+    @property
+    def config_source(self) -> str:
+        """The config file as error messages name it: `config file /path/agentops.toml`."""
+        return f"config file {self.config_file}" if self.config_file else "config file"
+
     def section(self, name: str) -> Mapping[str, Any]:
         """Table `[name]` of the config file, or an empty mapping (no file, no such table)."""
         if self.config_file is None:
             return {}
         value = read_config_file(self.config_file).get(name, {})
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{self.config_file}: [{name}] must be a table, got {value!r}")
+            raise ConfigError(f"{self.config_source}: {name}: must be a table, got {value!r}")
         return value
 
     def safe_dict(self) -> dict[str, Any]:
@@ -256,16 +263,28 @@ def _parse_config_file(raw: object, what: str) -> Path | None:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The parsed TOML config file; `ConfigError` naming the file if it is missing or bad."""
+    """The parsed TOML config file; `ConfigError` naming the file if it is missing or bad,
+    or has a top-level table or key other than `CONFIG_TABLES`."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            content = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist (AGENTOPS_CONFIG)") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib decodes before it parses
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
+    unknown = sorted(set(content) - set(CONFIG_TABLES))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown top-level table or key {', '.join(unknown)}; "
+            f"the file may contain only the tables {', '.join(f'[{t}]' for t in CONFIG_TABLES)}"
+        )
+    return content
 
 
 def _parse(name: str, raw: object, what: str) -> Any:
@@ -322,14 +341,16 @@ def validate_sections(settings: Settings, environ: Mapping[str, str] | None = No
     `environ` (default `os.environ`) supplies the provider keys and URLs.
     """
     load_llm(settings, environ)
-    load_tool_settings(settings.section("tools"))
+    load_tool_settings(settings.section("tools"), settings.config_source)
 
 
 def load_llm(settings: Settings, environ: Mapping[str, str] | None = None) -> LLMSettings:
     """The LLM settings these settings select: `[llm]` of the config file plus the provider
     variables of `environ` (default `os.environ`)."""
     env = os.environ if environ is None else environ
-    return load_llm_settings(settings.section("llm"), llm_environ(settings, env))
+    return load_llm_settings(
+        settings.section("llm"), llm_environ(settings, env), settings.config_source
+    )
 
 
 def llm_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:

@@ -17,14 +17,16 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError
 
 from agentops.llm.pricing import Price, price_for
 from agentops.protocol.errors import ConfigError
+from agentops.protocol.subjects import AGENT_TYPES
 
 PROVIDERS: Final = ("mock", "openai", "anthropic", "ollama", "runpod")
 
@@ -149,10 +151,10 @@ class _RouteTable(_Frozen):
     max_output_tokens: int | None = Field(default=None, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
     headers: dict[str, str] | None = None
-    stream: bool | None = None
+    stream: StrictBool | None = None  # a TOML boolean: "yes" in quotes is a mistake
     endpoint_id: str | None = None
     runpod_input: Literal["messages", "openai"] | None = None
-    runpod_async: bool | None = None
+    runpod_async: StrictBool | None = None
     poll_interval_s: float | None = Field(default=None, gt=0)
 
 
@@ -166,23 +168,43 @@ class _LLMTable(_RouteTable):
 _PROVIDER_FIELDS: Final = ("model", "base_url", "api_key", "headers", "endpoint_id")
 
 
-def load_llm_settings(section: Mapping[str, Any], environ: Mapping[str, str]) -> LLMSettings:
-    """Settings for the gateway from the `[llm]` table and the environment; `ConfigError` if bad."""
+def load_llm_settings(
+    section: Mapping[str, Any], environ: Mapping[str, str], source: str = "config file"
+) -> LLMSettings:
+    """Settings for the gateway from the `[llm]` table and the environment; `ConfigError` if bad.
+
+    `source` names the table's file in messages (`config file /etc/agentops.toml`); a mistake in
+    the table reads `<source>: llm.<key>: <problem>`, one in a variable names the variable."""
     try:
         table = _LLMTable.model_validate(dict(section))
     except ValidationError as exc:
-        raise ConfigError(f"config file [llm]: {_describe(exc)}") from None
+        raise ConfigError(f"{source}: {_describe(exc, 'llm')}") from None
     env = {k: v.strip() for k, v in environ.items() if v.strip()}
     for name in table.limits:
-        _check_provider(name, "[llm.limits] table name")
+        _check_provider(name, f"{source}: llm.limits.{name}")
+    unknown = sorted(set(table.agents) - set(AGENT_TYPES))
+    if unknown:
+        raise ConfigError(
+            f"{source}: llm.agents.{unknown[0]}: unknown agent type {unknown[0]!r}; "
+            f"known agent types: {', '.join(AGENT_TYPES)}"
+        )
 
     base = table.model_dump(include=set(_RouteTable.model_fields), exclude_none=True)
+    provider_what = f"{source}: llm.provider"
     if "AGENTOPS_LLM_PROVIDER" in env:
-        base["provider"] = env["AGENTOPS_LLM_PROVIDER"]
+        base["provider"], provider_what = env["AGENTOPS_LLM_PROVIDER"], "AGENTOPS_LLM_PROVIDER"
     if "AGENTOPS_LLM_MODEL" in env:
         base["model"] = env["AGENTOPS_LLM_MODEL"]
     base.setdefault("provider", "mock")
-    default = _build_route(base, env, table.prices, "LLM default route", env_first=True)
+    default = _build_route(
+        base,
+        env,
+        table.prices,
+        "LLM default route",
+        table=f"{source}: llm",
+        env_first=True,
+        provider_what=provider_what,
+    )
     # Agents of the same provider inherit what the default resolved to (environment included).
     base.update(
         provider=default.provider,
@@ -196,7 +218,7 @@ def load_llm_settings(section: Mapping[str, Any], environ: Mapping[str, str]) ->
     agents: dict[str, ModelRoute] = {}
     for agent_type, override in table.agents.items():
         fields = override.model_dump(exclude_none=True)
-        where = f"[llm.agents.{agent_type}]"
+        where = f"{source}: llm.agents.{agent_type}"
         provider = fields.get("provider", base["provider"])
         if str(provider).strip().lower() == default.provider:
             merged = {**base, **fields}
@@ -206,7 +228,9 @@ def load_llm_settings(section: Mapping[str, Any], environ: Mapping[str, str]) ->
             inherited = {k: v for k, v in base.items() if k not in _PROVIDER_FIELDS}
             inherited.pop("api_key_env", None)
             merged = {**inherited, **fields}
-        agents[agent_type] = _build_route(merged, env, table.prices, where, env_first=False)
+        agents[agent_type] = _build_route(
+            merged, env, table.prices, where, table=where, env_first=False
+        )
     return LLMSettings(default=default, agents=agents, limits=table.limits, retry=table.retry)
 
 
@@ -216,21 +240,26 @@ def _build_route(
     prices: Mapping[str, Price],
     where: str,
     *,
+    table: str,
     env_first: bool,
+    provider_what: str | None = None,
 ) -> ModelRoute:
-    provider = _check_provider(raw["provider"], where)
+    """The route `where` names; `table` is its table in the file (`<source>: llm` or
+    `<source>: llm.agents.<type>`), `provider_what` where the provider came from (default:
+    the table's `provider` key)."""
+    provider = _check_provider(raw["provider"], provider_what or f"{table}.provider")
     base_var = BASE_URL_VARS.get(provider)
-    base_url = raw.get("base_url")
+    base_url, url_what = raw.get("base_url"), f"{table}.base_url"
     if base_var and base_var in env and (env_first or base_url is None):
-        base_url = env[base_var]
-    base_url = _normalise_url(base_url or DEFAULT_BASE_URLS[provider], provider, where)
+        base_url, url_what = env[base_var], base_var
+    base_url = _normalise_url(base_url or DEFAULT_BASE_URLS[provider], provider, url_what)
 
     key_var = raw.get("api_key_env") or KEY_VARS.get(provider)
     api_key = raw.get("api_key")
     if key_var and key_var in env and (env_first or api_key is None):
         api_key = SecretStr(env[key_var])
     if raw.get("api_key_env") and raw["api_key_env"] not in env and api_key is None:
-        raise ConfigError(f"{where}: api_key_env names {raw['api_key_env']}, which is not set")
+        raise ConfigError(f"{table}.api_key_env names {raw['api_key_env']}, which is not set")
     host = urlsplit(base_url).hostname or ""
     if api_key is None and provider in KEY_VARS and host in HOSTED:
         raise ConfigError(
@@ -238,12 +267,18 @@ def _build_route(
         )
 
     model = str(raw.get("model") or DEFAULT_MODELS[provider])
-    endpoint_id = raw.get("endpoint_id") or (
-        env.get("RUNPOD_ENDPOINT_ID") if provider == "runpod" else None
-    )
+    endpoint_id = raw.get("endpoint_id")
+    endpoint_what = f"{table}.endpoint_id"
+    if not endpoint_id and provider == "runpod":
+        endpoint_id, endpoint_what = env.get("RUNPOD_ENDPOINT_ID"), "RUNPOD_ENDPOINT_ID"
     if provider == "runpod" and not endpoint_id:
         raise ConfigError(
             f"{where}: LLM provider 'runpod' needs an endpoint; set RUNPOD_ENDPOINT_ID"
+        )
+    if endpoint_id and not _ENDPOINT_ID.match(endpoint_id):  # it becomes a URL path segment
+        raise ConfigError(
+            f"{endpoint_what}: a RunPod endpoint id is letters, digits, - and _; "
+            f"got {endpoint_id!r}"
         )
     fields = {
         k: raw[k]
@@ -263,32 +298,50 @@ def _build_route(
             **fields,
         )
     except ValidationError as exc:  # pragma: no cover - the table model checked each field
-        raise ConfigError(f"{where}: {_describe(exc)}") from None
+        raise ConfigError(f"{where}: {_describe(exc, '')}") from None
 
 
-def _check_provider(raw: object, where: str) -> str:
+def _check_provider(raw: object, what: str) -> str:
     value = str(raw).strip().lower()
     if value not in PROVIDERS:
         raise ConfigError(
-            f"unknown LLM provider {raw!r} ({where} or AGENTOPS_LLM_PROVIDER); "
-            f"valid providers: {', '.join(PROVIDERS)}"
+            f"{what}: unknown LLM provider {raw!r}; valid providers: {', '.join(PROVIDERS)}"
         )
     return value
 
 
-def _normalise_url(url: str, provider: str, where: str) -> str:
+_ENDPOINT_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _normalise_url(url: str, provider: str, what: str) -> str:
+    """`url` without a trailing slash; `ConfigError` naming `what` (the variable or the file's
+    key) unless it is an http(s) URL with a host and, if any, a port in 1-65535."""
     if provider == "mock":
         return ""
     url = url.strip().rstrip("/")
     if provider == "ollama" and "://" not in url:  # OLLAMA_HOST is often host:port
         url = f"http://{url}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is no number or out of range
+    except ValueError as exc:
+        raise ConfigError(
+            f"{what}: base URL for {provider} is not a valid URL ({exc}): {url!r}"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: base URL for {provider} must be an http(s) URL, got {url!r}")
+        raise ConfigError(f"{what}: base URL for {provider} must be an http(s) URL, got {url!r}")
+    if port == 0:
+        raise ConfigError(f"{what}: base URL for {provider} has port 0: {url!r}")
     return url
 
 
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
-    )
+def _describe(exc: ValidationError, table: str) -> str:
+    """`<table>.<key>: <problem>` for each error; a quoted boolean gets a hint."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        key = ".".join([table, *(str(p) for p in err["loc"])]).strip(".") or "value"
+        msg = err["msg"]
+        if err["type"] == "bool_type":
+            msg = f"must be true or false (a TOML boolean, without quotes), got {err['input']!r}"
+        problems.append(f"{key}: {msg}")
+    return "; ".join(problems)

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentops.protocol.errors import ConfigError
+from agentops.protocol.subjects import AGENT_TYPES
 from agentops.tools.registry import BUILTIN_TOOLS
 
 SandboxMode = Literal["auto", "bwrap", "none"]
@@ -109,22 +110,38 @@ class ToolSettings(_Config):
         return "*" in self.network or agent_type in self.network
 
 
-def load_tool_settings(section: Mapping[str, Any]) -> ToolSettings:
-    """The `[tools]` table as `ToolSettings`; `ConfigError` naming the bad key otherwise."""
+def load_tool_settings(section: Mapping[str, Any], source: str = "config file") -> ToolSettings:
+    """The `[tools]` table as `ToolSettings`; otherwise `ConfigError` reading
+    `<source>: tools.<key>: <problem>` (`source` names the file: `config file /etc/a.toml`)."""
     raw = dict(section)
     if "approvals" in raw:
         approvals = raw.pop("approvals")
         if not isinstance(approvals, Mapping):
-            raise ConfigError(f"[tools.approvals] must be a table of rule lists, got {approvals!r}")
+            raise ConfigError(
+                f"{source}: tools.approvals: must be a table of rule lists, got {approvals!r}"
+            )
         raw["approvals"] = {"rules": dict(approvals)}
+        _check_agent_types(approvals, f"{source}: tools.approvals")
     try:
-        return ToolSettings.model_validate(raw)
+        settings = ToolSettings.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"tools.{'.'.join(str(p) for p in err['loc'] if p != 'rules')}: {err['msg']}"
             for err in exc.errors(include_url=False)
         )
-        raise ConfigError(f"invalid [tools] configuration: {problems}") from None
+        raise ConfigError(f"{source}: {problems}") from None
+    _check_agent_types(settings.network, f"{source}: tools.network")
+    return settings
+
+
+def _check_agent_types(names: Any, what: str) -> None:
+    """`ConfigError` for a name among `names` that is neither an agent type nor `"*"`."""
+    unknown = [name for name in names if name != "*" and name not in AGENT_TYPES]
+    if unknown:
+        raise ConfigError(
+            f"{what}: unknown agent type {unknown[0]!r}; known agent types: "
+            f'{", ".join(AGENT_TYPES)} (or "*" for all)'
+        )
 
 
 # ---- allow-list entries ----

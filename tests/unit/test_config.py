@@ -170,3 +170,73 @@ def test_bad_config_file_is_a_clear_error(
         path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         validate_sections(load_settings(environ={"AGENTOPS_CONFIG": str(path)}))
+
+
+def _config(tmp_path: Path, content: bytes | str) -> Settings:
+    path = tmp_path / "agentops.toml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return load_settings(environ={"AGENTOPS_CONFIG": str(path)})
+
+
+def test_config_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    """A config file that is not UTF-8 is a ConfigError naming the file, not a decode error."""
+    with pytest.raises(ConfigError, match=r"agentops\.toml is not UTF-8 text"):
+        _config(tmp_path, b"\xff\xfe[llm]\n")
+
+
+def test_cli_prints_a_non_utf8_config_file_as_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agentops up` with a non-UTF-8 config file prints `error: ...` and exits 2."""
+    path = tmp_path / "agentops.toml"
+    path.write_bytes(b"\xff\xfe[llm]\n")
+    monkeypatch.setenv("AGENTOPS_CONFIG", str(path))
+    assert cli.main(["up"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: config file {path} is not UTF-8")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "unknown"),
+    [
+        ('[llmm]\nprovider = "mock"\n', "llmm"),
+        ('log_level = "debug"\n', "log_level"),
+        ("port = 9000\n[tools]\n", "port"),
+    ],
+)
+def test_unknown_top_level_table_or_key_is_refused(
+    tmp_path: Path, content: str, unknown: str
+) -> None:
+    """A top-level table or key other than [llm] and [tools] is a typo, refused by name."""
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, content)
+    message = info.value.message
+    assert f"agentops.toml: unknown top-level table or key {unknown};" in message
+    assert message.endswith("the file may contain only the tables [llm], [tools]")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[llm]\ntimeout_s = -1\n", "llm.timeout_s: Input should be greater than 0"),
+        ('[tools]\nsandbox = "docker"\n', "tools.sandbox: Input should be"),
+        ('[tools]\nnetwork = ["nosuch_type"]\n', "tools.network: unknown agent type"),
+        ("[llm.agents.nosuch_type]\n", "llm.agents.nosuch_type: unknown agent type"),
+        (
+            '[llm]\nprovider = "openai"\nbase_url = "http://h:99999/v1"\n',
+            "llm.base_url: base URL for openai is not a valid URL",
+        ),
+    ],
+)
+def test_section_errors_name_the_file_and_the_key(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    """[llm] and [tools] mistakes both read `config file <path>: <table>.<key>: <problem>`."""
+    settings = _config(tmp_path, content)
+    with pytest.raises(ConfigError) as info:
+        validate_sections(settings, environ={})
+    assert info.value.message.startswith(f"config file {settings.config_file}: {message}")

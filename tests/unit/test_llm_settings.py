@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def test_api_key_env_names_another_variable() -> None:
         (
             {"agents": {"devops_engineer": {"provider": "anthropic"}}},
             {},
-            r"\[llm.agents.devops_engineer\].*ANTHROPIC_API_KEY",
+            r"llm.agents.devops_engineer: .*ANTHROPIC_API_KEY",
         ),
         ({}, {"AGENTOPS_LLM_PROVIDER": "runpod", "RUNPOD_API_KEY": "k"}, "RUNPOD_ENDPOINT_ID"),
         ({"timeout_s": -1}, {}, "timeout_s"),
@@ -102,6 +103,95 @@ def test_bad_llm_configuration_is_a_clear_error(
     """Unknown providers, missing keys (per-agent too), bad values fail with a clear message."""
     with pytest.raises(ConfigError, match=message):
         load_llm_settings(section, env)
+
+
+@pytest.mark.parametrize(
+    ("provider", "var"),
+    [
+        ("openai", "OPENAI_BASE_URL"),
+        ("anthropic", "ANTHROPIC_BASE_URL"),
+        ("ollama", "OLLAMA_HOST"),
+        ("runpod", "RUNPOD_BASE_URL"),
+    ],
+)
+@pytest.mark.parametrize(
+    "url", ["http://[bad", "http://h:99999/v1", "http://h:abc/v1", "http://h:0/v1"]
+)
+def test_bad_provider_url_variable_names_the_variable(provider: str, var: str, url: str) -> None:
+    """An unparseable URL or a bad port in any provider URL variable is a ConfigError naming it."""
+    env = {
+        "AGENTOPS_LLM_PROVIDER": provider,
+        f"{provider.upper()}_API_KEY": "k",
+        "RUNPOD_ENDPOINT_ID": "ep1",
+        var: url,
+    }
+    with pytest.raises(ConfigError, match=rf"^{var}: base URL for {provider} "):
+        load_llm_settings({}, env)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"provider": "openai", "base_url": "http://[bad"}, "llm.base_url: "),
+        ({"provider": "ollama", "base_url": "h:70000"}, "llm.base_url: "),
+        (
+            {"agents": {"devops_engineer": {"provider": "openai", "base_url": "http://h:x/v1"}}},
+            "llm.agents.devops_engineer.base_url: ",
+        ),
+        (
+            {"provider": "runpod", "api_key": "k", "endpoint_id": "ep/../x"},
+            "llm.endpoint_id: a RunPod endpoint id",
+        ),
+    ],
+)
+def test_bad_provider_url_in_the_file_names_the_key(section: dict[str, Any], message: str) -> None:
+    """A bad base URL or RunPod endpoint id in [llm] or [llm.agents.*] names the file's key."""
+    with pytest.raises(ConfigError, match=rf"^config file /x\.toml: {re.escape(message)}"):
+        load_llm_settings(section, {}, "config file /x.toml")
+
+
+def test_bad_runpod_endpoint_variable_is_refused() -> None:
+    """RUNPOD_ENDPOINT_ID becomes a URL path segment: one with / or ? is refused by name."""
+    env = {"AGENTOPS_LLM_PROVIDER": "runpod", "RUNPOD_API_KEY": "k", "RUNPOD_ENDPOINT_ID": "a/b?c"}
+    with pytest.raises(ConfigError, match=r"^RUNPOD_ENDPOINT_ID: "):
+        load_llm_settings({}, env)
+
+
+def test_good_provider_urls_with_ports_are_kept() -> None:
+    """A URL with a valid port, IPv6 literal included, passes unchanged but for a trailing /."""
+    env = {"AGENTOPS_LLM_PROVIDER": "openai", "OPENAI_BASE_URL": "http://[::1]:8080/v1/"}
+    assert load_llm_settings({}, env).default.base_url == "http://[::1]:8080/v1"
+
+
+@pytest.mark.parametrize("key", ["stream", "runpod_async"])
+@pytest.mark.parametrize("value", ["yes", "true", 1])
+def test_file_booleans_must_be_toml_booleans(key: str, value: object) -> None:
+    """`stream = "yes"` (or 1) in the file is refused with a hint; a TOML boolean is taken."""
+    with pytest.raises(ConfigError) as info:
+        load_llm_settings({key: value}, {}, "config file /x.toml")
+    assert info.value.message == (
+        f"config file /x.toml: llm.{key}: must be true or false "
+        f"(a TOML boolean, without quotes), got {value!r}"
+    )
+    agents = {"agents": {"devops_engineer": {key: "on"}}}
+    with pytest.raises(ConfigError, match=rf"llm\.agents\.devops_engineer\.{key}: must be true"):
+        load_llm_settings(agents, {})
+    assert getattr(load_llm_settings({key: True}, {}).default, key) is True
+
+
+def test_unknown_agent_type_and_limits_provider_are_named() -> None:
+    """[llm.agents.<type>] must be a known agent type; [llm.limits.<name>] a known provider."""
+    with pytest.raises(ConfigError) as info:
+        load_llm_settings({"agents": {"nosuch_type": {}}}, {}, "config file /x.toml")
+    assert info.value.message == (
+        "config file /x.toml: llm.agents.nosuch_type: unknown agent type 'nosuch_type'; "
+        "known agent types: backend_developer, devops_engineer, frontend_developer"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_llm_settings({"limits": {"opneai": {}}}, {}, "config file /x.toml")
+    assert info.value.message.startswith(
+        "config file /x.toml: llm.limits.opneai: unknown LLM provider 'opneai'; valid providers:"
+    )
 
 
 def test_local_servers_need_no_key() -> None:

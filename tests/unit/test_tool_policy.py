@@ -55,7 +55,7 @@ def test_a_full_section_is_read() -> None:
         ({"limits": {"cpu": 1}}, "tools.limits.cpu"),
         ({"api_call": {"allow": ["http://x/"]}}, "allow-list entry"),
         ({"api_call": {"allow": ["127.0.0.1:99999"]}}, "invalid port"),
-        ({"approvals": [1]}, "[tools.approvals]"),
+        ({"approvals": [1]}, "tools.approvals: must be a table"),
         ({"approvals": {"*": [{"args": {}}]}}, "tools.approvals.*.0.tool"),
         ({"bogus": 1}, "tools.bogus"),
     ],
@@ -65,6 +65,32 @@ def test_bad_config_is_a_config_error(section: dict[str, Any], needle: str) -> N
     with pytest.raises(ConfigError) as info:
         load_tool_settings(section)
     assert needle in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        ({"network": ["nosuch_type"]}, "tools.network"),
+        ({"approvals": {"nosuch_type": []}}, "tools.approvals"),
+    ],
+)
+def test_unknown_agent_types_are_refused(section: dict[str, Any], where: str) -> None:
+    """An agent type in network or approvals must be a known one (or "*"), named with the file."""
+    with pytest.raises(ConfigError) as info:
+        load_tool_settings(section, "config file /x.toml")
+    assert info.value.message == (
+        f"config file /x.toml: {where}: unknown agent type 'nosuch_type'; known agent types: "
+        'backend_developer, devops_engineer, frontend_developer (or "*" for all)'
+    )
+    ok = {"network": ["*", "devops_engineer"], "approvals": {"*": [], "backend_developer": []}}
+    assert load_tool_settings(ok).network_allowed("frontend_developer")
+
+
+def test_errors_name_the_file() -> None:
+    """A bad value reads `<source>: tools.<key>: <problem>`, like [llm]'s errors."""
+    with pytest.raises(ConfigError) as info:
+        load_tool_settings({"limits": {"memory_mb": 0}}, "config file /x.toml")
+    assert info.value.message.startswith("config file /x.toml: tools.limits.memory_mb: ")
 
 
 def test_allow_entries_are_parsed() -> None:
