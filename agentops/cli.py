@@ -100,8 +100,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if exc.errno not in _BIND_ERRORS:
             raise
         # Only the edge listens; its address is the settings' host and port.
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
         reason = os.strerror(exc.errno).lower()
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
+        raise ConfigError(f"cannot listen on {host}:{settings.port}: {reason}") from None
     return result if isinstance(result, int) else 0
 
 
@@ -145,7 +146,7 @@ def _send(args: argparse.Namespace, method: str, url: str, **kwargs: Any) -> htt
     try:
         return httpx.request(method, url, timeout=args.timeout, **kwargs)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise ClientError(f"cannot reach {where}: {exc or type(exc).__name__}") from None
+        raise ClientError(f"cannot reach {where}: {str(exc) or type(exc).__name__}") from None
     except httpx.TimeoutException:
         raise ClientError(f"{where} did not answer within {args.timeout:g} s (--timeout)") from None
     except httpx.RemoteProtocolError as exc:
