@@ -45,7 +45,7 @@ def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
     """The type's spec with the facts of the model its route selects (window, prices) and the
     approval policy of the tool settings."""
     route = load_llm(settings).route(spec.agent_type)
-    approvals = load_tool_settings(settings.section("tools")).approvals
+    approvals = load_tool_settings(settings.section("tools"), settings.config_source).approvals
     return replace(
         spec,
         needs_approval=partial(approval_reason, approvals, spec.agent_type),

@@ -154,7 +154,7 @@ async def setup(rt: Runtime) -> None:
         publisher=rt.publisher,
         bucket=s.TOOL_CALLS_BUCKET,
     )
-    settings = load_tool_settings(rt.settings.section("tools"))
+    settings = load_tool_settings(rt.settings.section("tools"), rt.settings.config_source)
     sandbox = await asyncio.to_thread(probe, settings)
     isolation = sandbox.isolation(settings.network)
     if sandbox.mode == "bwrap":

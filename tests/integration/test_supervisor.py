@@ -294,7 +294,9 @@ async def test_unreachable_nats_url_is_a_clear_config_error(
         health_url=None,
         handle_signals=False,
     )
-    with pytest.raises(ConfigError, match=re.escape(f"cannot reach NATS at {url} (Connection refused)")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"cannot reach NATS at {url} (Connection refused)")
+    ):
         await supervisor.run()
     assert not (tmp_path / "worker.env.json").exists()  # the child never started
     assert read_pids(tmp_path) == {}
