@@ -3,8 +3,9 @@
 Rules:
 - No token configured: everything is open (the local default).
 - Token configured: every request needs `Authorization: Bearer <token>`, except `GET /health`
-  and `GET /metrics` (probes and scrapers). The WebSocket may pass `?token=` instead, since
-  browsers cannot set headers on a WebSocket handshake.
+  and `GET /metrics` (probes and scrapers) and the dashboard page `GET /` (it holds no data).
+  The WebSocket may pass `?token=` instead, since browsers cannot set headers on a WebSocket
+  handshake.
 - Tokens are compared in constant time; a missing or wrong token is 401 with
   `WWW-Authenticate: Bearer`, and the reason never says which part was wrong.
 """
@@ -20,7 +21,7 @@ from agentops.edge.context import CONFIG
 from agentops.edge.errors import ApiError
 
 EXEMPT: frozenset[tuple[str, str]] = frozenset(
-    (method, path) for method in ("GET", "HEAD") for path in ("/health", "/metrics")
+    (method, path) for method in ("GET", "HEAD") for path in ("/", "/health", "/metrics")
 )
 WS_PATH = "/ws"
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -22,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 
+import agentops.edge
 from agentops.bus.connection import MSG_ID
 from agentops.bus.setup import ensure_jetstream
 from agentops.core.state import (
@@ -757,6 +761,40 @@ async def test_api_token_is_required_except_for_health_and_metrics(make_edge: Ma
     assert good.status == 200
     assert (await edge.client.get("/metrics")).status == 200
     assert (await edge.client.get("/health")).status in (200, 503)
+    assert (await edge.client.get("/")).status == 200  # the dashboard page holds no data
+
+
+async def test_dashboard_is_a_self_contained_page_over_the_api(edge: Edge) -> None:
+    """GET / serves the dashboard: HTML that uses only this edge's API, locked down by CSP,
+    and that never puts API data into the page as markup."""
+    resp = await edge.client.get("/")
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
+    csp = resp.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    page = await resp.text()
+    for used in (
+        '"/health"',
+        '"/agents"',
+        '"/tasks"',
+        '"/agent-types"',
+        '"/ws"',
+        "/human-response",
+    ):
+        assert used in page, used
+    assert "innerHTML" not in page and "http://" not in page and "https://" not in page
+
+
+def test_dashboard_script_parses(tmp_path: Path) -> None:
+    """The dashboard's script is valid JavaScript (checked with node, when it is installed)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    page = (Path(agentops.edge.__file__).parent / "dashboard.html").read_text()
+    script = tmp_path / "dashboard.js"
+    script.write_text(page.split("<script>", 1)[1].split("</script>", 1)[0])
+    check = subprocess.run([node, "--check", str(script)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
 
 
 async def test_nats_unavailable_is_503(make_edge: MakeEdge, nats_server: NatsServer) -> None:
