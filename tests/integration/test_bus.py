@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 from datetime import UTC, datetime
 
+import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from agentops.bus.connection import ERROR_CODE, MSG_ID, ORIGINAL_SUBJECT, publish
+from agentops.bus.connection import ERROR_CODE, MSG_ID, ORIGINAL_SUBJECT, connect, publish
 from agentops.bus.consumer import Consumer, Delivery
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import ensure_jetstream
 from agentops.core.state import TASK_RECORD_ADAPTER, TaskRecord
+from agentops.natsserver import NatsServer
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import RetryableError
 from agentops.protocol.messages import PauseAgent, WorkMessage
@@ -330,3 +335,37 @@ async def test_publisher_says_when_no_stream_takes_a_subject(nc: Client) -> None
     with pytest.raises(RetryableError, match=r"no JetStream answer for nowhere\.at\.all"):
         await publisher.put("nowhere.at.all", b"{}", {})
     await publisher.stop()
+
+
+async def test_a_connection_whose_reader_died_is_found_stale_and_reconnected(
+    nats_server: NatsServer,
+) -> None:
+    """nats-py 2.16's reader dies on the PONG of a flush that timed out (server frozen); the
+    pings `connect` configures then find the connection stale and reconnect it."""
+    conn = await connect(nats_server.url, "test", ping_interval=1, max_outstanding_pings=2)
+    responder = await nats.connect(nats_server.url)
+    try:
+        assert nats_server.proc is not None
+        os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(nats.errors.FlushTimeoutError):
+                await conn.flush(timeout=0.5)
+        finally:
+            os.kill(nats_server.proc.pid, signal.SIGCONT)
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        await responder.subscribe("probe.stale", cb=echo)
+        await responder.flush()
+
+        async def answered() -> bool | None:
+            try:
+                return (await conn.request("probe.stale", b"x", timeout=0.5)).data == b"x" or None
+            except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError):
+                return None
+
+        assert await eventually(answered, timeout=30, what="requests answered again")
+    finally:
+        await conn.close()
+        await responder.close()
