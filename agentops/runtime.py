@@ -30,19 +30,18 @@ import re
 import signal
 import sys
 import sysconfig
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, TextIO
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
 
 import agentops
+from agentops import preflight
 from agentops.config import Settings, mask_url
-from agentops.natsserver import NatsServer, die_with_parent, port_is_free
+from agentops.natsserver import NatsServer, die_with_parent
 from agentops.processes import NATS_SERVER, process_command
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
@@ -50,7 +49,6 @@ from agentops.protocol.errors import ConfigError
 log = structlog.get_logger(__name__)
 
 _RULE: Final = "-" * 64
-NATS_REACH_S: Final = 10.0  # how long `--nats-url` may take to answer before start-up fails
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # process names become log file names
 
 
@@ -73,25 +71,6 @@ class _Default(enum.Enum):
 
 
 DEFAULT: Final = _Default.TOKEN
-
-
-def _nats_addresses(url: str) -> list[tuple[str, int]]:
-    """(host, port) of each seed URL in NATS_URL (validated by `config`); 4222 by default."""
-    out: list[tuple[str, int]] = []
-    for server in url.split(","):
-        server = server.strip()
-        parts = urlsplit(server if "://" in server else f"nats://{server}")
-        out.append((parts.hostname or "127.0.0.1", parts.port or 4222))
-    return out
-
-
-def _why(exc: BaseException) -> str:
-    """A connect failure in words: "Connection refused", "Name or service not known"..."""
-    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
-        return os.strerror(exc.errno)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return "no answer in time"
 
 
 class Supervisor:
@@ -148,14 +127,18 @@ class Supervisor:
     # ---- lifecycle ----
 
     async def run(self) -> int:
-        self._prepare_data_dir()
+        preflight.prepare_data_dir(self.data_dir, self.logs_dir)
         self._claim_pid_file()  # before `try`: on failure the file is another supervisor's
         loop = asyncio.get_running_loop()
         try:
             if self.handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self._on_signal, sig)
-            self._check_ports()
+            preflight.check_ports(
+                self.settings.host if "edge" in self.processes else None,
+                self.settings.port,
+                self.nats_port if self.nats_url is None else None,
+            )
             self._say(
                 f"starting AgentOps ({len(self.processes)} processes, data in {self.data_dir})"
             )
@@ -163,7 +146,7 @@ class Supervisor:
                 await self._start_nats()
                 self._nats_watcher = asyncio.create_task(self._watch_nats(), name="nats")
             else:
-                await self._reach_nats(self.nats_url)
+                await preflight.reach_nats(self.nats_url, self._stopping)
             self._write_processes()
             for name, cmd in self.processes.items():
                 self._tasks[name] = asyncio.create_task(self._supervise(name, cmd), name=name)
@@ -414,52 +397,6 @@ class Supervisor:
                 f"pass --data-dir (delete {self.pid_file} if that process is not AgentOps)"
             )
         self.pid_file.write_text(f"{os.getpid()}\n")
-
-    def _prepare_data_dir(self) -> None:
-        try:
-            self.logs_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.data_dir / f".write-check-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(
-                f"data dir {self.data_dir} cannot be used: {exc.strerror or exc}"
-                f"{f' ({exc.filename})' if exc.filename else ''}; pass --data-dir DIR"
-            ) from None
-
-    async def _reach_nats(self, url: str) -> None:
-        """An external NATS must accept connections before anything starts: say so now, not
-        in a process's log. (A TCP connect to each seed URL: nats-py's own connect keeps
-        retrying a refused server whatever its options say.)"""
-        last: BaseException | None = None
-        deadline = time.monotonic() + NATS_REACH_S
-        while time.monotonic() < deadline and not self._stopping.is_set():
-            for host, port in _nats_addresses(url):
-                try:
-                    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
-                except (OSError, TimeoutError) as exc:  # refused, unknown host, no route
-                    last = exc
-                    continue
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-                return
-            await asyncio.sleep(0.5)
-        if last is not None and not self._stopping.is_set():
-            raise ConfigError(
-                f"cannot reach NATS at {mask_url(url)} ({_why(last)}); start it, fix "
-                "--nats-url / NATS_URL, or drop it to use the embedded server"
-            )
-
-    def _check_ports(self) -> None:
-        host, port = self.settings.host, self.settings.port
-        if "edge" in self.processes and not port_is_free(host, port):
-            raise ConfigError(f"port {host}:{port} is already in use; pass --port PORT")
-        if self.nats_url is None and not port_is_free("127.0.0.1", self.nats_port):
-            raise ConfigError(
-                f"NATS port 127.0.0.1:{self.nats_port} is already in use (another nats-server?); "
-                "pass --nats-port PORT, or --nats-url to use that server"
-            )
 
     def _write_processes(self) -> None:
         pids: dict[str, int] = {name: proc.pid for name, proc in self._procs.items()}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agentops import runtime
+from agentops import preflight
 from agentops.config import load_settings
 from agentops.natsserver import find_binary, free_port, port_is_free
 from agentops.processes import NATS_SERVER, process_command
@@ -286,7 +286,7 @@ async def test_unreachable_nats_url_is_a_clear_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With --nats-url where nothing answers, start-up fails saying so and starts nothing."""
-    monkeypatch.setattr(runtime, "NATS_REACH_S", 1.0)
+    monkeypatch.setattr(preflight, "NATS_REACH_S", 1.0)
     url = f"nats://127.0.0.1:{free_port()}"
     supervisor = Supervisor(
         load_settings(environ={"NATS_URL": url}, data_dir=tmp_path),
