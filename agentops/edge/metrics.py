@@ -4,11 +4,13 @@ Rules:
 - The edge counts what only it sees (HTTP requests by method/route/status, WebSocket clients
   and frames) in memory, per process; Prometheus sums replicas.
 - Everything else is read from NATS at scrape time, so no process has to push metrics: task
-  and agent counts by status from KV, stream sizes from the JetStream API, per-service
-  request counts from `$SRV.STATS`. If NATS is away, the edge still answers with its own
+  and agent counts by status from KV, and from the same agent states what they used (LLM
+  tokens, cost) and did (LLM calls, tool calls by tool and outcome); stream sizes from the
+  JetStream API, per-service request counts from `$SRV.STATS`. If NATS is away, the edge still answers with its own
   counters and `agentops_nats_connected 0`.
 - Routes are labelled by their pattern (`/tasks/{task_id}`), unknown paths as `unmatched`, so
-  clients cannot blow up the label cardinality.
+  clients cannot blow up the label cardinality; likewise a tool name the model made up (a
+  failed call to no builtin tool) is labelled `other`.
 - Every request gets one canonical log line (method, route, status, duration) here.
 - Label values are escaped (backslash, quote, newline); every family has HELP and TYPE.
 """
@@ -27,12 +29,20 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agentops.core.state import AGENT_STATE_ADAPTER, TASK_RECORD_ADAPTER
+from agentops.core.state import (
+    AGENT_STATE_ADAPTER,
+    TASK_RECORD_ADAPTER,
+    AgentState,
+    AssistantItem,
+    LLMErrorItem,
+    ToolResultItem,
+)
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import scan
 from agentops.edge.discovery import gather
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import AgentStatus, TaskStatus
+from agentops.tools.registry import BUILTIN_TOOLS
 
 log = structlog.get_logger(__name__)
 
@@ -143,9 +153,56 @@ def _edge_families(out: Exposition, m: EdgeMetrics) -> None:
     )
 
 
+def _work_families(out: Exposition, states: Iterable[AgentState]) -> None:
+    """What the agents in the KV bucket have used and done, by agent type: LLM tokens, cost,
+    LLM answers and failures, tool calls by outcome. Gauges: deleting agents lowers them."""
+    tokens: Counter[tuple[str, str]] = Counter()
+    cost: dict[str, float] = {}
+    llm: Counter[tuple[str, str]] = Counter()
+    tools: Counter[tuple[str, str, str]] = Counter()
+    for state in states:
+        kind = state.agent_type
+        tokens[kind, "input"] += state.usage.input_tokens
+        tokens[kind, "output"] += state.usage.output_tokens
+        cost[kind] = cost.get(kind, 0.0) + state.usage.cost_usd
+        for item in state.thread:
+            if isinstance(item, AssistantItem):
+                llm[kind, "ok"] += 1
+            elif isinstance(item, LLMErrorItem):
+                llm[kind, "error"] += 1
+            elif isinstance(item, ToolResultItem):
+                name = item.name if item.ok or item.name in BUILTIN_TOOLS else "other"
+                tools[kind, name, "ok" if item.ok else "error"] += 1
+    out.family(
+        "agentops_llm_tokens",
+        "gauge",
+        "LLM tokens used by the agents in the agents KV bucket.",
+        (({"agent_type": k, "direction": d}, n) for (k, d), n in sorted(tokens.items())),
+    )
+    out.family(
+        "agentops_llm_cost_usd",
+        "gauge",
+        "LLM cost in USD of the agents in the agents KV bucket.",
+        (({"agent_type": k}, round(v, 6)) for k, v in sorted(cost.items())),
+    )
+    out.family(
+        "agentops_llm_calls",
+        "gauge",
+        "LLM calls of the agents in the agents KV bucket, by outcome.",
+        (({"agent_type": k, "outcome": o}, n) for (k, o), n in sorted(llm.items())),
+    )
+    out.family(
+        "agentops_tool_calls",
+        "gauge",
+        "Tool calls of the agents in the agents KV bucket, by tool and outcome.",
+        (({"agent_type": k, "tool": t, "outcome": o}, n) for (k, t, o), n in sorted(tools.items())),
+    )
+
+
 async def _bus_families(out: Exposition, bus: Bus, window_s: float) -> None:
     tasks = Counter(r.status for r in await scan(bus.tasks.kv, TASK_RECORD_ADAPTER))
-    agents = Counter(a.status for a in await scan(bus.agents.kv, AGENT_STATE_ADAPTER))
+    states = await scan(bus.agents.kv, AGENT_STATE_ADAPTER)
+    agents = Counter(a.status for a in states)
     out.family(
         "agentops_tasks",
         "gauge",
@@ -158,6 +215,7 @@ async def _bus_families(out: Exposition, bus: Bus, window_s: float) -> None:
         "Agents by status (from the agents KV bucket).",
         (({"status": st}, agents.get(st, 0)) for st in get_args(AgentStatus)),
     )
+    _work_families(out, states)
     streams: list[tuple[str, Any]] = []
     for name in STREAMS:
         try:

@@ -35,8 +35,10 @@ from agentops.core.state import (
     AssistantItem,
     HumanRequestItem,
     HumanResponseItem,
+    LLMErrorItem,
     TaskItem,
     TaskRecord,
+    ToolResultItem,
 )
 from agentops.edge.app import create_app
 from agentops.edge.context import EdgeConfig
@@ -44,6 +46,7 @@ from agentops.edge.metrics import METRICS
 from agentops.llm.types import ToolCall, Usage
 from agentops.natsserver import NatsServer
 from agentops.protocol import subjects as s
+from agentops.protocol.errors import ErrorInfo
 from agentops.protocol.messages import (
     WORK_ADAPTER,
     CancelTask,
@@ -887,6 +890,8 @@ async def test_metrics_are_prometheus_text_with_edge_kv_and_stream_figures(edge:
     )
     assert 'agentops_tasks{status="running"} 1' in text
     assert 'agentops_agents{status="paused"} 1' in text
+    assert 'agentops_llm_tokens{agent_type="backend_developer",direction="input"} 10' in text
+    assert 'agentops_llm_cost_usd{agent_type="backend_developer"} 0.01' in text
     assert f'agentops_stream_messages{{stream="{s.WORK_STREAM}"}} 1' in text
     assert "agentops_nats_connected 1" in text
     for line in text.splitlines():
@@ -897,6 +902,33 @@ async def test_metrics_are_prometheus_text_with_edge_kv_and_stream_figures(edge:
         line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")
     }
     assert samples <= families
+
+
+async def test_metrics_count_llm_and_tool_calls_by_type_tool_and_outcome(edge: Edge) -> None:
+    """/metrics sums the agents' tokens and counts their LLM and tool calls; a tool name the
+    model made up is `other`, so it cannot add labels."""
+    error = ErrorInfo(code="not_found", message="no such tool")
+    thread = (
+        AssistantItem(at=NOW, step=1),
+        ToolResultItem(at=NOW, step=1, call_id="c1", name="write_file", ok=True),
+        AssistantItem(at=NOW, step=2),
+        ToolResultItem(at=NOW, step=2, call_id="c2", name="write_file", ok=False, error=error),
+        LLMErrorItem(at=NOW, step=3, attempt=0, error=error),
+        ToolResultItem(at=NOW, step=3, call_id="c3", name="made_up_1", ok=False, error=error),
+        ToolResultItem(at=NOW, step=3, call_id="c4", name="made_up_2", ok=False, error=error),
+    )
+    await edge.put_agent(agent_state("agent_a1", thread=thread))
+    await edge.put_agent(agent_state("agent_a2"))
+    text = await (await edge.client.get("/metrics")).text()
+    kind = 'agent_type="backend_developer"'
+    assert f'agentops_llm_tokens{{{kind},direction="output"}} 10' in text  # 5 + 5
+    assert f"agentops_llm_cost_usd{{{kind}}} 0.02" in text
+    assert f'agentops_llm_calls{{{kind},outcome="ok"}} 2' in text
+    assert f'agentops_llm_calls{{{kind},outcome="error"}} 1' in text
+    assert f'agentops_tool_calls{{{kind},tool="write_file",outcome="ok"}} 1' in text
+    assert f'agentops_tool_calls{{{kind},tool="write_file",outcome="error"}} 1' in text
+    assert f'agentops_tool_calls{{{kind},tool="other",outcome="error"}} 2' in text
+    assert "made_up" not in text
 
 
 @pytest.mark.parametrize(
