@@ -36,6 +36,7 @@ from pathlib import Path
 
 import nats
 import uvloop
+from bench_steps import raw_hop  # this directory: run as `python bench/bench_floor.py`
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
@@ -135,8 +136,7 @@ async def role(name: str, url: str, steps: int, payload: bytes, out: Path) -> st
     return ""
 
 
-async def declare_and_hop(url: str, hops: int, gap_s: float) -> tuple[list[float], list[float]]:
-    """Declare the streams; time raw hops back to back, then one at a time `gap_s` apart."""
+async def declare(url: str) -> None:
     nc = await nats.connect(url, name="floor-setup")
     js = nc.jetstream()
     work = StreamConfig(
@@ -145,26 +145,14 @@ async def declare_and_hop(url: str, hops: int, gap_s: float) -> tuple[list[float
     await js.add_stream(work)
     await js.add_stream(StreamConfig(name="FLOOR_EVENTS", subjects=["floor_events.>"]))
     await js.create_key_value(bucket="floor_state", history=1)
-    await js.add_stream(
-        StreamConfig(name="FLOOR_HOP", subjects=["hop"], retention=RetentionPolicy.WORK_QUEUE)
-    )
-    await js.add_consumer(
-        "FLOOR_HOP", ConsumerConfig(durable_name="hop", ack_policy=AckPolicy.EXPLICIT)
-    )
-    sub = await js.pull_subscribe_bind("hop", "FLOOR_HOP")
-    timed: tuple[list[float], list[float]] = ([], [])
-    for out, n, gap in zip(timed, (hops, PACED_HOPS), (0.0, gap_s), strict=True):
-        for i in range(n + 50):
-            if gap:
-                await asyncio.sleep(gap)
-            started = time.perf_counter()
-            await js.publish("hop", b'{"n": %d}' % i)
-            (msg,) = await sub.fetch(1, timeout=5)
-            await msg.ack()
-            if i >= 50:
-                out.append((time.perf_counter() - started) * 1000)
     await nc.close()
-    return timed
+
+
+async def declare_and_hop(url: str, hops: int, gap_s: float) -> tuple[list[float], list[float]]:
+    """Declare the streams; time raw hops (`bench_steps.raw_hop`, the same hop) back to back,
+    then one at a time `gap_s` apart."""
+    await declare(url)
+    return await raw_hop(url, hops), await raw_hop(url, PACED_HOPS, gap_s)
 
 
 async def handovers(url: str, n: int) -> list[float]:
