@@ -26,6 +26,15 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from agentops.config_tables import (
+    AuthSettings,
+    NatsSettings,
+    RetentionSettings,
+    WorkspaceSettings,
+    load_agent_tables,
+    load_scale,
+    load_table,
+)
 from agentops.llm.settings import PROVIDERS, LLMSettings, load_llm_settings
 from agentops.protocol.errors import ConfigError
 from agentops.tools.policy import load_tool_settings
@@ -36,7 +45,16 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
 NATS_SCHEMES: Final = ("nats", "tls", "ws", "wss")
 # The tables a config file may have (README "Configuration"); anything else is a typo.
-CONFIG_TABLES: Final = ("llm", "tools")
+CONFIG_TABLES: Final = (
+    "llm",
+    "tools",
+    "agents",
+    "workspaces",
+    "retention",
+    "auth",
+    "nats",
+    "scale",
+)
 
 # Field name -> environment variable. The names are part of the configuration contract.
 ENV_VARS: Final[Mapping[str, str]] = {
@@ -342,6 +360,32 @@ def validate_sections(settings: Settings, environ: Mapping[str, str] | None = No
     """
     load_llm(settings, environ)
     load_tool_settings(settings.section("tools"), settings.config_source)
+    load_retention(settings)
+    load_workspaces(settings)
+    load_auth(settings)
+    load_nats(settings)
+    load_scale(settings.section("scale"), settings.config_source)
+    load_agent_tables(settings.section("agents"), settings.config_source)
+
+
+def load_retention(settings: Settings) -> RetentionSettings:
+    return load_table(
+        settings.section("retention"), RetentionSettings, "retention", settings.config_source
+    )
+
+
+def load_workspaces(settings: Settings) -> WorkspaceSettings:
+    return load_table(
+        settings.section("workspaces"), WorkspaceSettings, "workspaces", settings.config_source
+    )
+
+
+def load_auth(settings: Settings) -> AuthSettings:
+    return load_table(settings.section("auth"), AuthSettings, "auth", settings.config_source)
+
+
+def load_nats(settings: Settings) -> NatsSettings:
+    return load_table(settings.section("nats"), NatsSettings, "nats", settings.config_source)
 
 
 def load_llm(settings: Settings, environ: Mapping[str, str] | None = None) -> LLMSettings:

@@ -50,6 +50,11 @@ class AgentSpec:
     # The executor validates their arguments against the schema.
     plugin_tools: tuple[ToolSchema, ...] = ()
 
+    @property
+    def tool_names(self) -> frozenset[str]:
+        """Every tool this type may call right now (builtin and plugin)."""
+        return frozenset(self.allowed_tools).union(t.name for t in self.plugin_tools)
+
     def plugin_tool(self, name: str) -> ToolSchema | None:
         return next((t for t in self.plugin_tools if t.name == name), None)
 

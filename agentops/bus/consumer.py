@@ -67,8 +67,9 @@ class Delivery:
 Handler = Callable[[WorkMessage, Delivery], Awaitable[None]]
 # A cheaper decoding for some messages (data, headers): None means decode the whole document.
 FastDecode = Callable[[bytes, dict[str, str] | None], WorkMessage | None]
-# Called with a decoded message that is about to be dead-lettered (e.g. to answer a request).
-GiveUp = Callable[[WorkMessage, ErrorInfo], Awaitable[None]]
+# Called with a message about to be dead-lettered (None when it could not be decoded), its
+# subject and why: a request is still answered, a mailbox's agent or task ends `failed`.
+GiveUp = Callable[[WorkMessage | None, str, ErrorInfo], Awaitable[None]]
 
 
 def decode_work(data: bytes) -> WorkMessage:
@@ -196,6 +197,7 @@ class Consumer:
         self.kicks = 0  # stalls this process found (`_watch`)
         self._last_sequence = -1  # consumer sequence of this process's latest delivery
         self.handled = 0
+        self.dead_lettered = 0
 
     async def start(self) -> None:
         await ensure_consumer(
@@ -391,10 +393,12 @@ class Consumer:
             structlog.contextvars.clear_contextvars()
 
     async def _give_up(self, msg: Msg, message: WorkMessage | None, info: ErrorInfo) -> None:
-        """Dead-letter and terminate; answer the requester first when there is one."""
-        if message is not None and self.on_give_up is not None:
+        """Dead-letter and terminate; first tell the owner (answer a requester, end the
+        agent or task the message belonged to)."""
+        self.dead_lettered += 1
+        if self.on_give_up is not None:
             try:
-                await self.on_give_up(message, info)
+                await self.on_give_up(message, msg.subject, info)
             except Exception:
                 log.exception("message.give_up_failed", subject=msg.subject)
         await dead_letter(self.js, msg, info.code, info.message)

@@ -34,7 +34,7 @@ from agentops.bus.connection import connect
 from agentops.bus.consumer import Consumer, FastDecode, GiveUp, Handler
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import attach_jetstream, ensure_jetstream
-from agentops.config import Settings, load_settings, mask_url
+from agentops.config import Settings, load_retention, load_settings, mask_url
 from agentops.logging import configure_logging
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ConfigError
@@ -108,6 +108,7 @@ class Runtime:
             "consumers": len(self.consumers),
             "handled": sum(c.handled for c in self.consumers),
             "stalls_kicked": sum(c.kicks for c in self.consumers),
+            "dead_letters": sum(c.dead_lettered for c in self.consumers),
         }
         if self.status_extra is not None:
             info.update(self.status_extra())
@@ -143,7 +144,9 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     js = nc.jetstream(domain=settings.jetstream_domain)
     try:
         buckets = await (
-            ensure_jetstream(js) if settings.jetstream_declare else attach_jetstream(js)
+            ensure_jetstream(js, load_retention(settings).days)
+            if settings.jetstream_declare
+            else attach_jetstream(js)
         )
     except ConfigError as exc:
         log.error("process.start_failed", error=exc.message)

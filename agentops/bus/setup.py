@@ -9,6 +9,7 @@ declared and binds the buckets without a request, so it needs no stream or bucke
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import nats.errors
 import structlog
@@ -24,6 +25,7 @@ from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
+from agentops.core.items import MAX_ITEM_BYTES
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ConfigError
 
@@ -55,6 +57,19 @@ STREAMS = (
         max_age=EVENTS_MAX_AGE_S,
         max_bytes=2 * 1024**3,
         discard=DiscardPolicy.OLD,
+        allow_direct=True,
+    ),
+    StreamConfig(
+        name=s.THREADS_STREAM,
+        description="AgentOps agent threads: item <index> of an agent on "
+        "agentops.thread.<agent_id>.<index>, written once (again only if its step is decided "
+        "again); the agent's head in agentops_agents says how many are committed",
+        subjects=list(s.THREAD_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.OLD,
+        max_msg_size=MAX_ITEM_BYTES + 64 * 1024,
         allow_direct=True,
     ),
     StreamConfig(
@@ -98,8 +113,16 @@ BUCKETS = (
 )
 
 
-async def ensure_jetstream(js: JetStreamContext) -> dict[str, KeyValue]:
-    for config in STREAMS:
+def streams(retention_days: int = 30) -> tuple[StreamConfig, ...]:
+    """The stream configs; events are kept at least as long as the tasks they belong to."""
+    events_age = max(EVENTS_MAX_AGE_S, (retention_days + 1) * 86_400.0)
+    return tuple(
+        replace(c, max_age=events_age) if c.name == s.EVENTS_STREAM else c for c in STREAMS
+    )
+
+
+async def ensure_jetstream(js: JetStreamContext, retention_days: int = 30) -> dict[str, KeyValue]:
+    for config in streams(retention_days):
         try:
             await js.add_stream(config)
         except BadRequestError:
@@ -115,6 +138,8 @@ async def ensure_jetstream(js: JetStreamContext) -> dict[str, KeyValue]:
 
 
 ATTACH_TIMEOUT_S = 60.0
+# The streams a process that attaches (the remote LLM gateway) uses; it may not see others.
+ATTACHED_STREAMS = (s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)
 
 
 async def attach_jetstream(
@@ -126,6 +151,8 @@ async def attach_jetstream(
     deadline = loop.time() + timeout
     for config in STREAMS:
         assert config.name is not None
+        if config.name not in ATTACHED_STREAMS:
+            continue
         while (problem := await _stream_problem(js, config.name)) is not None:
             if loop.time() >= deadline:
                 raise ConfigError(

@@ -21,11 +21,13 @@ Rules:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import assert_never
+from typing import Any, assert_never
+
+from pydantic import ValidationError
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.answers import BadAnswer, RaiseBudget, Stop, parse_answer
-from agentops.core.effects import CallLLM, Decision, Effect
+from agentops.core.effects import CallLLM, Decision, Effect, InvokeTool
 from agentops.core.render import render_request
 from agentops.core.state import (
     AgentState,
@@ -36,7 +38,7 @@ from agentops.core.state import (
     LLMErrorItem,
     TaskItem,
 )
-from agentops.core.transition import Transition, call_of, clip, last_assistant
+from agentops.core.transition import Transition, call_of, last_assistant, preview
 from agentops.llm.types import ToolCall
 from agentops.protocol.errors import ErrorInfo, PermanentError
 from agentops.protocol.messages import (
@@ -44,6 +46,7 @@ from agentops.protocol.messages import (
     AgentInbound,
     AgentStatus,
     CancelAgent,
+    FailAgent,
     HumanResponse,
     LLMCompleted,
     LLMFailed,
@@ -53,11 +56,17 @@ from agentops.protocol.messages import (
     ToolCompleted,
 )
 from agentops.tools.policy import ApprovalAnswer, rejection_message
+from agentops.tools.registry import BUILTIN_TOOLS
 
 # A saved outbox does not store the rendered LLM request (conversation, tool schemas,
-# metadata with the mock's script): it is a pure function of the state and the spec, so a
-# replay renders it again (see `_replay`). Keeps each state write small and O(thread).
-STATE_EXCLUDE = {"outbox": {"__all__": {"message": {"request": {"messages", "tools", "metadata"}}}}}
+# metadata with the mock's script) nor a tool call's arguments: both are pure functions of the
+# state and the spec, so a replay derives them again (see `_replay`). Keeps the head small:
+# a step's write costs what it adds, whatever the size of the thread or of one call.
+STATE_EXCLUDE = {
+    "outbox": {
+        "__all__": {"message": {"request": {"messages", "tools", "metadata"}, "arguments": True}}
+    }
+}
 
 
 def start(spec: AgentSpec, msg: StartAgent, now: datetime) -> Decision[AgentState]:
@@ -69,11 +78,11 @@ def start(spec: AgentSpec, msg: StartAgent, now: datetime) -> Decision[AgentStat
         agent_type=spec.agent_type,
         max_steps=msg.max_steps or spec.max_steps,
         budget_usd=msg.budget_usd,
-        thread=(TaskItem(at=now, description=msg.description, context=msg.context),),
         created_at=now,
         updated_at=now,
     )
     run = Transition(spec, state, msg.id, now)
+    run.record(TaskItem(at=now, description=msg.description, context=msg.context))
     run.set_status("running")
     run.continue_()
     return run.decision()
@@ -107,8 +116,26 @@ def _replay(spec: AgentSpec, state: AgentState) -> tuple[Effect, ...]:
             before = state.model_copy(update={"llm_calls": state.llm_calls - 1})
             request = render_request(spec, before, effect.message.step)
             effect = CallLLM(message=effect.message.model_copy(update={"request": request}))
+        elif isinstance(effect, InvokeTool) and not effect.message.arguments:
+            arguments = tool_arguments(state, effect.message.step, effect.message.call_id)
+            effect = InvokeTool(message=effect.message.model_copy(update={"arguments": arguments}))
         out.append(effect)
     return tuple(out)
+
+
+def tool_arguments(state: AgentState, step: int, call_id: str) -> dict[str, Any]:
+    """The arguments a tool call was sent with: a builtin's canonical form (its validated
+    model), a plugin's as the model gave them."""
+    call = call_of(state, step, call_id)
+    if call is None:
+        return {}
+    builtin = BUILTIN_TOOLS.get(call.name)
+    if builtin is None:
+        return call.arguments
+    try:
+        return builtin.args_model.model_validate(call.arguments).model_dump(mode="json")
+    except ValidationError:  # it was valid when sent; a model changed since: send as given
+        return call.arguments
 
 
 def _apply(run: Transition, msg: AgentInbound) -> str | None:
@@ -130,6 +157,8 @@ def _apply(run: Transition, msg: AgentInbound) -> str | None:
             return _resume(run)
         case CancelAgent():
             return _cancel(run, msg)
+        case FailAgent():
+            return _fail(run, msg)
         case _:
             assert_never(msg)
 
@@ -166,7 +195,7 @@ def _llm_completed(run: Transition, msg: LLMCompleted) -> str | None:
         {
             "step": msg.step,
             "attempt": msg.attempt,
-            "text": clip(result.text),
+            "text": preview(result.text),
             "tool_calls": [{"id": c.id, "name": c.name} for c in result.tool_calls],
             "usage": result.usage.model_dump(),
             "cost_usd": result.usage.cost_usd,
@@ -260,6 +289,14 @@ def _cancel(run: Transition, msg: CancelAgent) -> str | None:
     return None
 
 
+def _fail(run: Transition, msg: FailAgent) -> str | None:
+    if run.state.status in TERMINAL:
+        return "already finished"
+    run.record(ControlItem(at=run.now, action="fail", reason=msg.error.message))
+    run.finish_failed(msg.error)
+    return None
+
+
 def _resolve_pending(run: Transition, call_id: str) -> None:
     flight = run.state.inflight
     assert flight is not None
@@ -287,7 +324,7 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
         HumanResponseItem(at=run.now, request_id=open_request.request_id, response=msg.response)
     )
     run.emit(
-        "human.response", {"request_id": open_request.request_id, "response": clip(msg.response)}
+        "human.response", {"request_id": open_request.request_id, "response": preview(msg.response)}
     )
     if isinstance(answer, Stop):
         reason = "stopped by a human at the budget limit" + (

@@ -9,7 +9,8 @@ Rules:
 - Keys are objects compared by identity, never by value (hashing a large frozen model costs
   as much as the work saved); the entry holds the object, so its id cannot be reused by
   another object while the entry lives.
-- Past `limit` entries the oldest tenth goes first.
+- Past `limit` entries (or, with `max_weight`, past that total weight of values) the oldest
+  tenth goes first.
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ V = TypeVar("V")
 
 
 class IdentityMemo(Generic[K, V]):
-    def __init__(self, fn: Callable[[K], V], limit: int = 20_000) -> None:
+    """`fn(key)` computed once per key object. With `max_weight`, values are weighed with
+    `len` (bytes, say) and the memo holds at most that much."""
+
+    def __init__(
+        self, fn: Callable[[K], V], limit: int = 20_000, max_weight: int | None = None
+    ) -> None:
         self.fn = fn
         self.limit = limit
+        self.max_weight = max_weight
+        self.weight = 0
         self._entries: dict[int, tuple[K, V]] = {}
 
     def __call__(self, key: K) -> V:
@@ -33,11 +41,22 @@ class IdentityMemo(Generic[K, V]):
         if entry is not None and entry[0] is key:
             return entry[1]
         value = self.fn(key)
-        if len(self._entries) >= self.limit:
-            for stale in list(self._entries)[: self.limit // 10 or 1]:
-                del self._entries[stale]
-        self._entries[id(key)] = (key, value)
+        weight = len(value) if self.max_weight is not None else 0  # type: ignore[arg-type]
+        while self._entries and (
+            len(self._entries) >= self.limit
+            or (self.max_weight is not None and self.weight + weight > self.max_weight)
+        ):
+            self._evict()
+        if self.max_weight is None or weight <= self.max_weight:
+            self._entries[id(key)] = (key, value)
+            self.weight += weight
         return value
+
+    def _evict(self) -> None:
+        for stale in list(self._entries)[: len(self._entries) // 10 or 1]:
+            _, value = self._entries.pop(stale)
+            if self.max_weight is not None:
+                self.weight -= len(value)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -2,8 +2,11 @@
 
 Task intake and lifecycle: a submission creates the task record and starts its agent; a
 cancel is forwarded to the agent; agent reports update the record, and a terminal report
-emits `task.completed` / `task.failed` / `task.cancelled`. Same crash-safety rule as the
-agent: the last applied message id and its effects are kept with the record.
+emits `task.completed` / `task.failed` / `task.cancelled`. A message that could not be
+applied (`FailTask`) ends the task `failed`, reason `internal_error`. A delete of a finished
+task marks the record `deleting`; the shell then removes its data and the record itself
+(`services/orchestrator.py`). Same crash-safety rule as the agent: the last applied message
+id and its effects are kept with the record.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from agentops.protocol.messages import (
     AgentReport,
     CancelAgent,
     CancelTask,
+    DeleteTask,
     Event,
     EventType,
+    FailAgent,
+    FailTask,
     StartAgent,
     SubmitTask,
     TaskInbound,
@@ -111,6 +117,8 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
     if record is None:
         if isinstance(msg, SubmitTask):
             return _submit(msg, now)
+        if isinstance(msg, FailTask | DeleteTask):  # never created, or deleted already
+            return Decision(state=None, ignored="no such task")
         raise PermanentError(f"{msg.type} for unknown task {msg.task_id!r}", code="unknown_task")
     if msg.id == record.last_msg_id:
         return Decision(state=None, effects=record.outbox, replay=True)
@@ -123,6 +131,17 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
                 return Decision(state=None, ignored="already finished")
             cancel = CancelAgent(**run.header("cancel"), reason=msg.reason)
             run.effects.append(SendToAgent(agent_type=record.agent_type, message=cancel))
+        case DeleteTask():
+            if record.status not in TERMINAL:
+                return Decision(state=None, ignored=f"task is {record.status}")
+            run.update(deleting=True)
+        case FailTask():
+            if record.status in TERMINAL:
+                return Decision(state=None, ignored="already finished")
+            run.update(status="failed", error=msg.error, finished_at=now)
+            run.emit("task.failed", _finished_data(run.record, "failed", record.agent_id))
+            fail = FailAgent(**run.header("fail"), error=msg.error)
+            run.effects.append(SendToAgent(agent_type=record.agent_type, message=fail))
         case AgentReport():
             if record.status in TERMINAL:
                 return Decision(state=None, ignored="task already finished")
@@ -136,14 +155,6 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
             )
             if status in TERMINAL:
                 run.update(finished_at=now)
-                data: dict[str, Any] = {
-                    "status": status,
-                    "agent_id": msg.agent_id,
-                    "steps": msg.step,
-                    "usage": msg.usage.model_dump(),
-                    "result": msg.result.model_dump() if msg.result else None,
-                    "error": msg.error.model_dump() if msg.error else None,
-                }
                 event_type: EventType = (
                     "task.completed"
                     if status == "completed"
@@ -151,5 +162,21 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
                     if status == "failed"
                     else "task.cancelled"
                 )
-                run.emit(event_type, data)
+                run.emit(event_type, _finished_data(run.record, status, msg.agent_id))
     return run.decision()
+
+
+def _finished_data(record: TaskRecord, status: str, agent_id: str | None) -> dict[str, Any]:
+    """The data of `task.completed|failed|cancelled`; a failure says why in `reason` (the
+    error's code: `max_steps`, `internal_error` when a message could not be applied, ...)."""
+    data: dict[str, Any] = {
+        "status": status,
+        "agent_id": agent_id,
+        "steps": record.current_step,
+        "usage": record.usage.model_dump(),
+        "result": record.result.model_dump() if record.result else None,
+        "error": record.error.model_dump() if record.error else None,
+    }
+    if status == "failed":
+        data["reason"] = record.error.code if record.error else "failed"
+    return data

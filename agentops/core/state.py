@@ -1,8 +1,15 @@
 """The agent's whole state as one serialisable thread, and the orchestrator's task record.
 
-Both are stored as JSON in JetStream KV (`nats kv get agentops_agents <agent_id>`), written only
-by their owner with compare-and-swap. Derived facts (the open human request, consecutive
-errors, counts) are computed from the thread by functions here, not stored twice.
+In memory an `AgentState` holds its whole thread, so the reducer reads it as one value. It is
+stored in two parts (`store/agents.py`): a small head in JetStream KV (`nats kv get
+agentops_agents <agent_id>`, written only by the agent's process with compare-and-swap) and
+the thread items, each appended once to its own subject of the threads stream.
+
+Derived facts that readers of the head need without the thread (the open human requests,
+counts of errors, tool calls and tool results) are kept in the state as counters, updated by
+`Transition.record` as items are appended (`tally`), so no step and no reader walks the
+thread. A state written before the counters existed gets them from its thread
+(`with_tallies`), which must agree with the counters the reducer keeps.
 
 `last_msg_id` + `outbox` make handling crash-safe: the effects of the last applied message are
 saved with the state, so when that message is redelivered (the process died after saving but
@@ -12,6 +19,7 @@ drops the ones that already went out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -86,7 +94,7 @@ class HumanResponseItem(_Item):
 
 class ControlItem(_Item):
     kind: Literal["control"] = "control"
-    action: Literal["pause", "resume", "cancel"]
+    action: Literal["pause", "resume", "cancel", "fail"]
     reason: str | None = None
 
 
@@ -114,6 +122,17 @@ class Inflight(BaseModel):
     pending: tuple[str, ...] = ()  # tool call ids still without a result
 
 
+class Tally(BaseModel):
+    """Results of one tool: how many came back ok and how many failed."""
+
+    model_config = ConfigDict(frozen=True)
+    ok: int = 0
+    failed: int = 0
+
+
+OTHER_TOOL = "other"  # the tally of tool names no tool has (a model made them up)
+
+
 class AgentState(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -136,14 +155,24 @@ class AgentState(BaseModel):
     events_emitted: int = 0
     last_msg_id: str | None = None
     outbox: tuple[Effect, ...] = ()  # effects of the last applied message
+    # ---- tallies of the thread, for readers of the head (see the module docstring) ----
+    description: str = ""  # the task's description, cut to DESCRIPTION_CHARS
+    human_requests: int = 0
+    open_requests: tuple[int, ...] = ()  # thread indexes of unanswered human requests
+    error_count: int = 0  # failed LLM calls and failed tool results
+    llm_answers: int = 0
+    llm_errors: int = 0
+    tool_calls: int = 0
+    tool_results: dict[str, Tally] = Field(default_factory=dict)
 
     # ---- derived facts ----
     def open_human_request(self) -> HumanRequestItem | None:
-        answered = {i.request_id for i in self.thread if isinstance(i, HumanResponseItem)}
-        for item in reversed(self.thread):
-            if isinstance(item, HumanRequestItem) and item.request_id not in answered:
-                return item
-        return None
+        """The newest unanswered human request (needs the thread in memory)."""
+        if not self.open_requests:
+            return None
+        item = self.thread[self.open_requests[-1]]
+        assert isinstance(item, HumanRequestItem), "open_requests points at a human request"
+        return item
 
     def consecutive_errors(self) -> int:
         """Trailing LLM/tool errors, reset by a successful tool result or a human answer."""
@@ -155,9 +184,6 @@ class AgentState(BaseModel):
                 break
         return count
 
-    def count(self, kind: str) -> int:
-        return sum(1 for i in self.thread if i.kind == kind)
-
     def errors(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for item in self.thread:
@@ -167,8 +193,69 @@ class AgentState(BaseModel):
                 out.append({"step": item.step, "source": item.name, **item.error.model_dump()})
         return out
 
-    def tool_calls_made(self) -> int:
-        return sum(len(i.tool_calls) for i in self.thread if isinstance(i, AssistantItem))
+    def with_tallies(self) -> AgentState:
+        """This state with its tallies computed from its thread (a state stored before them)."""
+        fields: dict[str, Any] = {
+            "description": "",
+            "human_requests": 0,
+            "open_requests": (),
+            "error_count": 0,
+            "llm_answers": 0,
+            "llm_errors": 0,
+            "tool_calls": 0,
+            "tool_results": {},
+        }
+        for index, item in enumerate(self.thread):
+            fields.update(tally(fields.__getitem__, self.thread, index, item, None))
+        return self.model_copy(update=fields)
+
+
+DESCRIPTION_CHARS = 1000
+
+
+def tally(
+    get: Callable[[str], Any], thread: tuple[ThreadItem, ...], index: int, item: ThreadItem,
+    tools: frozenset[str] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The tallies that change when `item` is appended at `index` of `thread`. `get(name)`
+    gives a tally so far; `tools` are the tool names a tally may be kept under (None: any)."""
+    match item:
+        case TaskItem():
+            if not get("description"):
+                return {"description": item.description[:DESCRIPTION_CHARS]}
+        case HumanRequestItem():
+            return {
+                "human_requests": get("human_requests") + 1,
+                "open_requests": (*get("open_requests"), index),
+            }
+        case HumanResponseItem():
+            still = tuple(
+                i
+                for i in get("open_requests")
+                if getattr(thread[i], "request_id", None) != item.request_id
+            )
+            return {"open_requests": still}
+        case LLMErrorItem():
+            return {"error_count": get("error_count") + 1, "llm_errors": get("llm_errors") + 1}
+        case AssistantItem():
+            return {
+                "llm_answers": get("llm_answers") + 1,
+                "tool_calls": get("tool_calls") + len(item.tool_calls),
+            }
+        case ToolResultItem():
+            name = item.name if tools is None or item.name in tools else OTHER_TOOL
+            results: dict[str, Tally] = dict(get("tool_results"))
+            old = results.get(name, Tally())
+            results[name] = (
+                old.model_copy(update={"ok": old.ok + 1})
+                if item.ok
+                else old.model_copy(update={"failed": old.failed + 1})
+            )
+            out: dict[str, Any] = {"tool_results": results}
+            if not item.ok and item.error is not None:
+                out["error_count"] = get("error_count") + 1
+            return out
+    return {}
 
 
 class TaskRecord(BaseModel):
@@ -192,6 +279,8 @@ class TaskRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    # Set when the task is being deleted (DELETE or retention): its data goes, then the record.
+    deleting: bool = False
     events_emitted: int = 0
     last_msg_id: str | None = None
     outbox: tuple[Effect, ...] = ()

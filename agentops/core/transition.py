@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.effects import CallLLM, Decision, Effect, Emit, InvokeTool, ReportToTask
+from agentops.core.items import MAX_EVENT_BYTES, clip, fit, fit_item
 from agentops.core.render import render_request
 from agentops.core.state import (
     AgentState,
@@ -28,6 +29,7 @@ from agentops.core.state import (
     LLMErrorItem,
     ThreadItem,
     ToolResultItem,
+    tally,
 )
 from agentops.llm.types import ToolCall
 from agentops.protocol.errors import ErrorInfo
@@ -54,19 +56,13 @@ from agentops.tools.registry import (
 
 MAX_CONSECUTIVE_ERRORS = 3
 PLUGIN_TIMEOUT_S = 60.0
-EVENT_STRING_LIMIT = 4000
 SOURCE = "agent"
 
 
-def clip(value: Any, limit: int = EVENT_STRING_LIMIT) -> Any:
-    """Shorten long strings for events; the state keeps the whole value."""
-    if isinstance(value, str) and len(value) > limit:
-        return value[:limit] + f"... [{len(value) - limit} more characters]"
-    if isinstance(value, dict):
-        return {k: clip(v, limit) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clip(v, limit) for v in value]
-    return value
+def preview(value: Any) -> Any:
+    """What an event shows of a value the thread keeps whole: long strings cut, the whole
+    bounded (`core/items.py`)."""
+    return fit(clip(value), MAX_EVENT_BYTES // 2)
 
 
 class Transition:
@@ -93,9 +89,19 @@ class Transition:
     def update(self, **changes: Any) -> None:
         self._changes.update(changes)
 
+    def _get(self, name: str) -> Any:
+        return self._changes[name] if name in self._changes else getattr(self._state, name)
+
     def record(self, item: ThreadItem) -> None:
-        thread = self._changes.get("thread", self._state.thread)
-        self.update(thread=(*thread, item))
+        """Append an item (cut to fit one stored message) and update the tallies."""
+        item = fit_item(item)
+        thread = (*self._get("thread"), item)
+        self._changes.update(tally(self._get, thread, len(thread) - 1, item, self.tool_names()))
+        self._changes["thread"] = thread
+
+    def tool_names(self) -> frozenset[str]:
+        """The names tool results are tallied under (others count as `other`)."""
+        return self.spec.tool_names
 
     def emit(self, type_: EventType, data: dict[str, Any]) -> None:
         n = self._changes.get("events_emitted", self._state.events_emitted)
@@ -210,8 +216,7 @@ class Transition:
 
     def escalate(self) -> None:
         st = self.state
-        errors = st.errors()
-        last = errors[-1]["message"] if errors else "unknown error"
+        last = _last_error(st)
         self.stop_for_human(
             "escalation",
             "esc",
@@ -251,7 +256,7 @@ class Transition:
         st = self.state
         request = HumanRequestItem(
             at=self.now,
-            request_id=f"{st.agent_id}.{tag}{st.count('human_request')}",
+            request_id=f"{st.agent_id}.{tag}{st.human_requests}",
             step=st.step,
             reason=reason,
             question=question,
@@ -264,7 +269,7 @@ class Transition:
         self.set_status("awaiting_human", reason=request.reason, request_id=request.request_id)
 
     def finish_failed(self, error: ErrorInfo) -> None:
-        self.update(error=error, inflight=None)
+        self.update(error=error, inflight=None, paused_from=None)
         self.set_status("failed", error=error.model_dump())
 
     def dispatch(self, assistant: AssistantItem) -> None:
@@ -277,7 +282,7 @@ class Transition:
                     "step": assistant.step,
                     "call_id": call.id,
                     "name": call.name,
-                    "arguments": clip(call.arguments),
+                    "arguments": preview(call.arguments),
                 },
             )
             try:
@@ -426,24 +431,45 @@ class Transition:
                 "call_id": call.id,
                 "name": call.name,
                 "ok": ok,
-                "result": clip(result),
+                "result": preview(result),
                 "error": error.model_dump() if error else None,
                 "duration_ms": duration_ms,
             },
         )
 
 
+def _this_step(state: AgentState, step: int) -> list[ThreadItem]:
+    """The items of `step` and after, newest first: a walk back from the end that stops at
+    the first item of an earlier step, so it costs the step's items, not the thread."""
+    out: list[ThreadItem] = []
+    for item in reversed(state.thread):
+        item_step = getattr(item, "step", None)
+        if item_step is not None and item_step < step:
+            break
+        out.append(item)
+    return out
+
+
 def _answered(state: AgentState, step: int) -> bool:
-    # From the end: the answer to the current step, when there is one, is a few items back.
-    return any(isinstance(i, AssistantItem) and i.step == step for i in reversed(state.thread))
+    return any(isinstance(i, AssistantItem) and i.step == step for i in _this_step(state, step))
 
 
 def _failed_attempts(state: AgentState, step: int) -> int:
-    return sum(1 for i in state.thread if isinstance(i, LLMErrorItem) and i.step == step)
+    return sum(1 for i in _this_step(state, step) if isinstance(i, LLMErrorItem) and i.step == step)
+
+
+def _last_error(state: AgentState) -> str:
+    for item in reversed(state.thread):
+        if isinstance(item, LLMErrorItem):
+            return item.error.message
+        if isinstance(item, ToolResultItem) and not item.ok and item.error is not None:
+            return item.error.message
+    return "unknown error"
 
 
 def _human_request_data(item: HumanRequestItem) -> dict[str, Any]:
-    return item.model_dump(mode="json", exclude={"at"})
+    data: dict[str, Any] = preview(item.model_dump(mode="json", exclude={"at"}))
+    return data
 
 
 def call_of(state: AgentState, step: int, call_id: str) -> ToolCall | None:

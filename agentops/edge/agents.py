@@ -1,4 +1,4 @@
-"""Agent routes: list, status, state, pause, resume, human response, agent types.
+"""Agent routes: list, status, state, thread, pause, resume, human response, agent types.
 
 Rules:
 - Handlers decode → load → check → publish → poll. The edge never writes agent state: it
@@ -10,13 +10,16 @@ Rules:
   and will be applied or rejected). The agent finishing meanwhile: 409.
 - A human response is published as `<agent_id>.human.<request_id>`, so a double submit is a
   JetStream duplicate, and it is always tied to the request that is open at the edge.
+- Agents are read as heads; a thread is read only by the two routes that return it
+  (`/state`, whole and streamed item by item, and `/thread`, a page).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, get_args
 
@@ -25,12 +28,12 @@ from aiohttp import web
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
 from agentops.core.answers import BadAnswer, parse_answer
-from agentops.core.state import AgentState, HumanResponseItem
+from agentops.core.state import AgentState
 from agentops.edge.context import BUS, CONFIG, Bus
-from agentops.edge.data import find_agent, get_agent, scan, wait_for
+from agentops.edge.data import find_agent, get_agent, open_request, scan_heads, wait_for
 from agentops.edge.errors import bad_request, checked_id, conflict
-from agentops.edge.schemas import HumanAnswer, parse_model, query_choice, read_json
-from agentops.edge.views import agent_state_view, agent_status, agent_summary
+from agentops.edge.schemas import HumanAnswer, parse_model, query_choice, query_int, read_json
+from agentops.edge.views import agent_status, agent_summary, head_view
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import (
     TERMINAL,
@@ -39,12 +42,15 @@ from agentops.protocol.messages import (
     PauseAgent,
     ResumeAgent,
 )
+from agentops.store.agents import Head
 
 SOURCE = "edge"
 MAX_MSG_ID = 256
+THREAD_PAGE = 100
+MAX_THREAD_PAGE = 1000
 
 
-async def _agent_from_path(request: web.Request) -> tuple[Bus, AgentState]:
+async def _agent_from_path(request: web.Request) -> tuple[Bus, Head]:
     bus = request.app[BUS]
     return bus, await get_agent(bus, checked_id(request.match_info["agent_id"], "agent"))
 
@@ -63,7 +69,7 @@ def _finished(state: AgentState, action: str) -> NoReturn:
 async def list_agents(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     status = query_choice(request, "status", get_args(AgentStatus))
-    states = await scan(bus.agents.kv, bus.agents.adapter)
+    states = [head.state for head in await scan_heads(bus.agents.kv)]
     if status is not None:
         states = [a for a in states if a.status == status]
     states.sort(key=lambda a: (a.created_at, a.agent_id), reverse=True)
@@ -71,13 +77,64 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 async def get_agent_status(request: web.Request) -> web.Response:
-    _, state = await _agent_from_path(request)
-    return web.json_response(agent_status(state))
+    bus, head = await _agent_from_path(request)
+    found = await open_request(bus, head)
+    return web.json_response(agent_status(head.state, found[1] if found else None))
 
 
-async def get_agent_state(request: web.Request) -> web.Response:
-    _, state = await _agent_from_path(request)
-    return web.json_response(agent_state_view(state))
+async def get_agent_state(request: web.Request) -> web.StreamResponse:
+    """The head's fields and the whole thread, streamed: a long run is never one JSON value
+    in the edge's memory."""
+    bus, head = await _agent_from_path(request)
+    found = await open_request(bus, head)
+    body = head_view(head.state, found[1] if found else None)
+    if head.legacy:  # a format-1 document holds its thread
+        body["thread"] = [i.model_dump(mode="json") for i in head.state.thread]
+        return web.json_response(body)
+    items = bus.agents.iter_raw(head.state.agent_id, 0, head.thread_len)
+    return await _json_with_items(request, body, "thread", items)
+
+
+async def get_agent_thread(request: web.Request) -> web.StreamResponse:
+    """`?offset=&limit=`: a page of the thread (`total` items in all)."""
+    bus, head = await _agent_from_path(request)
+    offset = query_int(request, "offset", 0, 0, 10**9)
+    limit = query_int(request, "limit", THREAD_PAGE, 1, MAX_THREAD_PAGE)
+    end = min(head.thread_len, offset + limit)
+    body: dict[str, Any] = {
+        "agent_id": head.state.agent_id,
+        "total": head.thread_len,
+        "offset": offset,
+        "limit": limit,
+    }
+    if head.legacy:
+        body["items"] = [i.model_dump(mode="json") for i in head.state.thread[offset:end]]
+        return web.json_response(body)
+    items = bus.agents.iter_raw(head.state.agent_id, offset, end)
+    return await _json_with_items(request, body, "items", items)
+
+
+async def _json_with_items(
+    request: web.Request, body: dict[str, Any], key: str, items: AsyncIterator[bytes]
+) -> web.StreamResponse:
+    """`body` with `key` the JSON array of `items` (stored JSON, written as it is read). The
+    first item is read before the status is sent, so a thread that cannot be read is still an
+    error response, not a cut-off 200."""
+    iterator = aiter(items)
+    first = await anext(iterator, None)
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    head = json.dumps(body, ensure_ascii=False).encode()
+    await response.write(head[:-1] + (b', "%s": [' % key.encode()))
+    separator = b""
+    if first is not None:
+        await response.write(first)
+        separator = b","
+        async for data in iterator:
+            await response.write(separator + data)
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
 
 
 async def pause_agent(request: web.Request) -> web.Response:
@@ -106,7 +163,8 @@ async def _control(
     pending: str,
 ) -> web.Response:
     """Pause or resume: check the state (409), send the command, wait briefly for the agent."""
-    bus, state = await _agent_from_path(request)
+    bus, head = await _agent_from_path(request)
+    state = head.state
     if state.status not in allowed:
         raise conflict(
             f"agent {state.agent_id} is {state.status}; only {allowed_text} agent can be {done}",
@@ -120,12 +178,12 @@ async def _control(
         ts=datetime.now(UTC),
     )
     await _send(bus, state, msg)
-    now = await wait_for(
+    found = await wait_for(
         lambda: find_agent(bus, state.agent_id),
-        lambda a: settled(a) or a.status in TERMINAL,
+        lambda a: settled(a.state) or a.state.status in TERMINAL,
         request.app[CONFIG].control_wait_s,
     )
-    now = now or state
+    now = found.state if found is not None else state
     return _control_answer(now, settled(now), done, pending)
 
 
@@ -145,56 +203,57 @@ def human_msg_id(agent_id: str, request_id: str) -> str:
     return msg_id
 
 
-def _answered(state: AgentState, request_id: str) -> bool:
-    return any(
-        isinstance(i, HumanResponseItem) and i.request_id == request_id for i in state.thread
-    )
+def _answered(head: Head, index: int) -> bool:
+    return index < head.thread_len and index not in head.state.open_requests
 
 
 async def human_response(request: web.Request) -> web.Response:
     agent_id = checked_id(request.match_info["agent_id"], "agent")
     body = parse_model(HumanAnswer, await read_json(request))
-    bus, state = await _agent_from_path(request)
-    open_request = state.open_human_request()
-    if state.status != "awaiting_human" or open_request is None:
+    bus, head = await _agent_from_path(request)
+    state = head.state
+    found = await open_request(bus, head)
+    if state.status != "awaiting_human" or found is None:
         raise conflict(
             f"agent {agent_id} is {state.status}, not awaiting_human", {"status": state.status}
         )
-    if body.request_id is not None and body.request_id != open_request.request_id:
+    index, open_request_item = found
+    if body.request_id is not None and body.request_id != open_request_item.request_id:
         raise conflict(
             f"request {body.request_id!r} is not the open request",
-            {"open_request_id": open_request.request_id},
+            {"open_request_id": open_request_item.request_id},
         )
     try:  # an approval or a budget question takes a specific answer; say which, now
-        parse_answer(open_request, body.response, state.usage.cost_usd)
+        parse_answer(open_request_item, body.response, state.usage.cost_usd)
     except BadAnswer as exc:
         raise bad_request(
-            str(exc), {"request_id": open_request.request_id, "reason": open_request.reason}
+            str(exc),
+            {"request_id": open_request_item.request_id, "reason": open_request_item.reason},
         ) from None
     msg = HumanResponse(
-        id=human_msg_id(agent_id, open_request.request_id),
+        id=human_msg_id(agent_id, open_request_item.request_id),
         source=SOURCE,
         task_id=state.task_id,
         agent_id=agent_id,
         ts=datetime.now(UTC),
         response=body.response,
-        request_id=open_request.request_id,
+        request_id=open_request_item.request_id,
     )
     await _send(bus, state, msg)
-    now = await wait_for(
+    later = await wait_for(
         lambda: find_agent(bus, agent_id),
-        lambda a: _answered(a, open_request.request_id) or a.status in TERMINAL,
+        lambda a: _answered(a, index) or a.state.status in TERMINAL,
         request.app[CONFIG].human_wait_s,
     )
-    now = now or state
-    answered = _answered(now, open_request.request_id)
-    if not answered and now.status in TERMINAL:
-        _finished(now, "answered")
+    later = later or head
+    answered = _answered(later, index)
+    if not answered and later.state.status in TERMINAL:
+        _finished(later.state, "answered")
     out: dict[str, Any] = {
         "status": "response_received" if answered else "response_queued",
         "agent_id": agent_id,
-        "agent_status": now.status,
-        "request_id": open_request.request_id,
+        "agent_status": later.state.status,
+        "request_id": open_request_item.request_id,
     }
     return web.json_response(out, status=200 if answered else 202)
 

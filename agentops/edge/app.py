@@ -83,6 +83,7 @@ def create_app(
             web.get("/agents", agents.list_agents),
             web.get("/agents/{agent_id}/status", agents.get_agent_status),
             web.get("/agents/{agent_id}/state", agents.get_agent_state),
+            web.get("/agents/{agent_id}/thread", agents.get_agent_thread),
             web.post("/agents/{agent_id}/pause", agents.pause_agent),
             web.post("/agents/{agent_id}/resume", agents.resume_agent),
             web.post("/agents/{agent_id}/human-response", agents.human_response),

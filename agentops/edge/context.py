@@ -17,9 +17,10 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from agentops.core.state import AgentState, TaskRecord
+from agentops.core.state import TaskRecord
 from agentops.protocol import subjects as s
-from agentops.store.kv import DocumentStore, agent_states, task_records
+from agentops.store.agents import AgentStore
+from agentops.store.kv import DocumentStore, task_records
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -52,8 +53,9 @@ class Bus:
         return task_records(self.buckets)
 
     @property
-    def agents(self) -> DocumentStore[AgentState]:
-        return agent_states(self.buckets)
+    def agents(self) -> AgentStore:
+        """Agent heads and threads (read only: each agent's process writes its own)."""
+        return AgentStore(self.nc, self.js, self.buckets[s.AGENTS_BUCKET])
 
     @property
     def idempotency(self) -> KeyValue:

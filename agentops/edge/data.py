@@ -3,9 +3,8 @@
 Rules:
 - The edge never writes a task record or an agent state (their owners do, with CAS); it reads
   them and publishes commands.
-- `scan` reads every current document of a bucket in one pass (a KV watch: one ordered
-  consumer, last value per key); an undecodable document is logged and skipped, so one bad
-  value never breaks a listing.
+- Listings read every current document of a bucket in one pass (`store.kv.scan`); agents
+  are listed from their heads, never their threads.
 - `wait_for` polls until a predicate holds or the deadline passes and returns the last value
   it saw: the handler decides what an unconfirmed command means for its answer.
 """
@@ -18,11 +17,13 @@ from typing import TypeVar
 
 import structlog
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel
 
-from agentops.core.state import AgentState, TaskRecord
+from agentops.core.state import HumanRequestItem, TaskRecord
 from agentops.edge.context import Bus
 from agentops.edge.errors import not_found
+from agentops.store.agents import Head, decode_head
+from agentops.store.kv import CorruptDocument, scan_with
 
 log = structlog.get_logger(__name__)
 
@@ -32,23 +33,9 @@ V = TypeVar("V")
 SCAN_TIMEOUT_S = 5.0
 
 
-async def scan(kv: KeyValue, adapter: TypeAdapter[T]) -> list[T]:
-    watcher = await kv.watchall(ignore_deletes=True)
-    out: list[T] = []
-    try:
-        while True:
-            entry = await watcher.updates(timeout=SCAN_TIMEOUT_S)  # type: ignore[no-untyped-call]
-            if entry is None:  # the watcher's "initial values done" marker
-                break
-            if not entry.value:
-                continue
-            try:
-                out.append(adapter.validate_json(entry.value))
-            except ValidationError as exc:
-                log.warning("edge.corrupt_document", key=entry.key, error=str(exc))
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return out
+async def scan_heads(kv: KeyValue) -> list[Head]:
+    """Every agent's head (a format-1 document is read whole: it has nothing else)."""
+    return await scan_with(kv, lambda data, key, revision: decode_head(data, revision, key))
 
 
 async def wait_for(
@@ -71,9 +58,8 @@ async def find_task(bus: Bus, task_id: str) -> TaskRecord | None:
     return record
 
 
-async def find_agent(bus: Bus, agent_id: str) -> AgentState | None:
-    state, _ = await bus.agents.load(agent_id)
-    return state
+async def find_agent(bus: Bus, agent_id: str) -> Head | None:
+    return await bus.agents.head(agent_id)
 
 
 async def get_task(bus: Bus, task_id: str) -> TaskRecord:
@@ -83,8 +69,22 @@ async def get_task(bus: Bus, task_id: str) -> TaskRecord:
     return record
 
 
-async def get_agent(bus: Bus, agent_id: str) -> AgentState:
-    state = await find_agent(bus, agent_id)
-    if state is None:
+async def get_agent(bus: Bus, agent_id: str) -> Head:
+    head = await find_agent(bus, agent_id)
+    if head is None:
         raise not_found("agent", agent_id)
-    return state
+    return head
+
+
+async def open_request(bus: Bus, head: Head) -> tuple[int, HumanRequestItem] | None:
+    """The newest unanswered human request and its thread index (one item read)."""
+    if not head.state.open_requests:
+        return None
+    index = head.state.open_requests[-1]
+    if head.legacy:
+        item = head.state.thread[index]
+    else:
+        (item,) = await bus.agents.items(head.state.agent_id, index, index + 1)
+    if not isinstance(item, HumanRequestItem):
+        raise CorruptDocument(f"agent {head.state.agent_id}: item {index} is not a human request")
+    return index, item

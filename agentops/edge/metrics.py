@@ -29,19 +29,13 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agentops.core.state import (
-    AGENT_STATE_ADAPTER,
-    TASK_RECORD_ADAPTER,
-    AgentState,
-    AssistantItem,
-    LLMErrorItem,
-    ToolResultItem,
-)
+from agentops.core.state import OTHER_TOOL, TASK_RECORD_ADAPTER, AgentState
 from agentops.edge.context import BUS, CONFIG, Bus
-from agentops.edge.data import scan
+from agentops.edge.data import scan_heads
 from agentops.edge.discovery import gather
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import AgentStatus, TaskStatus
+from agentops.store.kv import scan
 from agentops.tools.registry import BUILTIN_TOOLS
 
 log = structlog.get_logger(__name__)
@@ -165,14 +159,14 @@ def _work_families(out: Exposition, states: Iterable[AgentState]) -> None:
         tokens[kind, "input"] += state.usage.input_tokens
         tokens[kind, "output"] += state.usage.output_tokens
         cost[kind] = cost.get(kind, 0.0) + state.usage.cost_usd
-        for item in state.thread:
-            if isinstance(item, AssistantItem):
-                llm[kind, "ok"] += 1
-            elif isinstance(item, LLMErrorItem):
-                llm[kind, "error"] += 1
-            elif isinstance(item, ToolResultItem):
-                name = item.name if item.ok or item.name in BUILTIN_TOOLS else "other"
-                tools[kind, name, "ok" if item.ok else "error"] += 1
+        llm[kind, "ok"] += state.llm_answers
+        llm[kind, "error"] += state.llm_errors
+        for name, tally in state.tool_results.items():
+            if tally.ok:
+                tools[kind, name, "ok"] += tally.ok
+            if tally.failed:
+                label = name if name in BUILTIN_TOOLS else OTHER_TOOL
+                tools[kind, label, "error"] += tally.failed
     out.family(
         "agentops_llm_tokens",
         "gauge",
@@ -201,7 +195,7 @@ def _work_families(out: Exposition, states: Iterable[AgentState]) -> None:
 
 async def _bus_families(out: Exposition, bus: Bus, window_s: float) -> None:
     tasks = Counter(r.status for r in await scan(bus.tasks.kv, TASK_RECORD_ADAPTER))
-    states = await scan(bus.agents.kv, AGENT_STATE_ADAPTER)
+    states = [head.state for head in await scan_heads(bus.agents.kv)]
     agents = Counter(a.status for a in states)
     out.family(
         "agentops_tasks",

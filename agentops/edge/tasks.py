@@ -32,12 +32,13 @@ from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
 from agentops.core.state import TaskRecord
 from agentops.edge.context import BUS, CONFIG, Bus
-from agentops.edge.data import find_agent, find_task, get_task, scan, wait_for
+from agentops.edge.data import find_agent, find_task, get_task, wait_for
 from agentops.edge.errors import ApiError, bad_request, checked_id, conflict, field_errors
 from agentops.edge.schemas import CreateTask, parse_model, query_choice, query_int, read_json
 from agentops.edge.views import task_view
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import TERMINAL, CancelTask, SubmitTask, TaskStatus
+from agentops.store.kv import scan
 
 SOURCE = "edge"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -152,8 +153,8 @@ async def create_task(request: web.Request) -> web.Response:
 
 
 async def _with_agent_step(bus: Bus, record: TaskRecord) -> dict[str, Any]:
-    agent = await find_agent(bus, record.agent_id) if record.status not in TERMINAL else None
-    return task_view(record, agent)
+    head = await find_agent(bus, record.agent_id) if record.status not in TERMINAL else None
+    return task_view(record, head.state if head is not None else None)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -173,8 +174,9 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def get_task_route(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     record = await get_task(bus, checked_id(request.match_info["task_id"], "task"))
-    # One task: always with its agent's state, for the usage per agent and per call.
-    return web.json_response(task_view(record, await find_agent(bus, record.agent_id)))
+    # One task: always with its agent's head, for the usage per agent.
+    head = await find_agent(bus, record.agent_id)
+    return web.json_response(task_view(record, head.state if head is not None else None))
 
 
 async def cancel_task(request: web.Request) -> web.Response:

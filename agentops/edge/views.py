@@ -1,12 +1,14 @@
-"""How task records and agent states look over HTTP (pure functions, no I/O).
+"""How task records and agent heads look over HTTP (pure functions, no I/O).
 
 Rules:
 - Internal bookkeeping (`last_msg_id`, `outbox`, `events_emitted`) never leaves the edge.
-- Derived facts come from the state's own methods (`open_human_request`, `errors`,
-  `tool_calls_made`), never recomputed differently here.
+- Everything here reads an agent's head (its tallies: `description`, `open_requests`,
+  `error_count`, `tool_calls`, ...), never its thread: a listing costs the number of agents,
+  not the length of their runs. The one open human request shown comes with the head (read
+  by index, `edge/data.open_request`).
 - `awaiting_human` is the status, the one fact `POST .../human-response` checks; the open
   request is shown whenever there is one (also while paused).
-- A task's `current_step`, `usage` and `budget_usd` are refreshed from its agent's state,
+- A task's `current_step`, `usage` and `budget_usd` are refreshed from its agent's head,
   since the orchestrator only hears about status changes (a human may raise the budget).
 """
 
@@ -15,16 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from agentops.agents.definitions import AGENT_SPECS
-from agentops.core.state import (
-    AgentState,
-    HumanRequestItem,
-    HumanResponseItem,
-    TaskItem,
-    TaskRecord,
-)
+from agentops.core.state import AgentState, HumanRequestItem, TaskRecord
 
 HIDDEN_TASK_FIELDS = frozenset({"last_msg_id", "outbox", "events_emitted"})
-HIDDEN_AGENT_FIELDS = frozenset({"last_msg_id", "outbox"})
+HIDDEN_AGENT_FIELDS = frozenset({"last_msg_id", "outbox", "thread"})
 
 
 def task_view(record: TaskRecord, agent: AgentState | None = None) -> dict[str, Any]:
@@ -45,20 +41,6 @@ def task_view(record: TaskRecord, agent: AgentState | None = None) -> dict[str, 
     return body
 
 
-def task_description(state: AgentState) -> str | None:
-    for item in state.thread:
-        if isinstance(item, TaskItem):
-            return item.description
-    return None
-
-
-def pending_requests(state: AgentState) -> int:
-    answered = {i.request_id for i in state.thread if isinstance(i, HumanResponseItem)}
-    return sum(
-        1 for i in state.thread if isinstance(i, HumanRequestItem) and i.request_id not in answered
-    )
-
-
 def _spec_fields(agent_type: str) -> dict[str, Any]:
     spec = AGENT_SPECS.get(agent_type)
     if spec is None:  # a type from a newer deploy: show what we know
@@ -66,8 +48,7 @@ def _spec_fields(agent_type: str) -> dict[str, Any]:
     return {"name": spec.name, "role": spec.role, "capabilities": list(spec.capabilities)}
 
 
-def human_request(state: AgentState) -> dict[str, Any] | None:
-    request = state.open_human_request()
+def request_view(request: HumanRequestItem | None) -> dict[str, Any] | None:
     return request.model_dump(mode="json") if request is not None else None
 
 
@@ -77,13 +58,13 @@ def agent_summary(state: AgentState) -> dict[str, Any]:
         "agent_type": state.agent_type,
         **_spec_fields(state.agent_type),
         "status": state.status,
-        "current_task": task_description(state),
+        "current_task": state.description or None,
         "task_id": state.task_id,
         "current_step": state.step,
     }
 
 
-def agent_status(state: AgentState) -> dict[str, Any]:
+def agent_status(state: AgentState, request: HumanRequestItem | None) -> dict[str, Any]:
     return {
         "agent_id": state.agent_id,
         "agent_type": state.agent_type,
@@ -91,18 +72,19 @@ def agent_status(state: AgentState) -> dict[str, Any]:
         "status": state.status,
         "current_step": state.step,
         "max_steps": state.max_steps,
-        "task": {"task_id": state.task_id, "description": task_description(state)},
+        "task": {"task_id": state.task_id, "description": state.description or None},
         "awaiting_human": state.status == "awaiting_human",
-        "pending_requests": pending_requests(state),
-        "human_request": human_request(state),
-        "errors": len(state.errors()),
-        "tool_calls": state.tool_calls_made(),
+        "pending_requests": len(state.open_requests),
+        "human_request": request_view(request),
+        "errors": state.error_count,
+        "tool_calls": state.tool_calls,
         "usage": state.usage.model_dump(mode="json"),
     }
 
 
-def agent_state_view(state: AgentState) -> dict[str, Any]:
+def head_view(state: AgentState, request: HumanRequestItem | None) -> dict[str, Any]:
+    """The state's fields but its thread (which `GET /agents/{id}/state` streams after)."""
     body = state.model_dump(mode="json", exclude=set(HIDDEN_AGENT_FIELDS))
     body["awaiting_human"] = state.status == "awaiting_human"
-    body["human_request"] = human_request(state)
+    body["human_request"] = request_view(request)
     return body

@@ -80,6 +80,22 @@ class CancelTask(Envelope):
     reason: str = "cancelled by user"
 
 
+class FailTask(Envelope):
+    """A message of this task (or of its agent) could not be applied after its retries: the
+    task ends `failed` with reason `internal_error` instead of waiting forever."""
+
+    type: Literal["task.fail"] = "task.fail"
+    error: ErrorInfo
+
+
+class DeleteTask(Envelope):
+    """Delete a finished root task with everything below it (`DELETE /tasks/{id}`, or the
+    retention sweep)."""
+
+    type: Literal["task.delete"] = "task.delete"
+    reason: Literal["requested", "retention"] = "requested"
+
+
 class AgentReport(Envelope):
     """An agent tells its task's orchestrator about a status change."""
 
@@ -113,6 +129,13 @@ class ResumeAgent(Envelope):
 class CancelAgent(Envelope):
     type: Literal["agent.cancel"] = "agent.cancel"
     reason: str = "cancelled by user"
+
+
+class FailAgent(Envelope):
+    """End the agent `failed` (a message to it could not be applied after its retries)."""
+
+    type: Literal["agent.fail"] = "agent.fail"
+    error: ErrorInfo
 
 
 class HumanResponse(Envelope):
@@ -155,12 +178,20 @@ class LLMRequested(Envelope):
     request: LLMRequest
 
 
+class DeleteWorkspace(Envelope):
+    """The tool executor deletes a task's workspace (its files and what it keeps of them)."""
+
+    type: Literal["workspace.delete"] = "workspace.delete"
+    workspace_id: str
+
+
 class ToolRequested(Envelope):
     type: Literal["tool.request"] = "tool.request"
     step: int
     call_id: str
     name: str
-    arguments: dict[str, Any]
+    # Empty in a saved outbox (derived again from the thread on replay, `core/agent.py`).
+    arguments: dict[str, Any] = Field(default_factory=dict)
     reply_to: ReplyTo
     timeout_s: float = 30.0
     idempotent: bool = False
@@ -171,14 +202,16 @@ AgentInbound = (
     | PauseAgent
     | ResumeAgent
     | CancelAgent
+    | FailAgent
     | HumanResponse
     | LLMCompleted
     | LLMFailed
     | ToolCompleted
 )
-TaskInbound = SubmitTask | CancelTask | AgentReport
+TaskInbound = SubmitTask | CancelTask | AgentReport | FailTask | DeleteTask
 WorkMessage = Annotated[
-    AgentInbound | TaskInbound | LLMRequested | ToolRequested, Field(discriminator="type")
+    AgentInbound | TaskInbound | LLMRequested | ToolRequested | DeleteWorkspace,
+    Field(discriminator="type"),
 ]
 WORK_ADAPTER: TypeAdapter[WorkMessage] = TypeAdapter(WorkMessage)
 
@@ -189,6 +222,7 @@ EventType = Literal[
     "task.completed",
     "task.failed",
     "task.cancelled",
+    "task.deleted",
     "agent.status",
     "agent.step",
     "llm.request",

@@ -22,6 +22,7 @@ PREFIX: Final = "agentops"
 WORK_STREAM: Final = "AGENTOPS_WORK"
 EVENTS_STREAM: Final = "AGENTOPS_EVENTS"
 DLQ_STREAM: Final = "AGENTOPS_DLQ"
+THREADS_STREAM: Final = "AGENTOPS_THREADS"
 
 AGENTS_BUCKET: Final = "agentops_agents"
 TASKS_BUCKET: Final = "agentops_tasks"
@@ -37,6 +38,7 @@ WORK_SUBJECTS: Final = (
 )
 EVENTS_SUBJECTS: Final = (f"{PREFIX}.events.>",)
 DLQ_SUBJECTS: Final = (f"{PREFIX}.dlq.>",)
+THREAD_SUBJECTS: Final = (f"{PREFIX}.thread.>",)
 
 # Lanes per mailbox family. Changing it re-routes mailboxes, so it is a deploy-time constant.
 LANES: Final = 16
@@ -105,6 +107,20 @@ def tool_requests_filter() -> str:
     return f"{PREFIX}.tool.call.*"
 
 
+def workspace_requests(operation: str) -> str:
+    """Work on a task's workspace for the tool executor, which owns workspaces."""
+    return f"{PREFIX}.tool.workspace.{_token(operation, 'workspace operation')}"
+
+
+def workspace_requests_filter() -> str:
+    return f"{PREFIX}.tool.workspace.*"
+
+
+def events_of_task(task_id: str) -> str:
+    """Every event of one task (what deleting the task purges from the events stream)."""
+    return f"{PREFIX}.events.{check_id(task_id, 'task id')}.>"
+
+
 # ---- plugin tools (core request-reply, served by plugin processes in a queue group) ----
 def plugin_calls(tool_name: str) -> str:
     """Where the executor sends a plugin tool's calls; the key of its announcement is the name."""
@@ -138,6 +154,35 @@ def task_lifecycle_filter() -> str:
     return f"{PREFIX}.events.*.*.task.>"
 
 
+# ---- agent threads (JetStream, stream THREADS_STREAM: one subject per item) ----
+def thread_item(agent_id: str, index: int) -> str:
+    """`agentops.thread.<agent_id>.<index>`: item `index` of an agent's thread. The stream
+    keeps one message per subject, so writing an index again replaces what was there."""
+    check_id(agent_id, "agent id")
+    if index < 0:
+        raise InvalidName(f"invalid thread index {index}")
+    return f"{PREFIX}.thread.{agent_id}.{index}"
+
+
+def thread_filter(agent_id: str) -> str:
+    return f"{PREFIX}.thread.{check_id(agent_id, 'agent id')}.>"
+
+
+def thread_index(subject: str) -> int:
+    """The item index a thread subject names."""
+    return int(subject.rsplit(".", 1)[1])
+
+
+def kv_filter(bucket: str, key_prefix: str) -> str:
+    """Every key of a KV bucket below `key_prefix.` (e.g. an agent's tool-call claims)."""
+    return f"$KV.{_token(bucket, 'bucket')}.{check_id(key_prefix, 'key prefix')}.>"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{_token(bucket, 'bucket')}"
+
+
 # ---- dead letters ----
 def dead_letter(original_subject: str) -> str:
     """Dead letters keep the original subject after the prefix, so they can be filtered by it."""
@@ -156,6 +201,7 @@ def agent_consumer(agent_type: str, lane: int) -> str:
 
 LLM_GATEWAY_CONSUMER: Final = "llm-gateway"
 TOOL_EXECUTOR_CONSUMER: Final = "tool-executor"
+WORKSPACE_CONSUMER: Final = "tool-executor-workspaces"
 
 
 # ---- processes: connection names and micro service names ----

@@ -1,17 +1,26 @@
 """A specialist agent process (one per agent type): its mailbox lanes run the agent reducer.
 
-The state of each agent is cached with its KV revision. Replicas share the lanes, so another
-replica may have moved an agent on since: a cached state that loses its compare-and-swap write,
-or that would ignore the message (it may be the answer the newer state waits for), is
-replaced by the stored state and the message decided again.
+Each agent's state is cached whole (head, thread and revision, `store/cache.py`). Replicas
+share the lanes, so another replica may have moved an agent on since this one cached it: unless
+this process got every delivery of the lane since (`Delivery.sole`), the head is read first
+and only the items after the cached ones are fetched (`AgentStore.refresh`). A cached state
+that loses its compare-and-swap write, or that would ignore the message (it may be the answer
+a newer state waits for), is refreshed and the message decided again.
 
-A transition's state write and effects go out in one batch (one round trip) when the cached
-state is known to be the stored one (`Delivery.sole`); otherwise the state is saved first.
+A transition is stored as its new thread items, then its head (the commit point,
+`store/agents.py`). With a state known current, the work it sends goes out with the items and
+its events with the head (two round trips); otherwise everything is saved before any effect is
+published, so a stale state never leaks effects.
+
+A message that cannot be applied after its retries ends its agent `failed` with
+`internal_error` (a `FailAgent` to its own mailbox); if even that cannot be applied, its task
+is told directly (`FailTask`), so nothing stays `running` with nothing in flight.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -20,6 +29,7 @@ from typing import get_args
 import structlog
 
 from agentops.agents.definitions import AGENT_SPECS, AgentSpec
+from agentops.bus.connection import publish_all
 from agentops.bus.consumer import Delivery
 from agentops.bus.effects import effect_items, perform
 from agentops.bus.publisher import WrongLastSequence
@@ -29,16 +39,23 @@ from agentops.core import agent
 from agentops.core.effects import Decision, Emit
 from agentops.core.state import AgentState
 from agentops.protocol import subjects as s
-from agentops.protocol.errors import PermanentError
-from agentops.protocol.messages import AgentInbound, WorkMessage
-from agentops.store.kv import Conflict, agent_states
+from agentops.protocol.errors import ErrorInfo, PermanentError
+from agentops.protocol.messages import (
+    AgentInbound,
+    FailAgent,
+    FailTask,
+    WorkMessage,
+)
+from agentops.store.agents import AgentStore, Loaded
+from agentops.store.cache import AgentCache
+from agentops.store.kv import Conflict
 from agentops.tools.plugins import PluginDirectory
 from agentops.tools.policy import approval_reason, load_tool_settings
 
 log = structlog.get_logger(__name__)
 
 AGENT_MESSAGES = get_args(AgentInbound)  # what may arrive in a mailbox
-CACHE_LIMIT = 10_000
+SOURCE = "agent"
 
 
 def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
@@ -59,7 +76,7 @@ def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
 
 async def setup(spec: AgentSpec, rt: Runtime) -> None:
     bound = bind_spec(spec, rt.settings)
-    store = agent_states(rt.buckets, rt.publisher)
+    store = AgentStore(rt.nc, rt.js, rt.buckets[s.AGENTS_BUCKET], rt.publisher)
     plugins = PluginDirectory()
     await plugins.start(rt.js)
     rt.on_shutdown.append(plugins.stop)
@@ -72,7 +89,8 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
             current[0] = replace(bound, plugin_tools=tools)
         return current[0]
 
-    cache: dict[str, tuple[AgentState, int]] = {}
+    cache = AgentCache()
+    loads = {"refreshed": 0}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, AGENT_MESSAGES):
@@ -81,88 +99,108 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         if agent_id is None or delivery.subject.rsplit(".", 1)[-1] != agent_id:
             raise PermanentError("message agent_id does not match its mailbox")
         cached = cache.get(agent_id)
-        if cached is not None and await transition(
-            agent_id, msg, *cached, cached=True, current=delivery.sole
+        if (
+            cached is not None
+            and delivery.sole
+            and await transition(agent_id, msg, cached, from_cache=True)
         ):
             return
-        # Nothing cached, or the cache is stale: another replica moved this agent on.
-        cache.pop(agent_id, None)
-        state, revision = await store.load(agent_id)
-        await transition(agent_id, msg, state, revision, cached=False, current=False)
+        # Not known current: read the head (and the items this process lacks) first.
+        loads["refreshed"] += 1
+        stored = await store.refresh(agent_id, cached)
+        await transition(agent_id, msg, stored, from_cache=False)
 
-    async def save_with_effects(
-        agent_id: str, decision: Decision[AgentState], revision: int
-    ) -> int:
-        """The state's compare-and-swap write and the effects in one batch; the new revision.
-        Work first: JetStream stores and delivers it to the next process while it takes the
-        state and the events after it."""
-        assert decision.state is not None
-        work = tuple(e for e in decision.effects if not isinstance(e, Emit))
-        events = tuple(e for e in decision.effects if isinstance(e, Emit))
-        items = [
-            *effect_items(work),
-            store.cas_item(agent_id, decision.state, revision),
-            *effect_items(events),
-        ]
+    async def save_with_effects(decision: Decision[AgentState], base: Loaded) -> Loaded:
+        """Items and work in one batch, then the head and the events: JetStream delivers the
+        work to the next process while the head is written."""
+        state = decision.state
+        assert state is not None
+        work = effect_items(tuple(e for e in decision.effects if not isinstance(e, Emit)))
+        events = effect_items(tuple(e for e in decision.effects if isinstance(e, Emit)))
+        items = store.item_writes(state, base.stored_len)
+        head = store.head_write(state, base.revision)
         try:
-            return (await rt.publisher.publish_many(items))[len(work)]
+            if items:
+                await rt.publisher.publish_many([*work, *items])
+                revision = (await rt.publisher.publish_many([head, *events]))[0]
+            else:
+                revision = (await rt.publisher.publish_many([*work, head, *events]))[len(work)]
         except WrongLastSequence as exc:
-            raise store.conflict(agent_id, revision, exc) from exc
+            raise store.conflict(state.agent_id, base.revision, exc) from exc
+        return store.saved(state, base, revision, items)
 
     async def transition(
-        agent_id: str,
-        msg: AgentInbound,
-        state: AgentState | None,
-        revision: int,
-        *,
-        cached: bool,
-        current: bool,
+        agent_id: str, msg: AgentInbound, stored: Loaded | None, *, from_cache: bool
     ) -> bool:
-        """Step, save (CAS), publish. False when a cached state may be stale: a message it
-        ignores or a write it loses is decided again against the stored state.
-
-        `current`: the cached state is known to be the stored one (this process received
-        every delivery of the lane since it wrote it), so the state write and the effects go
-        out together, one round trip instead of two. Otherwise the state is saved first: a
-        stale state's effects must never be published."""
+        """Step, save, publish. False when a cached state may be stale: a message it ignores
+        or a write it loses is decided again against the stored state. A cached state (known
+        current) saves and publishes in two round trips; a state just read is saved first."""
+        state = stored.state if stored is not None else None
         if state is not None and state.agent_type != spec.agent_type:
             raise PermanentError(f"agent {agent_id} is a {state.agent_type}")
         decision = agent.step(live_spec(), state, msg, datetime.now(UTC))
         if decision.ignored:
-            if cached:
+            if from_cache:
                 return False
             structlog.contextvars.bind_contextvars(ignored=decision.ignored)
             return True
-        published = False
         if decision.state is not None:
             try:
-                if current:
-                    revision = await save_with_effects(agent_id, decision, revision)
-                    published = True
+                if from_cache:
+                    assert stored is not None
+                    saved = await save_with_effects(decision, stored)
                 else:
-                    revision = await store.save(agent_id, decision.state, revision)
+                    saved = await store.save(decision.state, stored)
             except Conflict:
-                if current:  # a retry of a write that did land, or a redelivery racing
+                if from_cache:  # a retry of a write that did land, or a redelivery racing
                     log.warning("agent.state_conflict_after_publish", agent_id=agent_id)
-                cache.pop(agent_id, None)
-                if cached:
+                cache.drop(agent_id)
+                if from_cache:
                     return False
                 raise
             except BaseException:  # the write may have landed: read it back next time
-                cache.pop(agent_id, None)
+                cache.drop(agent_id)
                 raise
             if decision.state.status in ("completed", "failed", "cancelled"):
-                cache.pop(agent_id, None)
+                cache.drop(agent_id)
             else:
-                if len(cache) >= CACHE_LIMIT:
-                    cache.pop(next(iter(cache)))
-                cache[agent_id] = (decision.state, revision)
+                cache.put(agent_id, saved)
             structlog.contextvars.bind_contextvars(
-                status=decision.state.status, step=decision.state.step, one_round_trip=published
+                status=decision.state.status, step=decision.state.step, one_batch=from_cache
             )
-        if not published:
+        if not from_cache or decision.state is None:
             await perform(rt.publisher, decision.effects)
         return True
+
+    async def give_up(msg: WorkMessage | None, subject: str, info: ErrorInfo) -> None:
+        """A message that cannot be applied ends its agent (or, failing that, its task)."""
+        agent_id = (msg.agent_id if msg is not None else None) or subject.rsplit(".", 1)[-1]
+        task_id = msg.task_id if msg is not None else None
+        try:
+            s.check_id(agent_id, "agent id")
+        except s.InvalidName:
+            return
+        if task_id is None:  # undecodable: its task is the agent's, if the head says so
+            head = await store.head(agent_id)
+            if head is None:
+                return
+            task_id = head.state.task_id
+        error = ErrorInfo(
+            code="internal_error",
+            message=f"a message to agent {agent_id} could not be applied "
+            f"({info.code}: {info.message})",
+        )
+        tag = hashlib.sha256((msg.id if msg is not None else subject).encode()).hexdigest()[:16]
+        now = datetime.now(UTC)
+        common = {"source": SOURCE, "task_id": task_id, "agent_id": agent_id, "ts": now}
+        if isinstance(msg, FailAgent):  # the agent cannot even be failed: end its task
+            fail_task = FailTask(id=f"{agent_id}.dead.{tag}", error=msg.error, **common)
+            await publish_all(rt.publisher, [(s.task_inbox(task_id), fail_task, fail_task.id)])
+            return
+        fail = FailAgent(id=f"{agent_id}.fail.{tag}", error=error, **common)
+        await publish_all(
+            rt.publisher, [(s.agent_mailbox(spec.agent_type, agent_id), fail, fail.id)]
+        )
 
     rt.status_extra = lambda: {
         "agent_type": spec.agent_type,
@@ -170,6 +208,9 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         "context_window": bound.context_window,
         "plugin_tools": [t.name for t in current[0].plugin_tools],
         "cached_agents": len(cache),
+        "cached_bytes": cache.nbytes,
+        "cache_evictions": cache.evicted,
+        "state_reads": loads["refreshed"],
     }
     for lane in range(s.LANES):
         await rt.add_consumer(
@@ -177,6 +218,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                 s.agent_consumer(spec.agent_type, lane),
                 s.agent_lane_filter(spec.agent_type, lane),
                 handle,
+                on_give_up=give_up,
             )
         )
 

@@ -125,7 +125,7 @@ async def setup(rt: Runtime) -> None:
         mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
         await publish_all(rt.publisher, [(mailbox, reply, reply.id)])
 
-    async def give_up(msg: WorkMessage, info: ErrorInfo) -> None:
+    async def give_up(msg: WorkMessage | None, _: str, info: ErrorInfo) -> None:
         """A request that cannot be handled still gets an answer, so the agent never hangs."""
         if isinstance(msg, LLMRequested):
             info_reply = LLMFailed(

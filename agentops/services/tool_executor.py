@@ -37,7 +37,12 @@ from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
-from agentops.protocol.messages import ToolCompleted, ToolRequested, WorkMessage
+from agentops.protocol.messages import (
+    DeleteWorkspace,
+    ToolCompleted,
+    ToolRequested,
+    WorkMessage,
+)
 from agentops.store.kv import Conflict, DocumentStore
 from agentops.tools.handlers import ToolContext, run_tool
 from agentops.tools.plugin_sdk import load_entry_points
@@ -45,7 +50,7 @@ from agentops.tools.plugins import PluginDirectory, call_plugin
 from agentops.tools.policy import ToolSettings, load_tool_settings
 from agentops.tools.registry import BUILTIN_TOOLS, ToolArgsError, validate_call
 from agentops.tools.sandbox import Sandbox, probe
-from agentops.tools.workspace import workspace_for
+from agentops.tools.workspace import delete_workspace, workspace_for
 
 log = structlog.get_logger(__name__)
 PROCESS = "tool-executor"
@@ -218,7 +223,7 @@ async def setup(rt: Runtime) -> None:
             tool=msg.name, tool_ok=result.ok, tool_ms=result.duration_ms
         )
 
-    async def give_up(msg: WorkMessage, info: ErrorInfo) -> None:
+    async def give_up(msg: WorkMessage | None, _: str, info: ErrorInfo) -> None:
         """A request that cannot be handled still gets an answer, so the agent never hangs."""
         if isinstance(msg, ToolRequested) and msg.agent_id is not None:
             await reply(msg, completed(msg, False, None, info, 0.0))
@@ -231,6 +236,18 @@ async def setup(rt: Runtime) -> None:
     }
     await rt.serve_pool(
         s.TOOL_EXECUTOR_CONSUMER, s.tool_requests_filter(), handle, give_up, CONCURRENCY
+    )
+
+    async def workspace_work(msg: WorkMessage, delivery: Delivery) -> None:
+        if not isinstance(msg, DeleteWorkspace):
+            raise PermanentError(f"{msg.type} is not workspace work")
+        await asyncio.to_thread(delete_workspace, ex.data_dir, msg.workspace_id)
+        structlog.contextvars.bind_contextvars(workspace_deleted=msg.workspace_id)
+
+    await rt.add_consumer(
+        rt.consumer(
+            s.WORKSPACE_CONSUMER, s.workspace_requests_filter(), workspace_work, concurrency=4
+        )
     )
 
 

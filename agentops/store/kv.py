@@ -6,16 +6,18 @@ Rules:
   stored revision is still `revision`; a lost race raises `Conflict` (retryable), so the
   message that caused the write is redelivered and handled against the fresh state.
 - A document that fails validation is reported as `CorruptDocument`, never returned half-read.
-- An agent state is written after every message and its thread only grows, so its items are
-  serialised once and their JSON reused (`ThreadEncoder`); the bytes are what
-  `model_dump_json` would give, with `thread` moved last.
+- Agent states are not stored here but as a head and a thread (`store/agents.py`).
+- `scan` reads every current document of a bucket in one pass (a KV watch: one ordered
+  consumer, last value per key); an undecodable document is logged and skipped, so one bad
+  value never breaks a listing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
+import structlog
 from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
@@ -31,18 +33,13 @@ from agentops.bus.publisher import (
     Publisher,
     WrongLastSequence,
 )
-from agentops.core.agent import STATE_EXCLUDE
-from agentops.core.memo import GrowingMap
-from agentops.core.state import (
-    AGENT_STATE_ADAPTER,
-    TASK_RECORD_ADAPTER,
-    AgentState,
-    TaskRecord,
-)
+from agentops.core.state import TASK_RECORD_ADAPTER, TaskRecord
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, RetryableError
 
 T = TypeVar("T", bound=BaseModel)
+V = TypeVar("V")
+log = structlog.get_logger(__name__)
 
 
 class Conflict(RetryableError):
@@ -117,22 +114,6 @@ class DocumentStore(Generic[T]):
             return []
 
 
-class ThreadEncoder:
-    """Agent state JSON with each thread item serialised once per process: items are frozen
-    and a thread only grows (`GrowingMap`), so a write encodes the new items only."""
-
-    def __init__(self, limit: int = 1024) -> None:
-        self._items: GrowingMap[BaseModel, bytes] = GrowingMap(
-            lambda item: item.model_dump_json().encode(), limit
-        )
-        self._exclude: Any = {"thread": True, **STATE_EXCLUDE}
-
-    def __call__(self, state: AgentState) -> bytes:
-        head = state.model_dump_json(exclude=self._exclude).encode()
-        items = b",".join(self._items(state.agent_id, state.thread))
-        return b'%s,"thread":[%s]}' % (head[:-1], items)
-
-
 def task_records(
     buckets: Mapping[str, KeyValue], publisher: Publisher | None = None
 ) -> DocumentStore[TaskRecord]:
@@ -142,14 +123,28 @@ def task_records(
     )
 
 
-def agent_states(
-    buckets: Mapping[str, KeyValue], publisher: Publisher | None = None
-) -> DocumentStore[AgentState]:
-    """Agent states (`nats kv get agentops_agents <agent_id>`); each agent process writes its own."""
-    return DocumentStore(
-        buckets[s.AGENTS_BUCKET],
-        AGENT_STATE_ADAPTER,
-        ThreadEncoder(),
-        publisher=publisher,
-        bucket=s.AGENTS_BUCKET,
-    )
+SCAN_TIMEOUT_S = 5.0
+
+
+async def scan(kv: KeyValue, adapter: TypeAdapter[T]) -> list[T]:
+    return await scan_with(kv, lambda data, _key, _revision: adapter.validate_json(data))
+
+
+async def scan_with(kv: KeyValue, decode: Callable[[bytes, str, int], V]) -> list[V]:
+    """`decode(value, key, revision)` of every current entry of the bucket."""
+    watcher = await kv.watchall(ignore_deletes=True)
+    out: list[V] = []
+    try:
+        while True:
+            entry = await watcher.updates(timeout=SCAN_TIMEOUT_S)  # type: ignore[no-untyped-call]
+            if entry is None:  # the watcher's "initial values done" marker
+                break
+            if not entry.value:
+                continue
+            try:
+                out.append(decode(entry.value, entry.key, entry.revision or 0))
+            except (ValidationError, CorruptDocument) as exc:
+                log.warning("store.corrupt_document", key=entry.key, error=str(exc))
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return out

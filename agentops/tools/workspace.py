@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 from pathlib import Path, PurePosixPath
 
@@ -39,6 +40,20 @@ def workspace_for(data_dir: Path, task_id: str) -> Path:
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def delete_workspace(data_dir: Path, workspace_id: str) -> None:
+    """Remove a workspace and everything in it (gone already: nothing to do)."""
+    try:
+        check_id(workspace_id, "workspace id")
+    except InvalidName as exc:
+        raise PermanentError(str(exc), code="invalid_task_id") from None
+    path = data_dir / "workspaces" / workspace_id
+    _REAL_ROOTS.pop(str(path), None)
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 # Real paths of workspaces already resolved. Kept, not re-resolved: a workspace later swapped

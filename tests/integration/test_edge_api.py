@@ -27,6 +27,7 @@ from nats.micro import add_service
 
 import agentops.edge
 from agentops.bus.connection import MSG_ID
+from agentops.bus.publisher import Publisher
 from agentops.bus.setup import ensure_jetstream
 from agentops.core.state import (
     AGENT_STATE_ADAPTER,
@@ -57,7 +58,8 @@ from agentops.protocol.messages import (
     TaskResult,
     WorkMessage,
 )
-from agentops.store.kv import DocumentStore, agent_states, task_records
+from agentops.store.agents import AgentStore, Loaded
+from agentops.store.kv import DocumentStore, task_records
 
 pytestmark = pytest.mark.integration
 
@@ -87,12 +89,14 @@ class Edge:
         return task_records(self.buckets)
 
     @property
-    def agents(self) -> DocumentStore[AgentState]:
-        return agent_states(self.buckets)
+    def agents(self) -> AgentStore:
+        return AgentStore(self.nc, self.js, self.buckets[s.AGENTS_BUCKET], Publisher(self.nc))
 
     async def put_agent(self, state: AgentState) -> None:
-        _, revision = await self.agents.load(state.agent_id)
-        await self.agents.save(state.agent_id, state, revision)
+        """Store `state` as its agent's process would (every item, then the head)."""
+        head = await self.agents.head(state.agent_id)
+        base = Loaded(state, head.revision, 0) if head is not None else None
+        await self.agents.save(state.with_tallies(), base)
 
     async def put_task(self, record: TaskRecord) -> None:
         _, revision = await self.tasks.load(record.task_id)
@@ -453,9 +457,9 @@ async def test_agent_state_is_the_full_thread_without_bookkeeping(edge: Edge) ->
 
 def set_status(edge: Edge, status: str) -> Callable[[WorkMessage], Awaitable[None]]:
     async def react(msg: WorkMessage) -> None:
-        state, revision = await edge.agents.load("agent_a1")
-        assert state is not None
-        await edge.agents.save("agent_a1", state.model_copy(update={"status": status}), revision)
+        stored = await edge.agents.load("agent_a1")
+        assert stored is not None
+        await edge.agents.save(stored.state.model_copy(update={"status": status}), stored)
 
     return react
 
@@ -514,11 +518,12 @@ async def test_human_response_is_delivered_to_the_open_request(make_edge: MakeEd
 
     async def answer(msg: WorkMessage) -> None:
         assert isinstance(msg, HumanResponse)
-        state, revision = await edge.agents.load("agent_a1")
-        assert state is not None
+        stored = await edge.agents.load("agent_a1")
+        assert stored is not None
         item = HumanResponseItem(at=NOW, request_id=request_id, response=msg.response)
-        new = state.model_copy(update={"status": "running", "thread": (*state.thread, item)})
-        await edge.agents.save("agent_a1", new, revision)
+        thread = (*stored.state.thread, item)
+        new = stored.state.model_copy(update={"status": "running", "thread": thread})
+        await edge.agents.save(new.with_tallies(), stored)
 
     mailbox = s.agent_mailbox("backend_developer", "agent_a1")
     seen, sub = await play(edge.nc, mailbox, answer)

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from agentops import cli
-from agentops.config import DEFAULT_NATS_URL, Settings, load_settings, validate_sections
+from agentops.config import (
+    DEFAULT_NATS_URL,
+    Settings,
+    load_retention,
+    load_settings,
+    load_workspaces,
+    validate_sections,
+)
 from agentops.protocol.errors import ConfigError
 
 
@@ -211,12 +218,50 @@ def test_cli_prints_a_non_utf8_config_file_as_one_line(
 def test_unknown_top_level_table_or_key_is_refused(
     tmp_path: Path, content: str, unknown: str
 ) -> None:
-    """A top-level table or key other than [llm] and [tools] is a typo, refused by name."""
+    """A top-level table or key other than the known tables is a typo, refused by name."""
     with pytest.raises(ConfigError) as info:
         _config(tmp_path, content)
     message = info.value.message
     assert f"agentops.toml: unknown top-level table or key {unknown};" in message
-    assert message.endswith("the file may contain only the tables [llm], [tools]")
+    assert message.endswith(
+        "the file may contain only the tables [llm], [tools], [agents], [workspaces], "
+        "[retention], [auth], [nats], [scale]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[retention]\ndays = 0\n", "retention.days: Input should be greater than or equal to 1"),
+        ("[retention]\nday = 3\n", "retention.day: unknown key"),
+        ('[retention]\ndays = "3"\n', "retention.days: Input should be a valid integer"),
+        ("[workspaces]\nallow = 3\n", "workspaces.allow: Input should be a valid list"),
+        ("[workspaces]\nmax_upload_mb = 0\n", "workspaces.max_upload_mb: Input should be greater"),
+        ('[auth]\ntokens = [{name = "a", role = "root", sha256 = "x"}]\n', "auth.tokens.0.role"),
+        ('[auth]\nmetrics = "everyone"\n', "auth.metrics: Input should be"),
+        ("[nats]\nreplicas = 9\n", "nats.replicas: Input should be less than or equal to 5"),
+        ('[scale]\nedge = "two"\n', "scale.edge: must be an integer from 1 to 64"),
+        ("[agents.qa]\ncolour = 1\n", "agents.qa.colour: unknown key"),
+    ],
+)
+def test_bad_new_tables_are_refused_naming_table_and_key(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    """A bad key or value in [retention], [workspaces], [auth], [nats], [scale] or [agents.*]
+    is one ConfigError naming the file, the table and the key."""
+    path = tmp_path / "agentops.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        validate_sections(load_settings(environ={"AGENTOPS_CONFIG": str(path)}))
+    assert info.value.message.startswith(f"config file {path}: ")
+    assert message in info.value.message
+
+
+def test_the_new_tables_have_defaults(tmp_path: Path) -> None:
+    """Without the tables, retention is 30 days and workspaces allow https only."""
+    settings = load_settings(environ={})
+    assert load_retention(settings).days == 30
+    assert load_workspaces(settings).allow == []
 
 
 @pytest.mark.parametrize(

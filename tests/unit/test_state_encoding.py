@@ -1,15 +1,22 @@
-"""Stored and wire JSON built from reused parts (thread items, conversations): the documents
-are the models' own."""
+"""Stored and wire JSON: heads without threads, items written once, format-1 documents read,
+and LLM requests built from reused parts; the documents are the models' own."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+from pydantic import ValidationError
+
+from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import encode
-from agentops.core.agent import STATE_EXCLUDE
+from agentops.core import agent
+from agentops.core.effects import EFFECTS_ADAPTER
+from agentops.core.items import item_bytes
 from agentops.core.state import AGENT_STATE_ADAPTER, AgentState
+from agentops.protocol import subjects as s
 from agentops.protocol.messages import WORK_ADAPTER
-from agentops.store.kv import ThreadEncoder
+from agentops.store.agents import FORMAT, AgentStore, decode_head, encode_head
 from tests.harness import Harness
 from tests.unit.test_budget_and_context import WRITES, tool_llm
 
@@ -27,28 +34,77 @@ def states_of_a_run() -> list[AgentState]:
     return seen
 
 
-def test_encoded_state_is_the_model_json_and_round_trips() -> None:
-    """Every state of a run encodes to the model's own JSON and decodes back to the same state."""
-    encode = ThreadEncoder()
+TALLIES = (
+    "description", "human_requests", "open_requests", "error_count", "llm_answers",
+    "llm_errors", "tool_calls", "tool_results",
+)  # fmt: skip
+
+
+def test_head_round_trips_without_its_thread() -> None:
+    """Every head of a run decodes to its state less the thread, with thread_len and format."""
     for state in states_of_a_run():
-        data = encode(state)
-        assert json.loads(data) == json.loads(state.model_dump_json(exclude=STATE_EXCLUDE))
-        again = AGENT_STATE_ADAPTER.validate_json(data)
-        assert again.thread == state.thread and again.usage == state.usage
+        data = encode_head(state)
+        document = json.loads(data)
+        assert document["thread"] is None and document["format"] == FORMAT
+        assert document["thread_len"] == len(state.thread)
+        head = decode_head(data, 7, state.agent_id)
+        assert head.thread_len == len(state.thread) and head.revision == 7 and not head.legacy
+        again = head.state.model_copy(update={"thread": state.thread})
+        assert again.model_dump(exclude={"outbox"}) == state.model_dump(exclude={"outbox"})
+        # What the head leaves out of the outbox (requests, tool arguments) is derived again.
+        replayed = agent._replay(AGENT_SPECS[state.agent_type], again)
+        assert EFFECTS_ADAPTER.dump_python(replayed, mode="json") == EFFECTS_ADAPTER.dump_python(
+            state.outbox, mode="json"
+        )
 
 
-def test_each_item_is_serialised_once_across_a_run() -> None:
-    """Encoding every state of a run serialises each thread item exactly once."""
-    # A write encodes only the items appended since the agent's previous write.
-    encode = ThreadEncoder()
-    calls: list[object] = []
-    inner = encode._items.fn
-    encode._items.fn = lambda item: calls.append(item) or inner(item)  # type: ignore[method-assign,func-returns-value]
+def test_a_head_does_not_grow_with_the_thread() -> None:
+    """The head of the last state is about as large as the head of an early one."""
+    states = states_of_a_run()
+    first, last = encode_head(states[2]), encode_head(states[-1])
+    thread_bytes = sum(len(item_bytes(i)) for i in states[-1].thread)
+    assert len(last) < len(first) + 1500 < thread_bytes
+
+
+def test_each_item_is_written_once_across_a_run() -> None:
+    """Writing every state of a run over the previous one sends each thread item exactly once,
+    as its model JSON, on its own subject."""
+    written: dict[str, bytes] = {}
+    stored = 0
     states = states_of_a_run()
     for state in states:
-        encode(state)
-    assert len(calls) == len(states[-1].thread)
-    assert all(a is b for a, b in zip(calls, states[-1].thread, strict=True))
+        for subject, data, _ in AgentStore.item_writes(state, stored):
+            assert subject not in written
+            written[subject] = data
+        stored = len(state.thread)
+    last = states[-1]
+    assert [written[s.thread_item(last.agent_id, i)] for i in range(len(last.thread))] == [
+        item.model_dump_json().encode() for item in last.thread
+    ]
+
+
+def test_tallies_kept_by_the_reducer_match_the_thread() -> None:
+    """At every state of a run the counters equal what the thread says (`with_tallies`)."""
+    for state in states_of_a_run():
+        derived = state.with_tallies()
+        assert {k: getattr(derived, k) for k in TALLIES} == {k: getattr(state, k) for k in TALLIES}
+
+
+def test_a_format_1_document_is_read_with_its_tallies() -> None:
+    """A state stored whole by the previous version reads as a legacy head with its tallies."""
+    state = states_of_a_run()[-1]
+    old = state.model_dump_json(exclude={*TALLIES, "outbox"}).encode()
+    head = decode_head(old, 3, state.agent_id)
+    assert head.legacy and head.thread_len == len(state.thread)
+    assert head.state.thread == state.thread
+    assert {k: getattr(head.state, k) for k in TALLIES} == {k: getattr(state, k) for k in TALLIES}
+
+
+def test_an_older_reader_refuses_a_head() -> None:
+    """The previous version's model cannot read a head as a state with an empty thread."""
+    state = states_of_a_run()[-1]
+    with pytest.raises(ValidationError):
+        AGENT_STATE_ADAPTER.validate_json(encode_head(state))
 
 
 def _less_defaults(short: object, full: object) -> bool:
