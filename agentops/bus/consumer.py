@@ -65,8 +65,6 @@ class Delivery:
 
 
 Handler = Callable[[WorkMessage, Delivery], Awaitable[None]]
-# A cheaper decoding for some messages (data, headers): None means decode the whole document.
-FastDecode = Callable[[bytes, dict[str, str] | None], WorkMessage | None]
 # Called with a message about to be dead-lettered (None when it could not be decoded), its
 # subject and why: a request is still answered, a mailbox's agent or task ends `failed`.
 GiveUp = Callable[[WorkMessage | None, str, ErrorInfo], Awaitable[None]]
@@ -170,10 +168,8 @@ class Consumer:
         concurrency: int = 1,
         max_ack_pending: int | None = None,
         on_give_up: GiveUp | None = None,
-        fast_decode: FastDecode | None = None,
     ) -> None:
         self.nc = nc
-        self.fast_decode = fast_decode
         self.js = js
         self.on_give_up = on_give_up
         self.stream = stream
@@ -354,8 +350,7 @@ class Consumer:
         message: WorkMessage | None = None
         outcome = "ack"
         try:
-            fast = self.fast_decode(msg.data, msg.headers) if self.fast_decode else None
-            message = fast if fast is not None else decode_work(msg.data)
+            message = decode_work(msg.data)
             structlog.contextvars.bind_contextvars(
                 msg_type=message.type, msg_id=message.id, task_id=message.task_id,
                 agent_id=message.agent_id,

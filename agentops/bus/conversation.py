@@ -1,113 +1,185 @@
-"""An LLM request on the wire: built from the parts an agent sent before, and read back on the
-gateway reusing the conversation it already decoded for that agent.
+"""An LLM request on the wire carries only the messages the gateway has not seen.
 
-An agent's successive requests repeat its whole conversation and grow it by a message or
-two, so both ends keep what they made of the last one:
-- `encode_llm_request` (agent): joins the JSON of each message, memoised per agent
-  (`GrowingMap`), and names the byte range of the `messages` array's content in the
-  `CONVERSATION` header.
-- `ConversationDecoder` (gateway): when that range's content starts with the content it
-  decoded last for the agent, followed by a comma, only the messages after it are parsed.
-  The rest of the document is validated as is, with the array left empty.
+An agent's successive requests repeat its conversation and grow it by a message or two
+(`core/context.py` keeps even a compacted conversation growing by appending between its
+checkpoints), so sending it whole on every step would move the whole context across the bus
+each time. Instead:
+- Agent side (`encode_llm_request`): per agent, the conversation it sent last is remembered
+  with a rolling digest of its messages' JSON. A request whose messages extend it (the very
+  same objects) carries only the new ones, with `conversation = {base, base_digest, count,
+  digest}`: "append these to the `base` messages whose digest is `base_digest`". Otherwise
+  (the first request, a conversation compacted since, a process restarted, `whole=True`) it
+  carries them all, with `base` 0. Each message's JSON is made once and reused.
+- Gateway side (`ConversationCache`): per agent, the last conversation it assembled, with its
+  count and digest. A request based on exactly that one is appended to it; any other base is
+  a miss (another gateway replica had it, or this one restarted or evicted it): the gateway
+  answers `conversation_miss` and the agent sends the request again whole. A miss is not an
+  LLM error and costs one round trip.
 
-The header is a hint, not a second source of truth: a request without it, with a range that
-does not delimit a JSON array, or whose parts do not validate is decoded whole (`None` here),
-so errors are reported on the whole document exactly as before. The prefix is compared byte
-for byte, and it ends on a message boundary (it was a complete list of messages), so the
-messages decoded are those the whole document holds.
+The digest makes a wrong splice impossible: the gateway only appends to the very conversation
+the agent based the request on, byte for byte.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from operator import is_
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from agentops.core.memo import GrowingMap, IdentityMemo
+from agentops.core.memo import IdentityMemo
 from agentops.llm.types import Message, ToolSchema
-from agentops.protocol.messages import WORK_ADAPTER, LLMRequested, WorkMessage
+from agentops.protocol.messages import ConversationRef, LLMRequested
 
-CONVERSATION = "Agentops-Conversation"  # "<start>-<end>": the messages array's content
+MISS = "conversation_miss"
+OWNERS = 4096  # agents whose last conversation is remembered, on either side
+MAX_BYTES = 512 * 1024 * 1024  # and at most this much of them (gateway)
 
 # A message leaves out the fields it has at their defaults (no `"tool_calls":[]`,
 # `"name":null`, ...): a third of a conversation's bytes; it decodes the same.
-_messages: GrowingMap[Message, bytes] = GrowingMap(
-    lambda m: m.model_dump_json(exclude_defaults=True).encode()
+_message_json: IdentityMemo[Message, bytes] = IdentityMemo(
+    lambda m: m.model_dump_json(exclude_defaults=True).encode(),
+    limit=200_000,
+    max_weight=256 * 1024 * 1024,
 )
 _tool_schemas: IdentityMemo[ToolSchema, bytes] = IdentityMemo(
     lambda tool: tool.model_dump_json().encode(), limit=1024
 )
 _ENVELOPE_ONLY: Any = {"request"}
 _REQUEST_REST: Any = {"messages", "tools"}
-_OPEN = b',"request":{"messages":['
-_MESSAGE_LIST: TypeAdapter[tuple[Message, ...]] = TypeAdapter(tuple[Message, ...])
+
+
+def _roll(digest: str, data: bytes) -> str:
+    return hashlib.blake2b(digest.encode() + data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    messages: tuple[Message, ...]
+    digests: tuple[str, ...]  # digests[i]: of messages[:i]; digests[0] is ""
+
+
+_sent: OrderedDict[str, _Sent] = OrderedDict()
+
+
+def _digests(owner: str, messages: tuple[Message, ...]) -> tuple[_Sent | None, _Sent]:
+    """What was sent last for `owner` (if these messages extend it) and what these are."""
+    last = _sent.pop(owner, None)
+    if (
+        last is not None
+        and len(messages) >= len(last.messages)
+        and all(map(is_, messages, last.messages))
+    ):
+        digests = list(last.digests)
+        base: _Sent | None = last
+    else:
+        digests, base = [""], None
+    for m in messages[len(digests) - 1 :]:
+        digests.append(_roll(digests[-1], _message_json(m)))
+    now = _Sent(messages, tuple(digests))
+    _sent[owner] = now
+    while len(_sent) > OWNERS:
+        _sent.popitem(last=False)
+    return base, now
 
 
 def encode_llm_request(message: LLMRequested) -> tuple[bytes, dict[str, str]]:
-    """The request's JSON (the model's document, less the messages' default fields; keys in
-    another order) and the header naming where its conversation is."""
+    """The request's JSON (the model's document, less the messages' default fields and the
+    messages the gateway has, keys in another order); no extra headers."""
     request = message.request
-    envelope = message.model_dump_json(exclude=_ENVELOPE_ONLY).encode()[:-1]
+    owner = message.agent_id or ""
+    base, now = _digests(owner, request.messages)
+    start = 0 if message.whole or base is None or not owner else len(base.messages)
+    ref = ConversationRef(
+        base=start,
+        base_digest=now.digests[start],
+        count=len(request.messages),
+        digest=now.digests[-1],
+    )
+    envelope = (
+        message.model_copy(update={"conversation": ref})
+        .model_dump_json(exclude=_ENVELOPE_ONLY)
+        .encode()[:-1]
+    )
     rest = request.model_dump_json(exclude=_REQUEST_REST).encode()
-    messages = b",".join(_messages(message.agent_id or "", request.messages))
+    messages = b",".join(_message_json(m) for m in request.messages[start:])
     tools = b",".join(_tool_schemas(tool) for tool in request.tools)
-    start = len(envelope) + len(_OPEN)
-    data = b'%s%s%s],"tools":[%s],%s}}' % (envelope, _OPEN, messages, tools, rest[1:-1])
-    return data, {CONVERSATION: f"{start}-{start + len(messages)}"}
+    data = b'%s,"request":{"messages":[%s],"tools":[%s],%s}}' % (
+        envelope,
+        messages,
+        tools,
+        rest[1:-1],
+    )
+    return data, {}
 
 
-class ConversationDecoder:
-    """Decodes LLM requests for the gateway, parsing only the messages an agent's request
-    adds to its previous one. Keeps the last conversation of at most `owners` agents, least
-    recently used first out."""
+def forget_sent(owner: str) -> None:
+    """Send `owner`'s next request whole (its last one may not have reached a gateway)."""
+    _sent.pop(owner, None)
 
-    def __init__(self, owners: int = 256) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    count: int
+    digest: str
+    messages: tuple[Message, ...]
+    nbytes: int
+
+
+class ConversationCache:
+    """The gateway's side: each agent's last conversation, to which a request's new messages
+    are appended. Least recently used agents go first past `owners` or `max_bytes`."""
+
+    def __init__(self, owners: int = OWNERS, max_bytes: int = MAX_BYTES) -> None:
         self.owners = owners
-        self._last: dict[str, tuple[bytes, tuple[Message, ...]]] = {}
+        self.max_bytes = max_bytes
+        self.nbytes = 0
         self.reused = 0  # messages taken from an earlier request (for tests and status)
+        self.misses = 0
+        self._held: OrderedDict[str, _Held] = OrderedDict()
 
-    def __call__(self, data: bytes, headers: dict[str, str] | None) -> WorkMessage | None:
-        """The decoded request, or None: decode the whole document instead."""
-        span = _span(data, (headers or {}).get(CONVERSATION))
-        if span is None:
-            return None
-        start, end = span
-        try:
-            message = WORK_ADAPTER.validate_json(data[:start] + data[end:])
-            if not isinstance(message, LLMRequested) or message.request.messages:
-                return None
-            messages = self._messages(message.agent_id or "", data[start:end])
-        except ValidationError:
-            return None
-        request = message.request.model_copy(update={"messages": messages})
-        return message.model_copy(update={"request": request})
+    def __len__(self) -> int:
+        return len(self._held)
 
-    def _messages(self, owner: str, content: bytes) -> tuple[Message, ...]:
-        seen, done = self._last.pop(owner, (b"", ()))
-        # The last conversation, then nothing or a comma: a boundary between messages.
-        if seen and content.startswith(seen) and content[len(seen) : len(seen) + 1] in b",":
-            if len(content) > len(seen):
-                tail = _MESSAGE_LIST.validate_json(b"[%s]" % content[len(seen) + 1 :])
-                self.reused += len(done)
-                done += tail
+    def resolve(self, msg: LLMRequested) -> LLMRequested | None:
+        """The request with its whole conversation, or None when its base is not here."""
+        ref = msg.conversation
+        if ref is None:  # a sender that always sends it whole
+            return msg
+        owner = msg.agent_id or ""
+        delta = msg.request.messages
+        if ref.base == 0:
+            messages = delta
         else:
-            done = _MESSAGE_LIST.validate_json(b"[%s]" % content)
-            if len(self._last) >= self.owners:  # the least recently used agent goes
-                del self._last[next(iter(self._last))]
-        self._last[owner] = (content, done)
-        return done
+            held = self._held.get(owner)
+            if held is None or (held.count, held.digest) != (ref.base, ref.base_digest):
+                self.misses += 1
+                return None
+            messages = held.messages + delta
+            self.reused += held.count
+        if len(messages) != ref.count:
+            self.misses += 1
+            return None
+        self._keep(owner, _Held(ref.count, ref.digest, messages, _size(messages)))
+        if ref.base == 0:
+            return msg
+        return msg.model_copy(
+            update={"request": msg.request.model_copy(update={"messages": messages})}
+        )
+
+    def _keep(self, owner: str, held: _Held) -> None:
+        old = self._held.pop(owner, None)
+        if old is not None:
+            self.nbytes -= old.nbytes
+        self._held[owner] = held
+        self.nbytes += held.nbytes
+        while len(self._held) > 1 and (
+            len(self._held) > self.owners or self.nbytes > self.max_bytes
+        ):
+            _, gone = self._held.popitem(last=False)
+            self.nbytes -= gone.nbytes
 
 
-def _span(data: bytes, header: str | None) -> tuple[int, int] | None:
-    """The header's range, when it delimits the content of an array in `data`."""
-    if not header:
-        return None
-    first, sep, second = header.partition("-")
-    if not sep or not first.isdigit() or not second.isdigit():
-        return None
-    start, end = int(first), int(second)
-    if not 0 < start <= end < len(data):
-        return None
-    if data[start - 1 : start] != b"[" or data[end : end + 1] != b"]":
-        return None
-    return start, end
+def _size(messages: tuple[Message, ...]) -> int:
+    return sum(len(m.content) for m in messages) + 64 * len(messages)

@@ -31,7 +31,7 @@ from nats.micro.service import Service
 
 from agentops import __version__
 from agentops.bus.connection import connect
-from agentops.bus.consumer import Consumer, FastDecode, GiveUp, Handler
+from agentops.bus.consumer import Consumer, GiveUp, Handler
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import attach_jetstream, ensure_jetstream
 from agentops.config import Settings, load_retention, load_settings, mask_url
@@ -63,7 +63,7 @@ class Runtime:
 
     def consumer(
         self, durable: str, filter_subject: str, handler: Handler, *, concurrency: int = 1,
-        on_give_up: GiveUp | None = None, fast_decode: FastDecode | None = None,
+        on_give_up: GiveUp | None = None,
     ) -> Consumer:  # fmt: skip
         """A consumer of the work stream, pushed to this process's own deliver subject."""
         return Consumer(
@@ -76,7 +76,6 @@ class Runtime:
             handler=handler,
             concurrency=concurrency,
             on_give_up=on_give_up,
-            fast_decode=fast_decode,
         )
 
     async def add_consumer(self, consumer: Consumer) -> None:
@@ -85,7 +84,7 @@ class Runtime:
 
     async def serve_pool(
         self, durable: str, filter_subject: str, handler: Handler, on_give_up: GiveUp,
-        concurrency: int, fast_decode: FastDecode | None = None,
+        concurrency: int,
     ) -> None:  # fmt: skip
         """A work pool on the work stream: requests handled concurrently, answered even when
         they have to be dead-lettered."""
@@ -95,7 +94,6 @@ class Runtime:
             handler,
             concurrency=concurrency,
             on_give_up=on_give_up,
-            fast_decode=fast_decode,
         )
         await self.add_consumer(pool)
 

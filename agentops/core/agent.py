@@ -38,7 +38,7 @@ from agentops.core.state import (
     LLMErrorItem,
     TaskItem,
 )
-from agentops.core.transition import Transition, call_of, last_assistant, preview
+from agentops.core.transition import CONVERSATION_MISS, Transition, call_of, last_assistant, preview
 from agentops.llm.types import ToolCall
 from agentops.protocol.errors import ErrorInfo, PermanentError
 from agentops.protocol.messages import (
@@ -217,6 +217,9 @@ def _llm_completed(run: Transition, msg: LLMCompleted) -> str | None:
 def _llm_failed(run: Transition, msg: LLMFailed) -> str | None:
     if not _awaits_llm(run.state, msg):
         return "stale llm failure"
+    if msg.error.code == CONVERSATION_MISS:  # the gateway lacks the conversation: send it all
+        run.resend_whole(msg.step, msg.attempt)
+        return None
     run.record(LLMErrorItem(at=run.now, step=msg.step, attempt=msg.attempt, error=msg.error))
     run.update(inflight=None)
     run.emit(

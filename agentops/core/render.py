@@ -12,12 +12,14 @@ Pure. Rules:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
+from operator import is_
 from typing import Any
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.context import fit
-from agentops.core.memo import GrowingMap, IdentityMemo
+from agentops.core.memo import IdentityMemo
 from agentops.core.state import (
     AgentState,
     AssistantItem,
@@ -59,9 +61,9 @@ def tool_result_content(item: ToolResultItem) -> str:
 
 # Each step renders the thread; items are frozen and the thread only grows, so each item is
 # rendered once (and the same Message objects let `fit` reuse their token estimates).
-def _render_item(item: ThreadItem) -> Message | HumanResponseItem | None:
-    """An item's message; a human's answer is returned as is (it renders only as the answer
-    to an escalation, which depends on its request), other items render to nothing."""
+def _render_item(item: ThreadItem, escalations: frozenset[str]) -> Message | None:
+    """An item's message. A human's answer renders only as guidance after an escalation (a
+    tool's answer is its tool result); other items render to nothing."""
     match item:
         case TaskItem():
             return task_message(item)
@@ -74,44 +76,62 @@ def _render_item(item: ThreadItem) -> Message | HumanResponseItem | None:
                 tool_call_id=item.call_id,
                 name=item.name,
             )
-        case HumanResponseItem():
-            return item
+        case HumanResponseItem() if item.request_id in escalations:
+            return Message(role="user", content=f"Guidance from a human: {_dumps(item.response)}")
         case _:
             return None
 
 
-_rendered = GrowingMap(_render_item)
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    items: tuple[ThreadItem, ...]  # the thread these messages were rendered from
+    messages: tuple[Message, ...]
+    escalations: frozenset[str]  # request ids of escalations seen so far
+
+
+class _Renderer:
+    """The messages of a thread, kept per agent: a thread that extends the one rendered last
+    (the very same items, by identity) costs its new items only. At most `owners` agents are
+    kept, least recently used first out; an agent evicted is rendered whole again."""
+
+    def __init__(self, owners: int = 4096) -> None:
+        self.owners = owners
+        self._last: dict[str, _Rendered] = {}
+
+    def __call__(self, owner: str, thread: tuple[ThreadItem, ...]) -> tuple[Message, ...]:
+        last = self._last.pop(owner, None)
+        if last is None or len(thread) < len(last.items) or not all(map(is_, thread, last.items)):
+            last = _Rendered((), (), frozenset())
+            if len(self._last) >= self.owners:
+                del self._last[next(iter(self._last))]
+        messages = list(last.messages)
+        escalations = last.escalations
+        for item in thread[len(last.items) :]:
+            if isinstance(item, HumanRequestItem) and item.reason == "escalation":
+                escalations = escalations | {item.request_id}
+            message = _render_item(item, escalations)
+            if message is not None:
+                messages.append(message)
+        done = _Rendered(thread, tuple(messages), escalations)
+        self._last[owner] = done
+        return done.messages
+
+
+_rendered = _Renderer()
 _system_message: IdentityMemo[str, Message] = IdentityMemo(
     lambda prompt: Message(role="system", content=prompt)
 )
 
 
 def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
-    messages: list[Message] = [_system_message(spec.system_prompt)]
-    escalations: set[str] | None = None
-    for rendered in _rendered(state.agent_id, state.thread):
-        if rendered is None:
-            continue
-        if isinstance(rendered, Message):
-            messages.append(rendered)
-            continue
-        if escalations is None:
-            escalations = {
-                i.request_id
-                for i in state.thread
-                if isinstance(i, HumanRequestItem) and i.reason == "escalation"
-            }
-        if rendered.request_id in escalations:
-            guidance = f"Guidance from a human: {_dumps(rendered.response)}"
-            messages.append(Message(role="user", content=guidance))
-    return tuple(messages)
+    return (_system_message(spec.system_prompt), *_rendered(state.agent_id, state.thread))
 
 
 def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:
     """The request for `step`; `metadata` carries the context facts (estimated input tokens,
     messages compacted) the agent reports in its `agent.step` event and budget check."""
-    task = next((i for i in state.thread if isinstance(i, TaskItem)), None)
-    mock = task.context.get(MOCK_KEY) if task else None
+    task = state.thread[0] if state.thread else None
+    mock = task.context.get(MOCK_KEY) if isinstance(task, TaskItem) else None
     metadata: dict[str, Any] = {
         "agent_type": state.agent_type,
         "agent_id": state.agent_id,

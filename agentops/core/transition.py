@@ -55,6 +55,9 @@ from agentops.tools.registry import (
 )
 
 MAX_CONSECUTIVE_ERRORS = 3
+# The LLM gateway's answer when it lacks the conversation a request builds on
+# (`bus/conversation.py`): the call is sent again whole; not an LLM error.
+CONVERSATION_MISS = "conversation_miss"
 PLUGIN_TIMEOUT_S = 60.0
 SOURCE = "agent"
 
@@ -196,6 +199,21 @@ class Transition:
             inflight=Inflight(kind="llm", step=step, attempt=attempt),
             llm_calls=self.state.llm_calls + 1,
         )
+
+    def resend_whole(self, step: int, attempt: int) -> None:
+        """The LLM call in flight again, with its whole conversation (the gateway that took
+        it did not have the part it left out). The same call: no new attempt, the same
+        `call_index`, so the model sees exactly the request it would have."""
+        before = self.state.model_copy(update={"llm_calls": self.state.llm_calls - 1})
+        message = LLMRequested(
+            **self.header(f"llm{step}.{attempt}.whole"),
+            step=step,
+            attempt=attempt,
+            reply_to=self.reply_to(),
+            request=render_request(self.spec, before, step),
+            whole=True,
+        )
+        self.effects.append(CallLLM(message=message))
 
     def continue_(self) -> None:
         """Every result of the current step is in and the agent is running: decide what's next."""

@@ -170,12 +170,25 @@ class ToolCompleted(Envelope):
 
 
 # ---- to the llm gateway / tool executor ----
+class ConversationRef(Wire):
+    """Which conversation an LLM request's messages belong to (`bus/conversation.py`): the
+    request carries the messages after the first `base`, whose rolling digest is
+    `base_digest`; the whole has `count` messages and digest `digest`."""
+
+    base: int = Field(default=0, ge=0)
+    base_digest: str = ""
+    count: int = Field(ge=0)
+    digest: str
+
+
 class LLMRequested(Envelope):
     type: Literal["llm.request"] = "llm.request"
     step: int
     attempt: int
     reply_to: ReplyTo
     request: LLMRequest
+    conversation: ConversationRef | None = None  # set on the wire by the sender
+    whole: bool = False  # send the whole conversation (the gateway did not have its base)
 
 
 class DeleteWorkspace(Envelope):

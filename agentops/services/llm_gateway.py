@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 
 from agentops.bus.connection import publish_all, publish_event
 from agentops.bus.consumer import Delivery
-from agentops.bus.conversation import ConversationDecoder
+from agentops.bus.conversation import MISS, ConversationCache
 from agentops.bus.service import Runtime, run_process
 from agentops.config import load_llm
 from agentops.llm.gateway import LLMGateway
@@ -75,13 +75,26 @@ async def setup(rt: Runtime) -> None:
     llm = load_llm(rt.settings)
     gateway = LLMGateway(llm)
     rt.on_shutdown.append(gateway.aclose)
-    calls = {"ok": 0, "failed": 0, "answered_again": 0}
-    conversations = ConversationDecoder()  # an agent's conversation is parsed once
+    calls = {"ok": 0, "failed": 0, "answered_again": 0, "conversation_misses": 0}
+    conversations = ConversationCache()  # each agent's conversation, sent once
     answers: OrderedDict[str, LLMCompleted] = OrderedDict()  # request id -> its answer
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, LLMRequested):
             raise PermanentError(f"{msg.type} is not an LLM request")
+        whole = conversations.resolve(msg)
+        if whole is None:  # another replica (or this one before a restart) had its start
+            calls["conversation_misses"] += 1
+            structlog.contextvars.bind_contextvars(llm_outcome=MISS)
+            info = ErrorInfo(
+                code=MISS,
+                message="this gateway does not have the conversation the request builds on; "
+                "send it whole",
+                retryable=True,
+            )
+            await send(msg, failed(msg, info))
+            return
+        msg = whole
         known = answers.get(msg.id)
         if known is not None:  # a redelivery: the provider already answered this request
             calls["answered_again"] += 1
@@ -128,13 +141,15 @@ async def setup(rt: Runtime) -> None:
     async def give_up(msg: WorkMessage | None, _: str, info: ErrorInfo) -> None:
         """A request that cannot be handled still gets an answer, so the agent never hangs."""
         if isinstance(msg, LLMRequested):
-            info_reply = LLMFailed(
-                **msg.reply_header(PROCESS, datetime.now(UTC)),
-                step=msg.step,
-                attempt=msg.attempt,
-                error=info,
-            )
-            await send(msg, info_reply)
+            await send(msg, failed(msg, info))
+
+    def failed(msg: LLMRequested, info: ErrorInfo) -> LLMFailed:
+        return LLMFailed(
+            **msg.reply_header(PROCESS, datetime.now(UTC)),
+            step=msg.step,
+            attempt=msg.attempt,
+            error=info,
+        )
 
     rt.status_extra = lambda: {
         "provider": llm.default.provider,
@@ -143,11 +158,9 @@ async def setup(rt: Runtime) -> None:
         "llm_calls": dict(calls),
         "llm_retries": gateway.stats["retries"],
         "conversation_messages_reused": conversations.reused,
+        "conversations_held": len(conversations),
     }
-    await rt.serve_pool(
-        s.LLM_GATEWAY_CONSUMER, s.llm_requests(), handle, give_up, CONCURRENCY,
-        fast_decode=conversations,
-    )  # fmt: skip
+    await rt.serve_pool(s.LLM_GATEWAY_CONSUMER, s.llm_requests(), handle, give_up, CONCURRENCY)
 
 
 def main() -> None:

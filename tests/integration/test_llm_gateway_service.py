@@ -162,4 +162,9 @@ async def test_a_redelivered_request_is_answered_again_without_calling_the_provi
         await stop(rt)
     assert len(server.requests) == 1
     assert replies[0] == replies[1] and replies[0]["result"]["text"] == "once"
-    assert status["llm_calls"] == {"ok": 1, "failed": 0, "answered_again": 1}
+    assert status["llm_calls"] == {
+        "ok": 1,
+        "failed": 0,
+        "answered_again": 1,
+        "conversation_misses": 0,
+    }

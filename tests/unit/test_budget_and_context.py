@@ -4,12 +4,13 @@ old tool output is compacted while the task, human answers and recent results st
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import is_
 from typing import Any
 
 import pytest
 
 from agentops.agents.definitions import AGENT_SPECS
-from agentops.core.context import KEEP_RECENT, fit
+from agentops.core.context import CHECKPOINT, KEEP_RECENT, fit
 from agentops.llm.tokens import estimate_tokens, message_tokens, tools_tokens
 from agentops.llm.types import LLMRequest, LLMResult, Message, ToolCall, Usage
 from tests.harness import Harness
@@ -135,7 +136,8 @@ def test_old_tool_output_is_compacted_and_the_rest_stays_whole() -> None:
     assert len(human) == 1 and human_answer in human[0].content
     for recent in reads_out[-KEEP_RECENT:]:
         assert BIG in recent.content
-    assert any("[compacted:" in m.content for m in reads_out[:-KEEP_RECENT])
+    # Older reads were cut or dropped (the note after the task says how many).
+    assert any("[compacted:" in m.content for m in messages[2 : len(messages) - 2 * KEEP_RECENT])
     steps = [e for e in h.events if e.type == "agent.step"]
     assert steps[-1].data["context"]["compacted_messages"] > 0
 
@@ -148,25 +150,60 @@ def test_fit_leaves_a_request_that_fits_untouched() -> None:
     assert fitted.estimated_tokens == sum(message_tokens(m) for m in messages)
 
 
-def test_fit_replaces_old_output_with_a_marker_when_cutting_is_not_enough() -> None:
-    """fit replaces old tool output with a [compacted: …] marker; recent results and pairs stay."""
-    call = ToolCall(id="a", name="read_file", arguments={"path": "x"})
+def _turns(
+    n: int, content: str = "y" * 3000, human_at: int | None = None, arguments: str = "x" * 300
+) -> list[Message]:
     history = [Message(role="system", content="s"), Message(role="user", content="task")]
-    for i in range(10):
-        history.append(
-            Message(role="assistant", tool_calls=(call.model_copy(update={"id": f"{i}"}),))
-        )
-        history.append(
-            Message(role="tool", content="y" * 3000, tool_call_id=f"{i}", name="read_file")
-        )
-    fitted = fit(history, (), context_window=6000, max_output_tokens=1000)
-    assert fitted.estimated_tokens <= 4500
+    for i in range(n):
+        name = "request_human_input" if i == human_at else "read_file"
+        call = ToolCall(id=f"{i}", name=name, arguments={"path": arguments})
+        history.append(Message(role="assistant", content=f"turn {i}", tool_calls=(call,)))
+        history.append(Message(role="tool", content=content, tool_call_id=f"{i}", name=name))
+    return history
+
+
+def test_fit_compacts_the_oldest_turns_first_and_keeps_pairs() -> None:
+    """fit cuts, then marks, then drops the oldest turns (with a note); recent turns, human
+    answers and call/result pairs stay."""
+    history = _turns(10, human_at=1)
+    fitted = fit(history, (), context_window=9000, max_output_tokens=1000)
+    assert fitted.estimated_tokens <= 7200 and fitted.compacted > 0
+    assert fitted.estimated_tokens == sum(message_tokens(m) for m in fitted.messages)
     tools = [m for m in fitted.messages if m.role == "tool"]
     assert all(m.content == "y" * 3000 for m in tools[-KEEP_RECENT:])
-    assert tools[0].content.startswith("[compacted: 3000 older characters")
+    # The turn the human answered in is never dropped and its answer never cut.
+    human = [m for m in fitted.messages if m.name == "request_human_input"]
+    assert [m.content for m in human] == ["y" * 3000]
+    note = fitted.messages[2]
+    assert note.role == "user" and note.content.startswith("[compacted: the ")
     # Every call is still followed by its result, as the providers require.
-    ids = [m.tool_call_id for m in fitted.messages if m.role == "tool"]
-    assert ids == [str(i) for i in range(10)]
+    calls = [c.id for m in fitted.messages for c in m.tool_calls]
+    assert calls == [m.tool_call_id for m in fitted.messages if m.role == "tool"]
+
+
+def test_fit_with_a_memo_is_the_same_as_fit_afresh() -> None:
+    """fit for an agent (its plan kept between steps) returns what it returns afresh."""
+    history = _turns(60, content="z" * 2500, human_at=7)
+    for n in range(3, len(history) + 1):
+        kept = fit(history[:n], (), context_window=12_000, max_output_tokens=1000, owner="a1")
+        fresh = fit(history[:n], (), context_window=12_000, max_output_tokens=1000)
+        assert kept == fresh
+
+
+def test_a_growing_conversation_is_compacted_by_appending_between_checkpoints() -> None:
+    """From one request to the next the fitted messages mostly extend the previous ones (the
+    same objects), so a request can carry only what is new."""
+    history = _turns(120, content="w" * 1500)
+    previous: tuple[Message, ...] = ()
+    replans = 0
+    for n in range(4, len(history) + 1, 2):  # one more turn each time
+        out = fit(
+            history[:n], (), context_window=40_000, max_output_tokens=1000, owner="b"
+        ).messages
+        if previous and not (len(out) >= len(previous) and all(map(is_, out, previous))):
+            replans += 1
+        previous = out
+    assert replans <= 120 // CHECKPOINT + 2
 
 
 def test_estimate_is_an_upper_bound_on_bytes_over_three() -> None:

@@ -1,15 +1,17 @@
-"""The LLM request's wire form (`bus/conversation.py`): the gateway reads an agent's request
-parsing only the messages added since its previous one, and gets exactly what decoding the
-whole document gives, including when the conversation was compacted, several agents are
-interleaved, or the header is missing, wrong or forged."""
+"""The LLM request's wire form (`bus/conversation.py`): a request carries only the messages the
+gateway has not seen, the gateway appends them to the very conversation the request names, and
+anything else (another gateway, a forged or changed base) is a miss answered by a whole resend."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
 from agentops.bus.connection import outgoing
-from agentops.bus.conversation import CONVERSATION, ConversationDecoder, encode_llm_request
-from agentops.protocol.messages import WORK_ADAPTER, LLMRequested
+from agentops.bus.conversation import ConversationCache, encode_llm_request, forget_sent
+from agentops.core import agent
+from agentops.core.effects import CallLLM
+from agentops.protocol.errors import ErrorInfo
+from agentops.protocol.messages import WORK_ADAPTER, LLMFailed, LLMRequested
 from tests.harness import Harness
 from tests.unit.test_budget_and_context import AGENT, BIG, WRITES, priced_harness, tool_llm
 
@@ -20,117 +22,120 @@ def requests_of(h: Harness) -> list[LLMRequested]:
     return list(h.llm_requests)
 
 
-def wired(message: LLMRequested) -> tuple[bytes, dict[str, str]]:
-    return encode_llm_request(message)
+def on_the_wire(message: LLMRequested) -> LLMRequested:
+    """What a gateway decodes from the request as the agent sends it."""
+    decoded = WORK_ADAPTER.validate_json(encode_llm_request(message)[0])
+    assert isinstance(decoded, LLMRequested)
+    return decoded
 
 
-def test_a_run_decodes_to_the_same_requests_and_reuses_the_conversation() -> None:
-    """Each request of a run decodes like a full decode, reusing the previous conversation."""
+def same(a: LLMRequested, b: LLMRequested) -> bool:
+    plain = {"conversation": None, "whole": False}
+    return a.model_copy(update=plain) == b.model_copy(update=plain)
+
+
+def test_a_run_sends_each_message_once_and_the_gateway_sees_every_request_whole() -> None:
+    """After the first request, each carries only its new messages; resolved, each is whole."""
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
-    h.submit(AGENT, budget_usd=10.0)
-    decoder = ConversationDecoder()
+    _, agent_id = h.submit(AGENT, budget_usd=10.0)
+    forget_sent(agent_id)
+    cache = ConversationCache()
     requests = requests_of(h)
-    for request in requests:
-        data, headers = wired(request)
-        assert decoder(data, headers) == WORK_ADAPTER.validate_json(data) == request
-    # Every request after the first found the previous conversation as its prefix.
-    previous = sum(len(r.request.messages) for r in requests[:-1])
-    assert decoder.reused == previous
+    sent = [on_the_wire(r) for r in requests]
+    for request, wire in zip(requests, sent, strict=True):
+        resolved = cache.resolve(wire)
+        assert resolved is not None and same(resolved, request)
+    assert sent[0].conversation is not None and sent[0].conversation.base == 0
+    assert all(w.conversation is not None and w.conversation.base > 0 for w in sent[1:])
+    carried = sum(len(w.request.messages) for w in sent)
+    assert carried == len(requests[-1].request.messages)  # each message crossed once
+    assert cache.misses == 0
 
 
-def test_interleaved_agents_and_a_compacted_conversation_decode_the_same() -> None:
-    """With two agents alternating, one of them compacted, each request still decodes to itself."""
-    # Compaction changes earlier messages of that conversation.
-    reads = [{"tool": "read_file", "args": {"path": "big.txt"}} for _ in range(8)]
-    h = priced_harness(tool_llm(reads, cost=0.0), context_window=40_000)
+def test_interleaved_agents_and_a_compacted_conversation_resolve_to_themselves() -> None:
+    """Two agents alternating, one of them compacting its context, each resolve to itself."""
+    reads = [{"tool": "read_file", "args": {"path": "big.txt"}} for _ in range(12)]
+    h = priced_harness(tool_llm(reads, cost=0.0), context_window=30_000)
     task_id, _ = h.submit(AGENT, description="Summarise big.txt")
     h.tools.files[task_id] = {"big.txt": BIG}
     compacting = requests_of(h)
     assert compacting[-1].request.metadata["compacted_messages"] > 0
     other = Harness(llm=tool_llm(WRITES, cost=0.01))
     other.submit(AGENT, budget_usd=10.0)
-    plain = requests_of(other)
-    decoder = ConversationDecoder()
+    plain = [r.model_copy(update={"agent_id": "agent_other"}) for r in requests_of(other)]
+    cache = ConversationCache()
     for pair in zip(compacting, plain, strict=False):
         for request in pair:
-            assert decoder(*wired(request)) == request
+            resolved = cache.resolve(on_the_wire(request))
+            assert resolved is not None and same(resolved, request)
 
 
-def test_an_evicted_agent_is_decoded_whole() -> None:
-    """With room for one owner, alternating agents evict each other and each decodes whole."""
+def test_another_gateway_misses_and_a_whole_request_then_resolves() -> None:
+    """A delta reaching a gateway without its base is a miss; the same call sent whole is not."""
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
-    h.submit(AGENT, budget_usd=10.0)
-    decoder = ConversationDecoder(owners=1)
-    for request in requests_of(h):
-        stranger = request.model_copy(update={"agent_id": "agent_stranger"})
-        assert decoder(*wired(request)) == request
-        assert decoder(*wired(stranger)) == stranger
-    assert decoder.reused == 0
+    _, agent_id = h.submit(AGENT, budget_usd=10.0)
+    forget_sent(agent_id)
+    requests = requests_of(h)
+    first, second = ConversationCache(), ConversationCache()
+    assert first.resolve(on_the_wire(requests[0])) is not None
+    delta = on_the_wire(requests[1])
+    assert second.resolve(delta) is None and second.misses == 1
+    whole = on_the_wire(requests[1].model_copy(update={"whole": True}))
+    resolved = second.resolve(whole)
+    assert resolved is not None and same(resolved, requests[1])
 
 
-def test_the_header_is_only_a_hint() -> None:
-    """A missing, malformed or misplaced conversation header makes the decoder decline (None)."""
-    # Misplaced: one that does not delimit the messages array. On None the consumer decodes
-    # the whole document.
+def test_a_forged_or_changed_base_is_never_spliced() -> None:
+    """A base with another digest or count, or a whole whose count is wrong, is a miss."""
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
-    h.submit(AGENT, budget_usd=10.0)
-    request = requests_of(h)[-1]
-    data, headers = wired(request)
-    start, end = map(int, headers[CONVERSATION].split("-"))
-    decoder = ConversationDecoder()
-    for bad in (None, {}, {CONVERSATION: "x-y"}, {CONVERSATION: f"{end}-{start}"},
-                {CONVERSATION: f"{start + 1}-{end}"}, {CONVERSATION: f"0-{len(data)}"},
-                {CONVERSATION: f"{start}-{len(data) + 5}"}):  # fmt: skip
-        assert decoder(data, bad) is None
-    # A range over another array of the document (the tool schemas) is not a conversation.
-    tools = data.index(b'"tools":[') + len(b'"tools":[')
-    assert decoder(data, {CONVERSATION: f"{tools}-{data.index(b']', tools)}"}) is None
+    _, agent_id = h.submit(AGENT, budget_usd=10.0)
+    forget_sent(agent_id)
+    requests = requests_of(h)
+    cache = ConversationCache()
+    assert cache.resolve(on_the_wire(requests[0])) is not None
+    delta = on_the_wire(requests[1])
+    assert delta.conversation is not None
+    for change in (
+        {"base_digest": "0" * 32},
+        {"base": delta.conversation.base + 1},
+        {"count": delta.conversation.count + 1},
+    ):
+        forged = delta.model_copy(
+            update={"conversation": delta.conversation.model_copy(update=change)}
+        )
+        assert cache.resolve(forged) is None
+    assert cache.resolve(delta) is not None
 
 
-@pytest.mark.parametrize("edit", ["prefix_changed", "tail_invalid", "not_a_boundary"])
-def test_a_conversation_that_changed_underneath_is_never_spliced(edit: str) -> None:
-    """A cached prefix is reused only when its bytes match and end on a message boundary."""
-    # Otherwise the messages are decoded anew, or the decoder declines.
-    h = Harness(llm=tool_llm(WRITES, cost=0.01))
-    h.submit(AGENT, budget_usd=10.0)
-    first, second = requests_of(h)[1:3]
-    decoder = ConversationDecoder()
-    assert decoder(*wired(first)) == first
-    seen = span(wired(first)[1])[1] - span(wired(first)[1])[0]
-    data, headers = wired(second)
-    start, end = span(headers)
-    content = data[start:end]
-    if edit == "prefix_changed":  # same length, other bytes: another conversation
-        content = content.replace(b"Task: ", b"Tusk: ", 1)
-    elif edit == "tail_invalid":
-        at = content.rindex(b'"role":"') + len(b'"role":"')
-        content = content[:at] + b"wizard" + content[content.index(b'"', at) :]
-    else:  # the previous conversation's bytes, then a space before the comma: valid JSON
-        content = content[:seen] + b" " + content[seen:]
-    forged = data[:start] + content + data[end:]
-    header = {CONVERSATION: f"{start}-{start + len(content)}"}
-    before = decoder.reused
-    decoded = decoder(forged, header)
-    assert decoder.reused == before
-    if edit == "tail_invalid":
-        assert decoded is None
-        with pytest.raises(ValueError):
-            WORK_ADAPTER.validate_json(forged)
-    else:
-        assert decoded == WORK_ADAPTER.validate_json(forged)
-        assert (decoded == second) is (edit == "not_a_boundary")
+def test_a_miss_makes_the_agent_send_the_same_call_whole() -> None:
+    """`conversation_miss` is not an LLM error: the agent sends the same call (same step,
+    attempt and call index) again, whole, and records nothing in its thread."""
+    h = Harness(llm=tool_llm(WRITES, cost=0.01), hold_llm=True)
+    _, agent_id = h.submit(AGENT, budget_usd=10.0)
+    h.run()
+    state = h.agents[agent_id]
+    (call,) = [e for e in state.outbox if isinstance(e, CallLLM)]
+    miss = LLMFailed(
+        **call.message.reply_header("llm-gateway", state.updated_at),
+        step=call.message.step,
+        attempt=call.message.attempt,
+        error=ErrorInfo(code="conversation_miss", message="send it whole", retryable=True),
+    )
+    decision = agent.step(h.specs[AGENT], state, miss, state.updated_at)
+    assert decision.state is not None
+    assert decision.state.thread == state.thread and decision.state.error_count == 0
+    (again,) = [e for e in decision.effects if isinstance(e, CallLLM)]
+    assert again.message.whole and again.message.id.endswith(".whole")
+    assert (again.message.step, again.message.attempt) == (call.message.step, call.message.attempt)
+    assert again.message.request == call.message.request
+    assert [e for e in decision.effects if not isinstance(e, CallLLM)] == []
 
 
-def span(headers: dict[str, str]) -> tuple[int, int]:
-    first, second = headers[CONVERSATION].split("-")
-    return int(first), int(second)
-
-
-def test_published_llm_requests_carry_the_header() -> None:
-    """A published LLM request carries its Nats-Msg-Id and a conversation header that decodes it."""
+def test_published_llm_requests_carry_their_id() -> None:
+    """A published LLM request carries its Nats-Msg-Id and decodes with its conversation."""
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
     h.submit(AGENT, budget_usd=10.0)
     request = requests_of(h)[-1]
     ((_subject, data, headers),) = outgoing([("agentops.llm.request", request, request.id)])
     assert headers["Nats-Msg-Id"] == request.id
-    assert ConversationDecoder()(data, dict(headers)) == request
+    assert json.loads(data)["conversation"]["count"] == len(request.request.messages)

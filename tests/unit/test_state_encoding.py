@@ -10,12 +10,13 @@ from pydantic import ValidationError
 
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import encode
+from agentops.bus.conversation import forget_sent
 from agentops.core import agent
 from agentops.core.effects import EFFECTS_ADAPTER
 from agentops.core.items import item_bytes
 from agentops.core.state import AGENT_STATE_ADAPTER, AgentState
 from agentops.protocol import subjects as s
-from agentops.protocol.messages import WORK_ADAPTER
+from agentops.protocol.messages import WORK_ADAPTER, ConversationRef
 from agentops.store.agents import FORMAT, AgentStore, decode_head, encode_head
 from tests.harness import Harness
 from tests.unit.test_budget_and_context import WRITES, tool_llm
@@ -120,22 +121,28 @@ def _less_defaults(short: object, full: object) -> bool:
 
 
 def test_llm_requests_encode_to_the_model_json_and_round_trip() -> None:
-    """An LLM request's wire JSON is the model's document less message defaults, and round-trips."""
-    # The conversation and tool schemas are reused from the agent's previous requests.
+    """An LLM request sent whole is the model's document less message defaults, plus the
+    conversation it carries, and round-trips."""
     h = Harness(llm=tool_llm(WRITES, cost=0.01))
-    h.submit("backend_developer", budget_usd=10.0)
+    _, agent_id = h.submit("backend_developer", budget_usd=10.0)
     h.run()
     assert len(h.llm_requests) > 3
     for request in h.llm_requests:
+        forget_sent(agent_id)  # sent whole (a delta is `test_conversation_wire`'s)
         data = encode(request)
         document = json.loads(request.model_dump_json())
         sent = json.loads(data)
+        ref = sent.pop("conversation")
+        assert ref["base"] == 0 and ref["count"] == len(request.request.messages)
+        document.pop("conversation")
         assert {**sent, "request": {**sent["request"], "messages": []}} == {
             **document,
             "request": {**document["request"], "messages": []},
         }
         # Messages leave out their default fields, and only those.
         assert _less_defaults(sent["request"]["messages"], document["request"]["messages"])
-        assert WORK_ADAPTER.validate_json(data) == request
+        decoded = WORK_ADAPTER.validate_json(data)
+        assert decoded == request.model_copy(update={"conversation": ConversationRef(**ref)})
     last = h.llm_requests[-1]
-    assert len(encode(last)) < 0.9 * len(last.model_dump_json())
+    forget_sent(agent_id)
+    assert len(encode(last)) < len(last.model_dump_json())
