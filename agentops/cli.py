@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from agentops import __version__
+from agentops import __version__, streams
 from agentops.config import load_settings, validate_sections
 from agentops.logging import configure_logging
 from agentops.processes import select_processes, service_entry
@@ -65,6 +65,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
     without = [p.strip() for raw in args.without or () for p in raw.split(",") if p.strip()]
     processes = select_processes(without)
+    # Before logging captures them: a closed reader (`up | tee`, tee killed) must not break
+    # the banner, the log lines or the stop.
+    streams.guard_std_streams()
     configure_logging("supervisor", settings.log_level, settings.log_format)
     supervisor = Supervisor(
         settings,
