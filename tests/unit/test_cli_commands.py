@@ -4,20 +4,19 @@ tasks paging and the client-side --type filter, --token, -o json, inbox and heal
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from agentops import cli
+from tests.unit.test_cli_errors import _Recorder
 
 TYPES = ("backend_developer", "devops_engineer", "frontend_developer")
 
 
-class FakeEdge:
+class FakeEdge(_Recorder):
     """Answers the few routes the CLI reads, from in-memory data; keeps every request."""
 
     def __init__(self, n_tasks: int = 0) -> None:
@@ -27,38 +26,7 @@ class FakeEdge:
         ]
         self.agents: list[dict[str, Any]] = []
         self.statuses: dict[str, dict[str, Any]] = {}
-        self.requests: list[dict[str, Any]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                fake.requests.append(
-                    {
-                        "method": self.command,
-                        "path": self.path,
-                        "headers": dict(self.headers),
-                        "body": json.loads(raw) if raw else None,
-                    }
-                )
-                status, body = fake.route(self.command, self.path)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        super().__init__()
 
     def route(self, method: str, raw_path: str) -> tuple[int, Any]:
         parts = urlsplit(raw_path)
@@ -77,11 +45,6 @@ class FakeEdge:
         if parts.path == "/health":
             return 503, {"status": "degraded", "nats": {"connected": True}, "services": {}}
         return 404, {"error": {"code": "not_found", "message": raw_path, "details": None}}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
 
 @pytest.fixture
