@@ -15,6 +15,8 @@ Invariants:
 - Children get their settings as environment variables (`Settings.child_env()`, NATS_URL set
   to the server actually used) plus AGENTOPS_PROCESS; nothing else crosses over.
 - A NATS URL is shown (banner, logs) only through `mask_url`: it may carry a password.
+- A stdout/stderr whose reader is gone never stops a stop: the signal handler sets the stop
+  flag before it writes anything, and writes that fail are dropped (`streams.py`).
 - `up --without P` leaves process P to another machine (the LLM gateway on a GPU pod); the
   banner names it, and `/health` stays degraded until it connects from there.
 """
@@ -39,7 +41,7 @@ import httpx
 import structlog
 
 import agentops
-from agentops import preflight
+from agentops import preflight, streams
 from agentops.config import Settings, mask_url
 from agentops.natsserver import NatsServer, die_with_parent
 from agentops.processes import NATS_SERVER, process_command
@@ -165,13 +167,17 @@ class Supervisor:
         self._stopping.set()
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        # The flag first: the lines below go to a terminal or pipe that may be gone (Ctrl-C
+        # of `agentops up | tee` kills tee too), and the stop must never depend on them.
         if self._stopping.is_set():
-            log.warning("supervisor.force_stop", signal=sig.name)
             self._force.set()
+            with contextlib.suppress(*streams.WRITE_ERRORS):
+                log.warning("supervisor.force_stop", signal=sig.name)
             return
-        log.info("supervisor.stopping", signal=sig.name)
-        self._say("stopping AgentOps (again to force)...")
         self._stopping.set()
+        with contextlib.suppress(*streams.WRITE_ERRORS):
+            log.info("supervisor.stopping", signal=sig.name)
+        self._say("stopping AgentOps (again to force)...")
 
     async def shutdown(self) -> None:
         """SIGTERM every child, SIGKILL stragglers, then stop the embedded nats-server."""
@@ -411,7 +417,7 @@ class Supervisor:
         return self._stopping.is_set()
 
     def _say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        streams.write_line(self.out, text)
 
 
 def _signal(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:

@@ -26,7 +26,7 @@ from typing import Any, assert_never
 from pydantic import ValidationError
 
 from agentops.agents.definitions import AgentSpec
-from agentops.core.answers import BadAnswer, RaiseBudget, Stop, parse_answer
+from agentops.core.answers import BadAnswer, RaiseBudget, Stop, answer_json, parse_answer
 from agentops.core.effects import CallLLM, Decision, Effect, InvokeTool
 from agentops.core.render import render_request
 from agentops.core.state import (
@@ -321,13 +321,12 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
         return _reject(run, "human_response", f"no open request {msg.request_id!r}")
     try:
         answer = parse_answer(open_request, msg.response, st.usage.cost_usd)
+        response = answer_json(answer)  # normalised ("yes"/"no", the choice as offered)
     except BadAnswer as exc:
         return _reject(run, "human_response", str(exc))
-    run.record(
-        HumanResponseItem(at=run.now, request_id=open_request.request_id, response=msg.response)
-    )
+    run.record(HumanResponseItem(at=run.now, request_id=open_request.request_id, response=response))
     run.emit(
-        "human.response", {"request_id": open_request.request_id, "response": preview(msg.response)}
+        "human.response", {"request_id": open_request.request_id, "response": preview(response)}
     )
     if isinstance(answer, Stop):
         reason = "stopped by a human at the budget limit" + (
@@ -348,7 +347,7 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
     if isinstance(answer, ApprovalAnswer):
         _approval(run, open_request.step, call, answer)
     else:
-        run.tool_result(open_request.step, call, ok=True, result={"response": msg.response})
+        run.tool_result(open_request.step, call, ok=True, result={"response": response})
         _resolve_pending(run, call.id)
     return None
 

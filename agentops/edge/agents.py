@@ -27,7 +27,7 @@ from aiohttp import web
 
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
-from agentops.core.answers import BadAnswer, parse_answer
+from agentops.core.answers import BadAnswer, answer_json, parse_answer
 from agentops.core.state import AgentState
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import find_agent, get_agent, open_request, scan_heads, wait_for
@@ -223,8 +223,8 @@ async def human_response(request: web.Request) -> web.Response:
             f"request {body.request_id!r} is not the open request",
             {"open_request_id": open_request_item.request_id},
         )
-    try:  # an approval or a budget question takes a specific answer; say which, now
-        parse_answer(open_request_item, body.response, state.usage.cost_usd)
+    try:  # the question decides what fits (core/answers.py); say what to send, now
+        answer = parse_answer(open_request_item, body.response, state.usage.cost_usd)
     except BadAnswer as exc:
         raise bad_request(
             str(exc),
@@ -236,7 +236,7 @@ async def human_response(request: web.Request) -> web.Response:
         task_id=state.task_id,
         agent_id=agent_id,
         ts=datetime.now(UTC),
-        response=body.response,
+        response=answer_json(answer),  # normalised: "yes"/"no", the choice as offered
         request_id=open_request_item.request_id,
     )
     await _send(bus, state, msg)

@@ -105,9 +105,9 @@ def test_approval_answers(response: Any, approved: bool) -> None:
     assert getattr(answer, "approved", None) is approved
 
 
-@pytest.mark.parametrize("vague", [True, "yes", {"approved": "yes"}, {"approved": 1}, None])
+@pytest.mark.parametrize("vague", ["ok", "sure", {"approved": "yes"}, {"approved": 1}, None])
 def test_only_an_explicit_approval_counts(vague: Any) -> None:
-    """Anything but an object with a boolean "approved" is a BadAnswer, however yes-like."""
+    """Anything but an object with a boolean "approved" or a plain yes/no is a BadAnswer."""
     h, agent_id = held(BASH)
     request = h.agents[agent_id].open_human_request()
     assert request is not None

@@ -29,8 +29,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
 
 
 class _Recorder:
-    """A loopback HTTP server answering every request with 200 `{"ok": true}` and keeping
-    each request's method, path, headers and JSON body."""
+    """A loopback HTTP server answering every request with 200 `{"ok": true}` (or what a
+    subclass's `route` says) and keeping each request's method, path, headers and JSON body."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -48,8 +48,9 @@ class _Recorder:
                         "body": json.loads(raw) if raw else None,
                     }
                 )
-                payload = b'{"ok": true}'
-                self.send_response(200)
+                status, body = recorder.route(self.command, self.path)
+                payload = json.dumps(body).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -64,6 +65,9 @@ class _Recorder:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
+
+    def route(self, method: str, path: str) -> tuple[int, Any]:
+        return 200, {"ok": True}
 
     def close(self) -> None:
         self.server.shutdown()
