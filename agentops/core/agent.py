@@ -188,7 +188,7 @@ def _llm_completed(run: Transition, msg: LLMCompleted) -> str | None:
         usage=result.usage,
         model=result.model,
     )
-    run.record(item)
+    item = run.record(item)  # what no longer fits a message is refused or cut here
     run.update(usage=st.usage + result.usage, inflight=None)
     run.emit(
         "llm.response",

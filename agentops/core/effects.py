@@ -15,6 +15,7 @@ from agentops.protocol.messages import (
     AgentReport,
     CancelAgent,
     Event,
+    FailAgent,
     LLMRequested,
     StartAgent,
     ToolRequested,
@@ -45,7 +46,7 @@ class ReportToTask(_Effect):
 class SendToAgent(_Effect):
     kind: Literal["send_agent"] = "send_agent"
     agent_type: str
-    message: StartAgent | CancelAgent
+    message: StartAgent | CancelAgent | FailAgent
 
 
 class Emit(_Effect):

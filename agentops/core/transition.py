@@ -15,7 +15,7 @@ Rules:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.effects import CallLLM, Decision, Effect, Emit, InvokeTool, ReportToTask
@@ -54,6 +54,7 @@ from agentops.tools.registry import (
     validate_call,
 )
 
+T = TypeVar("T", bound=ThreadItem)
 MAX_CONSECUTIVE_ERRORS = 3
 # The LLM gateway's answer when it lacks the conversation a request builds on
 # (`bus/conversation.py`): the call is sent again whole; not an LLM error.
@@ -95,12 +96,15 @@ class Transition:
     def _get(self, name: str) -> Any:
         return self._changes[name] if name in self._changes else getattr(self._state, name)
 
-    def record(self, item: ThreadItem) -> None:
-        """Append an item (cut to fit one stored message) and update the tallies."""
-        item = fit_item(item)
-        thread = (*self._get("thread"), item)
-        self._changes.update(tally(self._get, thread, len(thread) - 1, item, self.tool_names()))
+    def record(self, item: T) -> T:
+        """Append an item, cut to fit one stored message (the item as appended is returned:
+        use it, not the one given), and update the tallies."""
+        fitted = fit_item(item)
+        thread = (*self._get("thread"), fitted)
+        self._changes.update(tally(self._get, thread, len(thread) - 1, fitted, self.tool_names()))
         self._changes["thread"] = thread
+        assert isinstance(fitted, type(item))
+        return fitted
 
     def tool_names(self) -> frozenset[str]:
         """The names tool results are tallied under (others count as `other`)."""

@@ -25,7 +25,7 @@ from agentops.edge import agents, tasks
 from agentops.edge.auth import auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
-from agentops.edge.health import health
+from agentops.edge.health import DLQ_START, health, remember_dlq_start
 from agentops.edge.metrics import METRICS, EdgeMetrics, metrics, metrics_middleware
 from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
@@ -69,6 +69,8 @@ def create_app(
     app[CONFIG] = config
     app[METRICS] = EdgeMetrics()
     app[WS_CLIENTS] = WsClients()
+    app[DLQ_START] = []
+    app.on_startup.append(remember_dlq_start)
     app.on_shutdown.append(_close_websockets)
     app.router.add_routes(
         [
@@ -80,6 +82,7 @@ def create_app(
             web.get("/tasks", tasks.list_tasks),
             web.get("/tasks/{task_id}", tasks.get_task_route),
             web.post("/tasks/{task_id}/cancel", tasks.cancel_task),
+            web.delete("/tasks/{task_id}", tasks.delete_task),
             web.get("/agents", agents.list_agents),
             web.get("/agents/{agent_id}/status", agents.get_agent_status),
             web.get("/agents/{agent_id}/state", agents.get_agent_state),

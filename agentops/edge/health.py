@@ -8,6 +8,10 @@ Rules:
   503 `degraded` with the same body, so probes and humans see what is missing.
 - The tool executor's entry also shows the code-execution isolation in force (`isolation`,
   from its status endpoint), so an operator sees whether code runs sandboxed.
+- `dead_letters`: messages no process could apply (stream AGENTOPS_DLQ): how many are stored,
+  how many arrived since this edge started, and the last one's subject and reason. Each one
+  has already ended the agent or task it belonged to, so they do not make the system
+  degraded; they are shown so an operator sees them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Any
 
 from aiohttp import web
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
+from agentops.bus.connection import ERROR_CODE, ERROR_MESSAGE, ORIGINAL_SUBJECT
 from agentops.edge.context import BUS, CONFIG
 from agentops.edge.discovery import gather, instances_by_name
 from agentops.protocol import subjects as s
@@ -60,6 +66,38 @@ async def executor_isolation(nc: Client, timeout_s: float) -> dict[str, Any] | N
     return isolation if isinstance(isolation, dict) else None
 
 
+DLQ_START = web.AppKey("dlq_start", list)  # [the DLQ's last sequence when this edge started]
+
+
+async def remember_dlq_start(app: web.Application) -> None:
+    try:
+        app[DLQ_START].append((await app[BUS].js.stream_info(s.DLQ_STREAM)).state.last_seq)
+    except Exception:  # NATS away at start-up: counted from the first health check instead
+        return
+
+
+async def dead_letters(js: JetStreamContext, start: list[int]) -> dict[str, Any] | None:
+    try:
+        state = (await js.stream_info(s.DLQ_STREAM)).state
+    except Exception:
+        return None
+    if not start:
+        start.append(state.last_seq)
+    out: dict[str, Any] = {"stored": state.messages, "since_start": state.last_seq - start[0]}
+    if state.messages:
+        try:
+            last = await js.get_msg(s.DLQ_STREAM, seq=state.last_seq)
+        except Exception:
+            return out
+        headers = last.headers or {}
+        out["last"] = {
+            "subject": headers.get(ORIGINAL_SUBJECT),
+            "code": headers.get(ERROR_CODE),
+            "error": headers.get(ERROR_MESSAGE),
+        }
+    return out
+
+
 async def health(request: web.Request) -> web.Response:
     nc = request.app[BUS].nc
     nats = nats_status(nc)
@@ -68,5 +106,11 @@ async def health(request: web.Request) -> web.Response:
     if services.get(EXECUTOR, {}).get("status") == "up" and nats["connected"]:
         services[EXECUTOR]["isolation"] = await executor_isolation(nc, window)
     healthy = nats["connected"] and all(v["status"] == "up" for v in services.values())
-    body = {"status": "healthy" if healthy else "degraded", "nats": nats, "services": services}
+    body: dict[str, Any] = {
+        "status": "healthy" if healthy else "degraded",
+        "nats": nats,
+        "services": services,
+    }
+    if nats["connected"]:
+        body["dead_letters"] = await dead_letters(request.app[BUS].js, request.app[DLQ_START])
     return web.json_response(body, status=200 if healthy else 503)

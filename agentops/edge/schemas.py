@@ -31,6 +31,7 @@ V = TypeVar("V")
 
 MAX_JSON_DEPTH = 32
 MAX_DESCRIPTION = 100_000
+MAX_STEPS = 10_000  # a run has no size limit but the disk (DESIGN §4a); steps are a budget
 _UINT = re.compile(r"^[0-9]{1,19}$")
 
 
@@ -58,7 +59,7 @@ class CreateTask(BaseModel):
     agent_type: str = Field(min_length=1, max_length=64)
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
     context: dict[str, Any] | None = None
-    max_steps: int | None = Field(default=None, ge=1, le=200)
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
     budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @field_validator("description")

@@ -1,4 +1,4 @@
-"""Task routes: submit, list, read, cancel. Handlers decode → load → check → publish → poll.
+"""Task routes: submit, list, read, cancel, delete. Handlers decode → load → check → publish → poll.
 
 Rules:
 - The edge never creates or changes a task record: it publishes `SubmitTask` / `CancelTask` to
@@ -37,7 +37,7 @@ from agentops.edge.errors import ApiError, bad_request, checked_id, conflict, fi
 from agentops.edge.schemas import CreateTask, parse_model, query_choice, query_int, read_json
 from agentops.edge.views import task_view
 from agentops.protocol import subjects as s
-from agentops.protocol.messages import TERMINAL, CancelTask, SubmitTask, TaskStatus
+from agentops.protocol.messages import TERMINAL, CancelTask, DeleteTask, SubmitTask, TaskStatus
 from agentops.store.kv import scan
 
 SOURCE = "edge"
@@ -197,3 +197,33 @@ async def cancel_task(request: web.Request) -> web.Response:
     )
     status = (final or record).status
     return web.json_response({"task_id": record.task_id, "status": status})
+
+
+async def delete_task(request: web.Request) -> web.Response:
+    """`DELETE /tasks/{id}`: a finished task and everything it holds, now (409 while it runs).
+    The orchestrator deletes; this waits a bounded time for the record to be gone: 200
+    `deleted`, or 202 `deleting` when it is still on its way."""
+    bus, config = request.app[BUS], request.app[CONFIG]
+    record = await get_task(bus, checked_id(request.match_info["task_id"], "task"))
+    if record.status not in TERMINAL:
+        raise conflict(
+            f"task {record.task_id} is {record.status}; cancel it first, or wait until it ends",
+            {"status": record.status},
+        )
+    msg = DeleteTask(
+        id=f"{record.task_id}.delete_request",
+        source=SOURCE,
+        task_id=record.task_id,
+        agent_id=record.agent_id,
+        ts=datetime.now(UTC),
+    )
+    await publish(bus.js, s.task_inbox(record.task_id), msg, msg.id)
+    gone = await wait_for(
+        lambda: _absent(bus, record.task_id), lambda done: done, config.cancel_wait_s
+    )
+    body = {"task_id": record.task_id, "status": "deleted" if gone else "deleting"}
+    return web.json_response(body, status=200 if gone else 202)
+
+
+async def _absent(bus: Bus, task_id: str) -> bool:
+    return await find_task(bus, task_id) is None

@@ -117,7 +117,7 @@ async def setup(rt: Runtime) -> None:
             swept["asked"] += 1
 
     async def sweeping() -> None:
-        delay = FIRST_SWEEP_S
+        delay = min(FIRST_SWEEP_S, retention.sweep_interval_s)
         while True:
             await asyncio.sleep(delay)
             delay = retention.sweep_interval_s
