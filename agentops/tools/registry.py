@@ -39,6 +39,34 @@ class WriteFileArgs(_Args):
     mode: Literal["write", "append"] = "write"
 
 
+class EditFileArgs(_Args):
+    path: str = Field(min_length=1, max_length=4096)
+    old: str = Field(min_length=1, max_length=1_000_000, description="exact text to replace")
+    new: str = Field(max_length=5_000_000, description="replacement text")
+    count: int = Field(
+        default=1, ge=1, le=10_000, description="most occurrences of `old` allowed (all replaced)"
+    )
+
+
+class ListFilesArgs(_Args):
+    path: str = Field(default=".", min_length=1, max_length=4096, description="directory")
+    pattern: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="glob; without '/' it matches file names (e.g. '*.py'), with '/' paths "
+        "relative to `path` (e.g. 'src/*.py'; '*' also crosses '/')",
+    )
+
+
+class SearchFilesArgs(_Args):
+    pattern: str = Field(min_length=1, max_length=2000, description="Python regular expression")
+    path: str = Field(default=".", min_length=1, max_length=4096, description="directory")
+    glob: str | None = Field(
+        default=None, min_length=1, max_length=512, description="only files matching this glob"
+    )
+
+
 class ApiCallArgs(_Args):
     url: str = Field(min_length=1, max_length=8192)
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
@@ -100,6 +128,30 @@ BUILTIN_TOOLS: dict[str, ToolDef] = {
             "workspace); parent directories are created.",
             WriteFileArgs,
             timeout_s=10.0,
+        ),
+        ToolDef(
+            "edit_file",
+            "Replace exact text in a file of the task workspace: `old` must occur, and at most "
+            "`count` times (default 1); every occurrence is replaced by `new`. Include enough "
+            "surrounding lines in `old` to make it unique. Prefer this to rewriting a file.",
+            EditFileArgs,
+            timeout_s=10.0,
+        ),
+        ToolDef(
+            "list_files",
+            "List the files below a directory of the task workspace (default: all of it) with "
+            "their sizes, optionally only those matching a glob pattern. Capped.",
+            ListFilesArgs,
+            timeout_s=10.0,
+            idempotent=True,
+        ),
+        ToolDef(
+            "search_files",
+            "Search the text files of the task workspace for a Python regular expression; "
+            "returns matching lines with path and line number. Capped.",
+            SearchFilesArgs,
+            timeout_s=30.0,
+            idempotent=True,
         ),
         ToolDef(
             "api_call",
