@@ -41,30 +41,20 @@ class WriteFileArgs(_Args):
 
 class EditFileArgs(_Args):
     path: str = Field(min_length=1, max_length=4096)
-    old: str = Field(min_length=1, max_length=1_000_000, description="exact text to replace")
-    new: str = Field(max_length=5_000_000, description="replacement text")
-    count: int = Field(
-        default=1, ge=1, le=10_000, description="most occurrences of `old` allowed (all replaced)"
-    )
+    old: str = Field(min_length=1, max_length=1_000_000)
+    new: str = Field(max_length=5_000_000)
+    count: int = Field(default=1, ge=1, le=10_000)
 
 
 class ListFilesArgs(_Args):
-    path: str = Field(default=".", min_length=1, max_length=4096, description="directory")
-    pattern: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=512,
-        description="glob; without '/' it matches file names (e.g. '*.py'), with '/' paths "
-        "relative to `path` (e.g. 'src/*.py'; '*' also crosses '/')",
-    )
+    path: str = Field(default=".", min_length=1, max_length=4096)
+    pattern: str | None = Field(default=None, min_length=1, max_length=512)
 
 
 class SearchFilesArgs(_Args):
-    pattern: str = Field(min_length=1, max_length=2000, description="Python regular expression")
-    path: str = Field(default=".", min_length=1, max_length=4096, description="directory")
-    glob: str | None = Field(
-        default=None, min_length=1, max_length=512, description="only files matching this glob"
-    )
+    pattern: str = Field(min_length=1, max_length=2000)
+    path: str = Field(default=".", min_length=1, max_length=4096)
+    glob: str | None = Field(default=None, min_length=1, max_length=512)
 
 
 class ApiCallArgs(_Args):
@@ -131,24 +121,24 @@ BUILTIN_TOOLS: dict[str, ToolDef] = {
         ),
         ToolDef(
             "edit_file",
-            "Replace exact text in a file of the task workspace: `old` must occur, and at most "
-            "`count` times (default 1); every occurrence is replaced by `new`. Include enough "
-            "surrounding lines in `old` to make it unique. Prefer this to rewriting a file.",
+            "Replace exact text `old` with `new` in a workspace file. `old` must occur, at most "
+            "`count` times (default 1), and every occurrence is replaced: include enough "
+            "surrounding lines to make it unique. Prefer this to rewriting a whole file.",
             EditFileArgs,
             timeout_s=10.0,
         ),
         ToolDef(
             "list_files",
-            "List the files below a directory of the task workspace (default: all of it) with "
-            "their sizes, optionally only those matching a glob pattern. Capped.",
+            "List files (with sizes) below a workspace directory, default all. `pattern` is a "
+            "glob on file names ('*.py'), or on paths below `path` when it has a '/'.",
             ListFilesArgs,
             timeout_s=10.0,
             idempotent=True,
         ),
         ToolDef(
             "search_files",
-            "Search the text files of the task workspace for a Python regular expression; "
-            "returns matching lines with path and line number. Capped.",
+            "Search workspace text files line by line for a Python regular expression; returns "
+            "path, line number and text of each match. `glob` filters files like list_files.",
             SearchFilesArgs,
             timeout_s=30.0,
             idempotent=True,
