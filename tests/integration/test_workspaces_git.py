@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -19,10 +20,7 @@ from agentops.workspaces.archives import extract
 from agentops.workspaces.git import Workspaces
 from agentops.workspaces.sources import WorkspaceError
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["git", "--version"], capture_output=True).returncode != 0,
-    reason="git is not installed",
-)
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -339,3 +337,20 @@ def test_hooks_and_configs_planted_anywhere_never_run(
     assert files(out) == {".gitattributes", "a.txt", "b.txt"}
     config = (ws.git_dir("task_1") / "config").read_text()
     assert "filter" not in config and "fsmonitor" not in config
+
+
+def test_links_out_and_fifos_are_committed_safely(ws: Workspaces) -> None:
+    """A symlink to /etc/passwd is committed as a link (its target, not the file's bytes);
+    a FIFO the task left is skipped instead of blocking git."""
+    base = ws.init("task_1")
+    work = ws.workspace("task_1")
+    (work / "passwd").symlink_to("/etc/passwd")
+    os.mkfifo(work / "pipe")
+    (work / "ok.txt").write_text("ok\n")
+    sha = ws.commit("task_1", "backend_developer", "links")
+    assert sha is not None
+    tree = git(ws.git_dir("task_1"), "ls-tree", sha)
+    assert "120000 blob" in tree and "passwd" in tree and "pipe" not in tree
+    assert git(ws.git_dir("task_1"), "cat-file", "-p", f"{sha}:passwd") == "/etc/passwd"
+    assert [f["path"] for f in ws.list_files("task_1")] == ["ok.txt"]
+    assert b"root:" not in b"".join(ws.diff("task_1", base))
