@@ -24,7 +24,6 @@ Rules:
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import os
 import re
 import socket
@@ -34,7 +33,13 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from agentops.protocol.errors import PermanentError
-from agentops.tools.netguard import AddressRefused, Guard, IPAddress
+from agentops.tools.netguard import (
+    AddressRefused,
+    Guard,
+    IPAddress,
+    addresses,
+    literal_address,
+)
 
 DEFAULT_ALLOW: tuple[str, ...] = ("https://*",)
 MAX_SOURCE_CHARS = 4096
@@ -166,20 +171,13 @@ def _local(text: str) -> Source:
 
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address `host` resolves to (an address literal is itself), in resolver order."""
+    literal = literal_address(host)
+    if literal is not None:
+        return [literal]
     try:
-        return [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return addresses(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
     except (OSError, UnicodeError) as exc:
         raise WorkspaceError("clone_failed", f"cannot resolve {host}: {exc}") from None
-    found: list[IPAddress] = []
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if ip not in found:
-            found.append(ip)
-    return found
 
 
 def pin(source: Source, net_allow: Iterable[str] = (), resolver: Resolver = resolve) -> Pin:
@@ -190,5 +188,5 @@ def pin(source: Source, net_allow: Iterable[str] = (), resolver: Resolver = reso
     except AddressRefused as exc:
         text = str(exc).replace("api_call reaches", "git clones reach")
         raise WorkspaceError("address_not_allowed", f"{source.shown}: {text}") from None
-    literal = source.host.strip("[]") == str(chosen)
+    literal = literal_address(source.host) is not None
     return Pin(source.host, source.port, None if literal else chosen)
