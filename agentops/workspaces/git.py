@@ -119,12 +119,12 @@ class Workspaces:
         Codes: invalid_source, source_not_allowed, address_not_allowed, invalid_ref,
         clone_failed, ref_not_found, clone_timeout, too_large, workspace_exists."""
         source = check_source(url, allow)
+        _check_ref(ref)
         config: list[str] = []
         if source.kind == "https":
             curlopt = pin(source, net_allow, resolver).curlopt()
             if curlopt is not None:
                 config.append(f"http.curloptResolve={curlopt}")
-        _check_ref(ref)
         deadline = time.monotonic() + timeout_s
         with self._creating(workspace_id, adopt=False) as (git_dir, work):
             argv = ["clone", "--bare", "--no-local", "--quiet", "--", source.url, str(git_dir)]
@@ -140,6 +140,8 @@ class Workspaces:
                 raise WorkspaceError(
                     "clone_failed", f"cannot clone {source.shown}: {exc.stderr}"
                 ) from None
+            except WorkspaceError as exc:  # clone_timeout, too_large: say what was cloned
+                raise WorkspaceError(exc.code, f"cannot clone {source.shown}: {exc}") from None
             sha = self._resolve_ref(git_dir, ref, source)
             if sha is None:  # an empty repository
                 sha = self._new_base(git_dir, None, "agentops: empty repository")

@@ -354,3 +354,15 @@ def test_links_out_and_fifos_are_committed_safely(ws: Workspaces) -> None:
     assert git(ws.git_dir("task_1"), "cat-file", "-p", f"{sha}:passwd") == "/etc/passwd"
     assert [f["path"] for f in ws.list_files("task_1")] == ["ok.txt"]
     assert b"root:" not in b"".join(ws.diff("task_1", base))
+
+
+def test_an_empty_repository_gets_an_empty_base(ws: Workspaces, tmp_path: Path) -> None:
+    """Cloning a repository without commits gives an empty base commit to work from."""
+    empty = tmp_path / "src" / "empty"
+    empty.mkdir(parents=True)
+    git(empty, "init", "-q")
+    base = ws.clone("task_1", str(empty), allow=[f"{tmp_path}/src/*"])
+    assert git(ws.git_dir("task_1"), "ls-tree", base) == "" and ws.list_files("task_1") == []
+    assert error(ws.clone, "task_2", str(empty), "main", allow=[f"{tmp_path}/src/*"]).code == (
+        "ref_not_found"
+    )
