@@ -23,7 +23,7 @@ import tarfile
 import time
 import zipfile
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Literal
 
 from agentops.workspaces.tree import Entry, link_stays_inside, walk
@@ -34,7 +34,7 @@ _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 
 
-def archive_chunks(root: str, fmt: Format) -> Iterator[bytes]:
+def archive_chunks(root: str, fmt: Format) -> Generator[bytes, None, None]:
     """The archive of the workspace at `root` (its real path), chunk by chunk."""
     if fmt == "zip":
         return _zip(root)
@@ -120,7 +120,7 @@ def _tar(root: str) -> Iterator[bytes]:
     yield bytes(end + (-(written + end) % _RECORD))
 
 
-def _gzip(raw: Iterator[bytes]) -> Iterator[bytes]:
+def _gzip(raw: Iterator[bytes]) -> Generator[bytes, None, None]:
     compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     pending = bytearray()
     for data in raw:
@@ -166,7 +166,7 @@ def _zip_info(entry: Entry, name: str) -> zipfile.ZipInfo:
     return info
 
 
-def _zip(root: str) -> Iterator[bytes]:
+def _zip(root: str) -> Generator[bytes, None, None]:
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", allowZip64=True) as zf:
         for entry in _members(root):

@@ -43,7 +43,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -201,7 +201,9 @@ class Workspaces:
             self._git(git_dir, None, update)
             return sha
 
-    def diff(self, workspace_id: str, base: str, head: str | None = None) -> Iterator[bytes]:
+    def diff(
+        self, workspace_id: str, base: str, head: str | None = None
+    ) -> Generator[bytes, None, None]:
         """The unified diff `base..head`, or `base..`the work tree (new files included) when
         `head` is None, as chunks of bytes. Close the iterator to stop git early."""
         git_dir, work = self._existing(workspace_id)
@@ -211,7 +213,9 @@ class Workspaces:
             return self._stream(git_dir, work, [*opts, "--end-of-options", *revs, "--"], {})
         return self._diff_work_tree(git_dir, work, [*opts, "--cached", "--end-of-options", *revs])
 
-    def _diff_work_tree(self, git_dir: Path, work: Path, argv: list[str]) -> Iterator[bytes]:
+    def _diff_work_tree(
+        self, git_dir: Path, work: Path, argv: list[str]
+    ) -> Generator[bytes, None, None]:
         scratch = Path(tempfile.mkdtemp(prefix="diff-", dir=git_dir))
         try:
             index = scratch / "index"
@@ -281,7 +285,7 @@ class Workspaces:
 
     def _stream(
         self, git_dir: Path, work: Path, args: list[str], env: dict[str, str]
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         argv = git_argv(git_dir, work, args)
         try:
             yield from gitcmd.stream(argv, self._env(env), timeout_s=self.timeout_s, cwd=work)

@@ -22,9 +22,9 @@ Rules:
 - No filter, textconv or external diff can run: none is configured anywhere git reads config
   (repository configs are ours and rewritten by `git.py`), so a `.gitattributes` naming a
   filter or diff driver is ignored; diffs also pass `--no-ext-diff --no-textconv`.
-- `safe.directory=*`: the workspace belongs to the sandbox's uid while the executor runs as
-  root, and git would refuse it as "dubious ownership"; that check guards repository
-  discovery, which never happens here (the git directory is always given).
+- The workspace belongs to the sandbox's uid while the executor runs as root; git's
+  ownership check ("dubious ownership") guards repository discovery, which never happens
+  here, so it needs no `safe.directory` exception.
 - Each command runs in its own session and is killed with its whole process group on timeout
   or when the caller stops reading (`git clone` starts `git-remote-https`, `index-pack`, ...).
   Arguments that are URLs or paths always follow `--` (callers put them there).
@@ -39,7 +39,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -58,7 +58,6 @@ SAFE_CONFIG: tuple[str, ...] = (
     "core.askPass=",
     "core.pager=cat",
     "credential.helper=",
-    "safe.directory=*",
     "protocol.allow=never",
     "protocol.https.allow=always",
     "http.followRedirects=false",
@@ -187,9 +186,10 @@ def run(
 
 def stream(
     argv: list[str], env: dict[str, str], *, timeout_s: float, cwd: Path | None = None
-) -> Iterator[bytes]:
-    """The stdout of one git command, chunk by chunk as it comes. Closing the iterator early
-    (or the deadline passing) kills the command's process group; `GitFailed` at the end if it
+) -> Generator[bytes, None, None]:
+    """The stdout of one git command, chunk by chunk as it comes. `timeout_s` bounds each
+    wait for output (a slow reader is never cut off, a stalled git is). Closing the iterator
+    early or the timeout kills the command's process group; `GitFailed` at the end if it
     exited non-zero."""
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
@@ -197,22 +197,20 @@ def stream(
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         assert proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
         try:
             with selectors.DefaultSelector() as sel, proc.stdout:
                 sel.register(proc.stdout, selectors.EVENT_READ)
                 while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise WorkspaceError("git_timeout", f"git stopped after {timeout_s:g}s")
-                    if not sel.select(timeout=left):
-                        continue
+                    if not sel.select(timeout=timeout_s):
+                        raise WorkspaceError(
+                            "git_timeout", f"git gave no output for {timeout_s:g}s"
+                        )
                     chunk = os.read(proc.stdout.fileno(), CHUNK)
                     if not chunk:
                         break
                     yield chunk
             try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.001))
+                proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 raise WorkspaceError("git_timeout", f"git stopped after {timeout_s:g}s") from None
         finally:

@@ -366,3 +366,16 @@ def test_an_empty_repository_gets_an_empty_base(ws: Workspaces, tmp_path: Path) 
     assert error(ws.clone, "task_2", str(empty), "main", allow=[f"{tmp_path}/src/*"]).code == (
         "ref_not_found"
     )
+
+
+def test_a_diff_read_in_part_stops_git(ws: Workspaces) -> None:
+    """A diff is streamed in chunks; closing it early kills git instead of leaving it."""
+    base = ws.init("task_1")
+    (ws.workspace("task_1") / "big.txt").write_text("line of text\n" * 200_000)
+    chunks = ws.diff("task_1", base)
+    first = next(chunks)
+    assert first.startswith(b"diff --git a/big.txt b/big.txt") and len(first) <= 64 * 1024
+    chunks.close()
+    running = subprocess.run(["pgrep", "-f", str(ws.git_dir("task_1"))], capture_output=True)
+    assert running.stdout == b""
+    assert not [p for p in ws.git_dir("task_1").iterdir() if p.name.startswith("diff-")]
