@@ -15,9 +15,9 @@ Rules:
   `note` ending in a `…[truncated ...]` marker. Patterns without `/` match file names, with
   `/` the path relative to the listed directory (`fnmatch`: `*` also crosses `/`).
 - `search_files` compiles the regular expression here (a bad one is an error the model reads)
-  and runs the search in a child process (`tools.search_worker`) killed at the tool's
-  timeout: Python's `re` cannot be interrupted, and a catastrophic pattern would otherwise
-  hold an executor thread and a core forever. Binary files (a NUL in the first 8 KiB) and
+  and runs the search in a child process (`tools.search_worker`, importing this process's
+  agentops) killed at the tool's timeout: Python's `re` cannot be interrupted, and a
+  catastrophic pattern would otherwise hold an executor thread and a core forever. Binary files (a NUL in the first 8 KiB) and
   files over `MAX_SEARCH_FILE_BYTES` are skipped and counted.
 """
 
@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import agentops
 from agentops.tools.errors import ToolError
 from agentops.tools.registry import EditFileArgs, ListFilesArgs, SearchFilesArgs
 from agentops.tools.search_worker import glob_matches
@@ -54,6 +55,7 @@ OUTPUT_BYTES = 64 * 1024
 LINE_CHARS = 300
 MAX_SEARCH_FILE_BYTES = 1024 * 1024
 _PREVIEW = 80
+_PACKAGE_ROOT = str(Path(agentops.__file__).resolve().parent.parent)
 
 
 # ---- edit_file ----
@@ -199,11 +201,14 @@ async def search_files(args: SearchFilesArgs, ctx: ToolContext) -> dict[str, Any
 
 
 async def _run_worker(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    # The same agentops as this process (PYTHONPATH), nothing else from the environment, and
+    # `/` as the working directory so no stray module there can shadow it.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-I", "-m", "agentops.tools.search_worker",
+        sys.executable, "-s", "-m", "agentops.tools.search_worker",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+        stderr=asyncio.subprocess.PIPE, start_new_session=True, cwd="/",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+             "PYTHONPATH": _PACKAGE_ROOT},
     )  # fmt: skip
     try:
         out, err = await asyncio.wait_for(

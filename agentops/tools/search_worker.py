@@ -1,7 +1,7 @@
 """The search_files child process: one JSON job on stdin, one JSON result on stdout.
 
 Rules:
-- Run as `python -I -m agentops.tools.search_worker` by `tools.file_tools`, which kills it at
+- Run as `python -s -m agentops.tools.search_worker` by `tools.file_tools`, which kills it at
   the tool's timeout; so a regular expression with catastrophic backtracking costs one
   bounded child, never an executor thread. Standard library and `workspaces.tree` only, so
   it starts fast.
