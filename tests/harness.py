@@ -9,6 +9,7 @@ crash.
 from __future__ import annotations
 
 import itertools
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ def default_llm(request: LLMRequest) -> LLMResult:
 
 @dataclass
 class MemoryTools:
-    """A tool executor over an in-memory file system; execute_code just reports success."""
+    """A tool executor over an in-memory file system (files, list, search, edit); execute_code
+    just reports success."""
 
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     calls: list[ToolRequested] = field(default_factory=list)
@@ -64,6 +66,26 @@ class MemoryTools:
             return True, {"path": args["path"], "content": fs[args["path"]]}, None
         if msg.name == "execute_code":
             return True, {"exit_code": 0, "stdout": "ok\n", "stderr": "", "timed_out": False}, None
+        if msg.name == "list_files":
+            return (
+                True,
+                {"files": [{"path": p, "size": len(c)} for p, c in sorted(fs.items())]},
+                None,
+            )
+        if msg.name == "search_files":
+            found = [
+                {"path": p, "line": n, "text": line}
+                for p, c in sorted(fs.items())
+                for n, line in enumerate(c.splitlines(), 1)
+                if re.search(args["pattern"], line)
+            ]
+            return True, {"matches": found}, None
+        if msg.name == "edit_file":
+            text = fs.get(args["path"], "")
+            if not 0 < text.count(args["old"]) <= args.get("count", 1):
+                return False, None, ErrorInfo(code="old_text_not_found", message=args["old"])
+            fs[args["path"]] = text.replace(args["old"], args["new"])
+            return True, {"path": args["path"], "replacements": 1}, None
         return False, None, ErrorInfo(code="unsupported", message=f"{msg.name} not in harness")
 
 

@@ -17,7 +17,10 @@ from agentops.protocol.subjects import AGENT_TYPES
 _PROMPTS = Path(__file__).with_name("prompts")
 
 _STANDARD_TOOLS = (
+    "list_files",
+    "search_files",
     "read_file",
+    "edit_file",
     "write_file",
     "execute_code",
     "api_call",

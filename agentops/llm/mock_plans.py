@@ -4,8 +4,12 @@ Rules:
 - Pure: plain data and string assembly. No clock, no randomness, no I/O, so the same
   (agent type, task line) always gives the same steps, byte for byte.
 - A plan is a tuple of `(tool name, arguments)` steps, one per LLM call, ending with
-  `complete_task`. Each plan writes a small working project into the workspace, runs its
-  own check with `execute_code` and finishes with a summary and the files as artifacts.
+  `complete_task`. Each plan works as a real agent would: it looks at the workspace
+  (`list_files`), writes a small working project, runs its check with `execute_code`, then
+  finds a spot to improve (`search_files`, `read_file`), changes it with `edit_file`, runs
+  the check again and finishes with a summary and the files as artifacts.
+- Every `edit_file` `old` spans a line break, so it can never occur inside the task line
+  (one line) and stays unique in the file whatever the task says.
 - The generated code really runs: the backend tests print "all tests passed" under
   `python test_auth_service.py`, the devops check passes `bash -n`, the frontend check runs
   under node. Unit tests run every plan through the real tool handlers to keep it so.
@@ -54,23 +58,46 @@ def _run(language: str, code: str) -> PlanStep:
     return ("execute_code", {"language": language, "code": code})
 
 
+def _look() -> PlanStep:
+    return ("list_files", {"path": "."})
+
+
+def _search(pattern: str, glob: str) -> PlanStep:
+    return ("search_files", {"pattern": pattern, "glob": glob})
+
+
+def _read(path: str) -> PlanStep:
+    return ("read_file", {"path": path})
+
+
+def _edit(path: str, old: str, new: str) -> PlanStep:
+    assert "\n" in old, "an edit's `old` spans lines, so the task line cannot contain it"
+    return ("edit_file", {"path": path, "old": old, "new": new})
+
+
 def _complete(summary: str, artifacts: list[str]) -> PlanStep:
     return ("complete_task", {"summary": summary, "artifacts": artifacts})
 
 
 def _backend(task: str) -> tuple[PlanStep, ...]:
+    run_tests = _run(
+        "python", "import runpy\nrunpy.run_path('test_auth_service.py', run_name='__main__')\n"
+    )
     return (
+        _look(),
         _write("auth_service.py", _fill(_AUTH_SERVICE, task)),
         _write("test_auth_service.py", _TEST_AUTH_SERVICE),
-        _run(
-            "python",
-            "import runpy\nrunpy.run_path('test_auth_service.py', run_name='__main__')\n",
-        ),
+        run_tests,
+        _search(r"raise ValueError", "*.py"),
+        _read("auth_service.py"),
+        _edit("auth_service.py", _SECRET_CHECK, _SECRET_CHECK + _SUBJECT_CHECK),
+        _edit("test_auth_service.py", _MAIN_GUARD, _SUBJECT_TEST + _MAIN_GUARD),
+        run_tests,
         _complete(
             f"Backend work for: {task}. Added auth_service.py, a standard-library JWT (HS256) "
             "module with create_token/verify_token (signature checked in constant time, "
-            "expiry enforced) and PBKDF2-SHA256 password hashing, plus test_auth_service.py; "
-            "all tests pass (python test_auth_service.py).",
+            "expiry enforced, empty subjects refused) and PBKDF2-SHA256 password hashing, plus "
+            "test_auth_service.py; all tests pass (python test_auth_service.py).",
             ["auth_service.py", "test_auth_service.py"],
         ),
     )
@@ -78,15 +105,19 @@ def _backend(task: str) -> tuple[PlanStep, ...]:
 
 def _devops(task: str) -> tuple[PlanStep, ...]:
     return (
+        _look(),
         _write("Dockerfile", _fill(_DOCKERFILE, task)),
         _write(".github/workflows/ci.yml", _fill(_CI_WORKFLOW, task)),
         _write("deploy.sh", _fill(_DEPLOY_SH, task)),
         _run("bash", _DEVOPS_CHECK),
+        _search(r"^(on|permissions|jobs):", "*.yml"),
+        _edit(".github/workflows/ci.yml", _PERMISSIONS, _PERMISSIONS + _CONCURRENCY),
+        _run("bash", _DEVOPS_CHECK + _CONCURRENCY_CHECK),
         _complete(
             f"DevOps work for: {task}. Added a slim non-root Dockerfile with a health check, "
             "a GitHub Actions workflow (tests on every push and pull request, image build on "
-            "main) and deploy.sh (staging|production, DRY_RUN=1 supported); the deploy "
-            "script passes bash -n and a dry run.",
+            "main, superseded runs cancelled) and deploy.sh (staging|production, DRY_RUN=1 "
+            "supported); the deploy script passes bash -n and a dry run.",
             ["Dockerfile", ".github/workflows/ci.yml", "deploy.sh"],
         ),
     )
@@ -95,16 +126,63 @@ def _devops(task: str) -> tuple[PlanStep, ...]:
 def _frontend(task: str) -> tuple[PlanStep, ...]:
     html_safe = re.sub(r"-{2,}", "-", task)  # `--` may not appear inside an HTML comment
     return (
+        _look(),
         _write("index.html", _fill(_INDEX_HTML, html_safe)),
         _write("app.js", _fill(_APP_JS, task)),
         _run("javascript", _FRONTEND_CHECK),
+        _search(r"\.trim\(\)", "*.js"),
+        _edit("app.js", _EMAIL_LINE, _EMAIL_LINE.replace(".trim();", ".trim().toLowerCase();")),
+        _run("javascript", _FRONTEND_CHECK),
         _complete(
             f"Frontend work for: {task}. Added index.html, an accessible sign-in form, and "
-            "app.js, which validates email and password before submit and shows errors "
-            "inline; the validation checks pass under node.",
+            "app.js, which validates email (normalised to lower case) and password before "
+            "submit and shows errors inline; the validation checks pass under node.",
             ["index.html", "app.js"],
         ),
     )
+
+
+# ---- the edits (each `old` spans a line break; see the rules above) ----
+
+_SECRET_CHECK = """    if not secret:
+        raise ValueError("secret must not be empty")
+"""
+
+_SUBJECT_CHECK = """    if not subject:
+        raise ValueError("subject must not be empty")
+"""
+
+_MAIN_GUARD = """
+
+if __name__ == "__main__":
+"""
+
+_SUBJECT_TEST = """
+
+def test_empty_subject_is_rejected():
+    try:
+        create_token("", SECRET, now=NOW)
+    except ValueError as exc:
+        assert "subject" in str(exc)
+    else:
+        raise AssertionError("expected ValueError")
+"""
+
+_PERMISSIONS = """permissions:
+  contents: read
+"""
+
+_CONCURRENCY = """
+concurrency:
+  group: ci-${{ github.ref }}
+  cancel-in-progress: true
+"""
+
+_CONCURRENCY_CHECK = """grep -q '^concurrency:' .github/workflows/ci.yml && echo "ci.yml cancels superseded runs"
+"""
+
+_EMAIL_LINE = """  const email = String((values && values.email) || "").trim();
+"""
 
 
 # ---- file templates (`__TASK__` is replaced by the task line) ----

@@ -8,7 +8,8 @@ Rules:
 - Paths go through `workspace.resolve_in_workspace`; results show paths relative to the
   workspace, never host paths.
 - Files are opened through `workspace.open_in_workspace` (regular, single-link files inside
-  the workspace only) and written within the file-size limit.
+  the workspace only) and written within the file-size limit. The code-base tools
+  (`edit_file`, `list_files`, `search_files`) live in `tools.file_tools` under the same rules.
 - `execute_code` runs the program in the sandbox the executor probed at start-up
   (`tools.sandbox`), in its own session with a minimal environment (no inherited secrets),
   kills the whole process group on timeout, cancellation or exit (a tool call leaves nothing
@@ -42,9 +43,18 @@ import httpx
 from pydantic import BaseModel
 
 from agentops.tools.errors import ToolError
+from agentops.tools.file_tools import edit_file, list_files, search_files
 from agentops.tools.netguard import AddressRefused, Guard, GuardedBackend
 from agentops.tools.policy import ApiCallSettings, Limits, ToolSettings
-from agentops.tools.registry import ApiCallArgs, ExecuteCodeArgs, ReadFileArgs, WriteFileArgs
+from agentops.tools.registry import (
+    ApiCallArgs,
+    EditFileArgs,
+    ExecuteCodeArgs,
+    ListFilesArgs,
+    ReadFileArgs,
+    SearchFilesArgs,
+    WriteFileArgs,
+)
 from agentops.tools.sandbox import REFUSED, Sandbox
 from agentops.tools.workspace import (
     open_in_workspace,
@@ -454,6 +464,9 @@ _Handler = Callable[[Any, ToolContext], Awaitable[dict[str, Any]]]
 _HANDLERS: dict[str, tuple[type[BaseModel], _Handler]] = {
     "read_file": (ReadFileArgs, read_file),
     "write_file": (WriteFileArgs, write_file),
+    "edit_file": (EditFileArgs, edit_file),
+    "list_files": (ListFilesArgs, list_files),
+    "search_files": (SearchFilesArgs, search_files),
     "execute_code": (ExecuteCodeArgs, execute_code),
     "api_call": (ApiCallArgs, api_call),
 }

@@ -112,24 +112,35 @@ class Guard:
         return addresses[0]
 
 
-async def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to (numeric spellings included), in resolver order."""
-    literal = host.strip("[]")
+def literal_address(host: str) -> IPAddress | None:
+    """The address `host` spells (`[v6]` and zone ids accepted), or None for a name."""
     try:
-        return [ipaddress.ip_address(literal.split("%")[0])]
+        return ipaddress.ip_address(host.strip("[]").split("%")[0])
     except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(literal, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
+        return None
+
+
+def addresses(infos: Iterable[tuple[Any, ...]]) -> list[IPAddress]:
+    """The distinct addresses of `getaddrinfo` results, in resolver order."""
     found: list[IPAddress] = []
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if ip not in found:
             found.append(ip)
     return found
+
+
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (numeric spellings included), in resolver order."""
+    literal = literal_address(host)
+    if literal is not None:
+        return [literal]
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
+    return addresses(infos)
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):

@@ -39,6 +39,24 @@ class WriteFileArgs(_Args):
     mode: Literal["write", "append"] = "write"
 
 
+class EditFileArgs(_Args):
+    path: str = Field(min_length=1, max_length=4096)
+    old: str = Field(min_length=1, max_length=1_000_000)
+    new: str = Field(max_length=5_000_000)
+    count: int = Field(default=1, ge=1, le=10_000)
+
+
+class ListFilesArgs(_Args):
+    path: str = Field(default=".", min_length=1, max_length=4096)
+    pattern: str | None = Field(default=None, min_length=1, max_length=512)
+
+
+class SearchFilesArgs(_Args):
+    pattern: str = Field(min_length=1, max_length=2000)
+    path: str = Field(default=".", min_length=1, max_length=4096)
+    glob: str | None = Field(default=None, min_length=1, max_length=512)
+
+
 class ApiCallArgs(_Args):
     url: str = Field(min_length=1, max_length=8192)
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
@@ -100,6 +118,30 @@ BUILTIN_TOOLS: dict[str, ToolDef] = {
             "workspace); parent directories are created.",
             WriteFileArgs,
             timeout_s=10.0,
+        ),
+        ToolDef(
+            "edit_file",
+            "Replace exact text `old` with `new` in a workspace file. `old` must occur, at most "
+            "`count` times (default 1), and every occurrence is replaced: include enough "
+            "surrounding lines to make it unique. Prefer this to rewriting a whole file.",
+            EditFileArgs,
+            timeout_s=10.0,
+        ),
+        ToolDef(
+            "list_files",
+            "List files (with sizes) below a workspace directory, default all. `pattern` is a "
+            "glob on file names ('*.py'), or on paths below `path` when it has a '/'.",
+            ListFilesArgs,
+            timeout_s=10.0,
+            idempotent=True,
+        ),
+        ToolDef(
+            "search_files",
+            "Search workspace text files line by line for a Python regular expression; returns "
+            "path, line number and text of each match. `glob` filters files like list_files.",
+            SearchFilesArgs,
+            timeout_s=30.0,
+            idempotent=True,
         ),
         ToolDef(
             "api_call",

@@ -7,7 +7,10 @@ Rules:
   resource limits only) and `refused` (no working sandbox in `auto` mode: execute_code answers
   `sandbox_unavailable` instead of running code unconfined).
 - Inside the sandbox the program sees a read-only allow-list of the system (`/usr`, `/etc`,
-  the interpreters' own directories), the task workspace as the only writable place, a
+  the interpreters' own directories), the task workspace bound at `/workspace` (its working
+  directory and HOME, and the only writable place; no host path of the data directory
+  exists there, nor the git directory kept beside it; only `/proc/self/mountinfo` names the
+  bound directory, relative to its filesystem, as the kernel does for every bind mount), a
   private `/tmp`, its own pid, IPC, UTS and network namespaces (no network unless the agent
   type is allowed it), no inherited environment, and it runs as an unprivileged uid.
 - Running as root (as in CI), bwrap joins a user namespace made once at start-up that maps
@@ -53,6 +56,8 @@ _PROBE_TIMEOUT_S = 10.0
 # (first uid, how many): the block sandboxed code runs as when the executor is root. Above
 # the usual /etc/subuid ranges (100000-165535) and below 2^31, so no real account collides.
 SANDBOX_UIDS = (1_000_000, 1024)
+# Where the task workspace appears inside the sandbox.
+WORKDIR = "/workspace"
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,11 @@ class Sandbox:
 
     def env(self, workspace: Path) -> dict[str, str]:
         # Built from scratch rather than filtered: nothing inherited can leak (keys, NATS_URL).
-        path = DEFAULT_PATH if self.mode == "bwrap" else os.environ.get("PATH") or DEFAULT_PATH
+        inside = self.mode == "bwrap"
+        path = DEFAULT_PATH if inside else os.environ.get("PATH") or DEFAULT_PATH
         return {
             "PATH": path,
-            "HOME": str(workspace),
+            "HOME": WORKDIR if inside else str(workspace),
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
             # Unbuffered, so a program killed at its timeout still shows what it printed.
@@ -127,21 +133,19 @@ class Sandbox:
         if self.mode != "bwrap":
             return program
         assert self.bwrap is not None
-        home = Path("/probe") if workspace is None else workspace
-        where = (
-            ["--dir", str(home)]
-            if workspace is None
-            else [*_with_parents(str(home)), "--bind", str(home), str(home)]
-        )
+        # The workspace is bound at WORKDIR, never at its host path: the program cannot learn
+        # where the data directory is, and the paths it prints are the same on every host.
+        where = ["--dir", WORKDIR] if workspace is None else ["--bind", str(workspace), WORKDIR]
+        task_key = "probe" if workspace is None else workspace.name
         return [
             *_bwrap_args(self.bwrap, self.userns_fd, self.ro_binds, network),
             *(["--size", str(self.limits.file_size_mb * 1024 * 1024)] if self.tmpfs_size else []),
             *("--tmpfs", "/tmp"),
             *where,
-            *("--chdir", str(home)),
-            *_env_args(self.env(home)),
+            *("--chdir", WORKDIR),
+            *_env_args(self.env(Path(WORKDIR))),
             "--",
-            *_drop_to(self.uid_for(home.name), self.userns_fd),
+            *_drop_to(self.uid_for(task_key), self.userns_fd),
             *program,
         ]
 

@@ -70,15 +70,17 @@ def shadow_first_line() -> str | None:
 
 
 def processes_in(workspace: Path) -> list[int]:
-    """Host pids whose working directory is inside `workspace` (i.e. the program's tree)."""
+    """Host pids whose working directory is `workspace` (i.e. the program's tree). Compared by
+    inode: inside the sandbox it is /workspace, which is also what readlink shows the host."""
+    st = workspace.stat()
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                cwd = os.readlink(f"/proc/{entry}/cwd")
+                cwd = os.stat(f"/proc/{entry}/cwd")
             except OSError:
                 continue
-            if cwd.startswith(str(workspace)):
+            if (cwd.st_dev, cwd.st_ino) == (st.st_dev, st.st_ino):
                 found.append(int(entry))
     return found
 
@@ -123,11 +125,23 @@ async def test_files_outside_the_workspace_are_invisible(ctx: ToolContext, tmp_p
     code = f"""
 import os
 print(os.path.exists({str(other / "secret.txt")!r}), os.path.exists('/root/.bashrc'))
-print(os.listdir({str(other.parent)!r}), os.path.exists('/home'), os.path.exists({SOURCE!r}))
+print(os.path.exists({str(other.parent)!r}), os.path.exists('/home'), os.path.exists({SOURCE!r}))
 """
     result = await run(ctx, "python", code)
     assert result["exit_code"] == 0, result
-    assert result["stdout"] == "False False\n['task_a'] False False\n"
+    assert result["stdout"] == "False False\nFalse False False\n"
+
+
+async def test_workspace_is_bound_at_slash_workspace(ctx: ToolContext, tmp_path: Path) -> None:
+    """Code runs in /workspace (also HOME); the host path of the data dir does not exist there."""
+    (ctx.workspace / "mine.txt").write_text("here")
+    data_dir = tmp_path / "data"
+    code = f"pwd; echo $HOME; readlink /proc/self/cwd; cat mine.txt; echo; ls {data_dir} 2>&1"
+    result = await run(ctx, "bash", code)
+    lines = result["stdout"].splitlines()
+    assert lines[:4] == ["/workspace", "/workspace", "/workspace", "here"], result
+    assert "No such file or directory" in lines[4]
+    assert str(data_dir) not in result["stdout"].replace(f"ls: cannot access '{data_dir}'", "")
 
 
 async def test_only_the_workspace_is_writable(ctx: ToolContext) -> None:
@@ -269,7 +283,8 @@ async def test_environment_holds_no_secrets(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-sandbox-secret")
     result = await run(ctx, "bash", "env; cat /proc/1/environ 2>/dev/null | tr '\\0' '\\n'")
     assert "sk-sandbox-secret" not in result["stdout"]
-    assert f"HOME={ctx.workspace}" in result["stdout"]
+    assert "HOME=/workspace" in result["stdout"]
+    assert str(ctx.workspace) not in result["stdout"]
 
 
 async def test_a_private_workspace_directory_works(tmp_path: Path, sandbox: Sandbox) -> None:

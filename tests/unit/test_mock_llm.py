@@ -245,16 +245,29 @@ def test_replies_are_deterministic() -> None:
 
 # ---- default plans ----
 @pytest.mark.parametrize(
-    ("agent_type", "tools"),
+    ("agent_type", "plan"),
     [
-        ("backend_developer", ["write_file", "write_file", "execute_code", "complete_task"]),
-        ("devops_engineer", ["write_file"] * 3 + ["execute_code", "complete_task"]),
-        ("frontend_developer", ["write_file", "write_file", "execute_code", "complete_task"]),
+        (
+            "backend_developer",
+            "list_files write_file write_file execute_code search_files read_file edit_file "
+            "edit_file execute_code complete_task",
+        ),
+        (
+            "devops_engineer",
+            "list_files write_file write_file write_file execute_code search_files edit_file "
+            "execute_code complete_task",
+        ),
+        (
+            "frontend_developer",
+            "list_files write_file write_file execute_code search_files edit_file execute_code "
+            "complete_task",
+        ),
     ],
 )
-def test_default_plan_is_one_valid_tool_call_per_call(agent_type: str, tools: list[str]) -> None:
+def test_default_plan_is_one_valid_tool_call_per_call(agent_type: str, plan: str) -> None:
     """Without a script each call is one tool call whose arguments pass the registry."""
     allowed = AGENT_SPECS[agent_type].allowed_tools
+    tools = plan.split()
     seen = []
     for i in range(len(tools) + 2):  # two calls past the plan: complete_task again
         (call,) = mock_reply(request(call_index=i, agent_type=agent_type)).tool_calls
@@ -266,7 +279,7 @@ def test_default_plan_is_one_valid_tool_call_per_call(agent_type: str, tools: li
 
 def test_delay_only_mock_plays_the_default_plan() -> None:
     """A mock with only delay_ms still plays the agent type's default plan."""
-    result = mock_reply(request(mock={"delay_ms": 1}))
+    result = mock_reply(request(call_index=1, mock={"delay_ms": 1}))
     assert result.tool_calls[0].arguments["path"] == "auth_service.py"
 
 
@@ -286,7 +299,7 @@ def test_task_line_is_the_first_printable_line() -> None:
 
 def test_task_line_appears_in_the_main_file() -> None:
     """The first line of the task description is a comment in the main file written."""
-    (call,) = mock_reply(request()).tool_calls
+    (call,) = mock_reply(request(call_index=1)).tool_calls
     assert "# Task: Build a login API with JWT\n" in call.arguments["content"]
 
 
@@ -314,11 +327,17 @@ async def play(
 
 
 async def test_backend_plan_really_passes_its_tests(tmp_path: Path) -> None:
-    """The backend plan writes a JWT module and tests; running them prints 'all tests passed'."""
-    *_, run, done = await play("backend_developer", tmp_path)
-    assert isinstance(run, dict) and isinstance(done, dict)
+    """The backend plan writes a JWT module and tests, finds and edits the input check, and
+    its tests pass before and after the edit."""
+    outputs = await play("backend_developer", tmp_path)
+    *_, run, done = outputs
+    first_run, found, edits = outputs[3], outputs[4], outputs[6:8]
+    assert isinstance(run, dict) and isinstance(done, dict) and isinstance(found, dict)
+    assert isinstance(first_run, dict) and "all tests passed (7 tests)" in first_run["stdout"]
+    assert [m["path"] for m in found["matches"]] == ["auth_service.py"]
+    assert [e["replacements"] for e in edits if isinstance(e, dict)] == [1, 1]
     assert run["exit_code"] == 0, run["stderr"]
-    assert "all tests passed" in run["stdout"]
+    assert "all tests passed (8 tests)" in run["stdout"]
     assert done["artifacts"] == ["auth_service.py", "test_auth_service.py"]
     assert all((tmp_path / p).is_file() for p in done["artifacts"])
 
@@ -330,6 +349,7 @@ async def test_devops_plan_really_checks_its_deploy_script(tmp_path: Path) -> No
     assert run["exit_code"] == 0, run["stderr"]
     assert "deploy.sh syntax ok" in run["stdout"]
     assert "+ docker push" in run["stdout"]
+    assert "ci.yml cancels superseded runs" in run["stdout"]
     assert all((tmp_path / p).is_file() for p in done["artifacts"])
 
 
