@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -76,9 +77,12 @@ async def remember_dlq_start(app: web.Application) -> None:
         return
 
 
-async def dead_letters(js: JetStreamContext, start: list[int]) -> dict[str, Any] | None:
+async def dead_letters(
+    js: JetStreamContext, start: list[int], timeout_s: float
+) -> dict[str, Any] | None:
+    """None when JetStream does not answer within `timeout_s` (health stays quick)."""
     try:
-        state = (await js.stream_info(s.DLQ_STREAM)).state
+        state = (await asyncio.wait_for(js.stream_info(s.DLQ_STREAM), timeout_s)).state
     except Exception:
         return None
     if not start:
@@ -86,7 +90,7 @@ async def dead_letters(js: JetStreamContext, start: list[int]) -> dict[str, Any]
     out: dict[str, Any] = {"stored": state.messages, "since_start": state.last_seq - start[0]}
     if state.messages:
         try:
-            last = await js.get_msg(s.DLQ_STREAM, seq=state.last_seq)
+            last = await asyncio.wait_for(js.get_msg(s.DLQ_STREAM, seq=state.last_seq), timeout_s)
         except Exception:
             return out
         headers = last.headers or {}
@@ -112,5 +116,7 @@ async def health(request: web.Request) -> web.Response:
         "services": services,
     }
     if nats["connected"]:
-        body["dead_letters"] = await dead_letters(request.app[BUS].js, request.app[DLQ_START])
+        body["dead_letters"] = await dead_letters(
+            request.app[BUS].js, request.app[DLQ_START], window
+        )
     return web.json_response(body, status=200 if healthy else 503)

@@ -36,7 +36,7 @@ from agentops.bus.publisher import WrongLastSequence
 from agentops.bus.service import Runtime, run_process
 from agentops.config import Settings, load_llm
 from agentops.core import agent
-from agentops.core.effects import Decision, Emit
+from agentops.core.effects import Decision, Effect, Emit, ReportToTask
 from agentops.core.state import AgentState
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ErrorInfo, PermanentError
@@ -56,6 +56,11 @@ log = structlog.get_logger(__name__)
 
 AGENT_MESSAGES = get_args(AgentInbound)  # what may arrive in a mailbox
 SOURCE = "agent"
+
+
+def _hand_over(effect: Effect) -> bool:
+    """Work for another process (an LLM or tool call), sent before the head is written."""
+    return not isinstance(effect, Emit | ReportToTask)
 
 
 def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
@@ -111,20 +116,21 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         await transition(agent_id, msg, stored, from_cache=False)
 
     async def save_with_effects(decision: Decision[AgentState], base: Loaded) -> Loaded:
-        """Items and work in one batch, then the head and the events: JetStream delivers the
-        work to the next process while the head is written."""
+        """Work and items in one batch, then the head, the events and the reports to the
+        task: JetStream delivers the work to the next process while the head is written, and
+        a report (which may end the task) follows the agent's own events."""
         state = decision.state
         assert state is not None
-        work = effect_items(tuple(e for e in decision.effects if not isinstance(e, Emit)))
-        events = effect_items(tuple(e for e in decision.effects if isinstance(e, Emit)))
+        work = effect_items(tuple(e for e in decision.effects if _hand_over(e)))
+        after = effect_items(tuple(e for e in decision.effects if not _hand_over(e)))
         items = store.item_writes(state, base.stored_len)
         head = store.head_write(state, base.revision)
         try:
             if items:
                 await rt.publisher.publish_many([*work, *items])
-                revision = (await rt.publisher.publish_many([head, *events]))[0]
+                revision = (await rt.publisher.publish_many([head, *after]))[0]
             else:
-                revision = (await rt.publisher.publish_many([*work, head, *events]))[len(work)]
+                revision = (await rt.publisher.publish_many([*work, head, *after]))[len(work)]
         except WrongLastSequence as exc:
             raise store.conflict(state.agent_id, base.revision, exc) from exc
         return store.saved(state, base, revision, items)
