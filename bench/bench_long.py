@@ -147,7 +147,7 @@ async def many_agents(
     pids = json.loads((data_dir / "processes.json").read_text())
     memory = rss_mb({k: v for k, v in pids.items() if k == "agent-backend_developer"})
     return {
-        "completed": sum(1 for v in outcome.values() if v == "task.completed"),
+        "completed": sum(1 for k, v in outcome.items() if k in ids and v == "task.completed"),
         "wall_s": wall,
         "state_reads": after["state_reads"] - before["state_reads"],
         "evictions": after["cache_evictions"] - before["cache_evictions"],
