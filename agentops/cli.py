@@ -189,6 +189,9 @@ def _client_command(args: argparse.Namespace) -> int:
         if args.stream:
             code: int = asyncio.run(args.func(args, client))
             return code
+        if getattr(args, "raw", False):  # writes bytes itself (a diff, an archive)
+            raw: int = args.func(args, client)
+            return raw
         shown = args.func(args, client)
     finally:
         client.close()

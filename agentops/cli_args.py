@@ -19,6 +19,7 @@ from typing import Any, TypeVar, get_args
 
 from agentops import cli_commands as commands
 from agentops.cli_client import DEFAULT_URL, TOKEN_VARIABLE
+from agentops.cli_code import add_code_commands
 from agentops.protocol.messages import AgentStatus, TaskStatus
 
 _N = TypeVar("_N", int, float)
@@ -121,6 +122,8 @@ def add_client_commands(sub: Any) -> None:
         type=nonempty,
         help="retrying with the same key returns the same task (printable ASCII)",
     )
+
+    add_code_commands(client, task_id, submit)
 
     tasks = client("tasks", commands.tasks, "list tasks (newest first), or show one")
     task_id(tasks, nargs="?")

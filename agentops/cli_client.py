@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -54,6 +55,14 @@ def check_header_value(value: str, what: str, *, secret: bool = False) -> None:
                 f"{what} has {found}, which is not printable ASCII: an HTTP header value may "
                 "only contain printable ASCII characters (space to '~')"
             )
+
+
+def json_argument(raw: str, what: str) -> Any:
+    """A flag's JSON value, or a ConfigError naming the flag."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{what} is not valid JSON: {exc}") from None
 
 
 def check_url(url: str) -> None:
@@ -150,6 +159,28 @@ class Client:
         if response.status_code >= 400 and response.status_code not in ok:
             raise ApiError(response.status_code, body)
         return Reply(body, response.status_code, _server_time(response))
+
+    def download(self, path: str, write: Callable[[bytes], object]) -> int:
+        """GET `path`, handing its body to `write` a chunk at a time; the bytes written. A
+        status >= 400 is an ApiError (its JSON error read whole)."""
+        if self._http is None:
+            self._http = httpx.Client(timeout=self.timeout)
+        total = 0
+        try:
+            with self._http.stream("GET", self.url + path, headers=self.headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    try:
+                        body: Any = response.json()
+                    except ValueError:
+                        body = response.text
+                    raise ApiError(response.status_code, body)
+                for chunk in response.iter_bytes():
+                    write(chunk)
+                    total += len(chunk)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"the request to {self.where} failed: {exc}") from None
+        return total
 
     def _send(
         self, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]

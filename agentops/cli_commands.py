@@ -18,44 +18,31 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from rich.console import Console
-
 from agentops import cli_output as out
-from agentops.cli_client import Client, path_id, with_query
+from agentops.cli_client import Client, json_argument, path_id, with_query
+from agentops.cli_code import workspace_of
 from agentops.cli_events import answer_commands
+from agentops.cli_output import Shown
 from agentops.protocol.errors import ConfigError
 
 PAGE = 500
 
 
-@dataclass
-class Shown:
-    body: Any
-    render: Callable[[Console, Any], None]
-    code: int = 0
-
-
-def _parse_json_arg(raw: str, what: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{what} is not valid JSON: {exc}") from None
-
-
 def submit(args: argparse.Namespace, client: Client) -> Shown:
     body: dict[str, Any] = {"agent_type": args.agent_type, "description": args.description}
     if args.context is not None:
-        body["context"] = _parse_json_arg(args.context, "--context")
+        body["context"] = json_argument(args.context, "--context")
     if args.max_steps is not None:
         body["max_steps"] = args.max_steps
     if args.budget_usd is not None:
         body["budget_usd"] = args.budget_usd
+    workspace = workspace_of(args, client)
+    if workspace is not None:
+        body["workspace"] = workspace
     headers = {} if args.idempotency_key is None else {"Idempotency-Key": args.idempotency_key}
     answer = client.post("/tasks", json=body, headers=headers)
     text = ""

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -49,6 +50,16 @@ class OutputConsole(Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True
         raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+@dataclass
+class Shown:
+    """What a client command answers: `body` for `-o json`, `render` for people, the exit
+    code."""
+
+    body: Any
+    render: Callable[[Console, Any], None]
+    code: int = 0
 
 
 def make_console(file: TextIO | None = None) -> Console:

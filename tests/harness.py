@@ -18,21 +18,33 @@ from typing import Any
 
 from agentops.agents.definitions import AGENT_SPECS, AgentSpec
 from agentops.core import agent, orchestrator
-from agentops.core.effects import CallLLM, Effect, Emit, InvokeTool, ReportToTask, SendToAgent
+from agentops.core.effects import (
+    CallLLM,
+    Effect,
+    Emit,
+    InvokeTool,
+    ReportToTask,
+    SendToAgent,
+    ToWorkspaces,
+)
 from agentops.core.state import AgentState, TaskRecord
 from agentops.llm.types import LLMRequest, LLMResult
 from agentops.protocol.errors import AgentOpsError, ErrorInfo
 from agentops.protocol.messages import (
     AgentInbound,
+    CommitWorkspace,
     Event,
     HumanResponse,
     LLMCompleted,
     LLMFailed,
     LLMRequested,
+    PrepareWorkspace,
     SubmitTask,
     TaskInbound,
     ToolCompleted,
     ToolRequested,
+    WorkspaceCommitted,
+    WorkspaceReady,
 )
 
 LLM = Callable[[LLMRequest], LLMResult]
@@ -180,6 +192,8 @@ class Harness:
                 self.held.append(msg)
             else:
                 self._answer_llm(msg)
+        elif target == "workspace":
+            self._workspace(msg)
         elif target == "tool":
             ok, result, error = self.tools(msg)
             self.put(
@@ -193,6 +207,18 @@ class Harness:
                     result=result,
                     error=error,
                 ),
+            )
+
+    def _workspace(self, msg: PrepareWorkspace | CommitWorkspace) -> None:
+        """The executor's workspace side: ready at once, every commit a new head."""
+        common = msg.reply_header("harness", self.now())
+        if isinstance(msg, PrepareWorkspace):
+            self.put("task", WorkspaceReady(**common, workspace_id=msg.workspace_id, base="b0"))
+        else:
+            head = f"h{len(self.published)}"
+            self.put(
+                "task",
+                WorkspaceCommitted(**common, workspace_id=msg.workspace_id, run=msg.run, head=head),
             )
 
     def _answer_llm(self, msg: LLMRequested) -> None:
@@ -234,6 +260,8 @@ class Harness:
                     self.put("task", m)
                 case SendToAgent(message=m):
                     self.put("agent", m)
+                case ToWorkspaces(message=m):
+                    self.put("workspace", m)
 
     # ---- queries ----
     def event_types(self, agent_id: str | None = None) -> list[str]:

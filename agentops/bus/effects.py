@@ -13,7 +13,15 @@ from pydantic import BaseModel
 
 from agentops.bus.connection import event_subject, outgoing
 from agentops.bus.publisher import Item, Publisher
-from agentops.core.effects import CallLLM, Effect, Emit, InvokeTool, ReportToTask, SendToAgent
+from agentops.core.effects import (
+    CallLLM,
+    Effect,
+    Emit,
+    InvokeTool,
+    ReportToTask,
+    SendToAgent,
+    ToWorkspaces,
+)
 from agentops.protocol import subjects as s
 
 
@@ -31,6 +39,8 @@ def route(effect: Effect) -> tuple[str, BaseModel, str]:
         case SendToAgent(agent_type=agent_type, message=msg):
             assert msg.agent_id is not None
             return s.agent_mailbox(agent_type, msg.agent_id), msg, msg.id
+        case ToWorkspaces(message=msg):
+            return s.workspace_requests(msg.type.rsplit(".", 1)[1]), msg, msg.id
         case _:
             assert_never(effect)
 

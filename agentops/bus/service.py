@@ -55,6 +55,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     status_extra: Callable[[], dict[str, Any]] | None = None
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    micro: Service | None = None  # the process's micro service (setup may add endpoints)
     # The step path's JetStream publishes and state writes (acks on one subscription).
     publisher: Publisher = field(init=False)
 
@@ -152,6 +153,7 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
         raise
     rt = Runtime(process=process, settings=settings, nc=nc, js=js, buckets=buckets)
     micro = await register_micro(rt, description)
+    rt.micro = micro
     await setup(rt)
     tune_gc()
     log.info(

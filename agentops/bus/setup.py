@@ -9,6 +9,7 @@ declared and binds the buckets without a request, so it needs no stream or bucke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 
 import nats.errors
@@ -17,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -36,6 +38,7 @@ DUPLICATE_WINDOW_S = 15 * 60.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 DLQ_MAX_AGE_S = 14 * 24 * 3600.0
 PLUGIN_MAX_AGE_S = 3600.0
+UPLOAD_MAX_AGE_S = 24 * 3600.0
 
 STREAMS = (
     StreamConfig(
@@ -121,6 +124,13 @@ def streams(retention_days: int = 30) -> tuple[StreamConfig, ...]:
     )
 
 
+UPLOADS = ObjectStoreConfig(
+    bucket=s.UPLOADS_BUCKET,
+    description="Uploaded archives (POST /uploads) until a task starts from them",
+    ttl=UPLOAD_MAX_AGE_S,
+)
+
+
 async def ensure_jetstream(js: JetStreamContext, retention_days: int = 30) -> dict[str, KeyValue]:
     for config in streams(retention_days):
         try:
@@ -128,6 +138,8 @@ async def ensure_jetstream(js: JetStreamContext, retention_days: int = 30) -> di
         except BadRequestError:
             # Exists with a different config (e.g. an older version): update in place.
             await js.update_stream(config)
+    with contextlib.suppress(BadRequestError):  # exists
+        await js.create_object_store(s.UPLOADS_BUCKET, config=UPLOADS)
     buckets: dict[str, KeyValue] = {}
     for kv_config in BUCKETS:
         try:

@@ -37,6 +37,7 @@ from agentops.core.state import (
     Inflight,
     LLMErrorItem,
     TaskItem,
+    UserMessageItem,
 )
 from agentops.core.transition import CONVERSATION_MISS, Transition, call_of, last_assistant, preview
 from agentops.llm.types import ToolCall
@@ -54,6 +55,7 @@ from agentops.protocol.messages import (
     ResumeAgent,
     StartAgent,
     ToolCompleted,
+    UserMessage,
 )
 from agentops.tools.policy import ApprovalAnswer, rejection_message
 from agentops.tools.registry import BUILTIN_TOOLS
@@ -78,6 +80,7 @@ def start(spec: AgentSpec, msg: StartAgent, now: datetime) -> Decision[AgentStat
         agent_type=spec.agent_type,
         max_steps=msg.max_steps or spec.max_steps,
         budget_usd=msg.budget_usd,
+        workspace_id=msg.workspace_id or msg.task_id,
         created_at=now,
         updated_at=now,
     )
@@ -159,6 +162,8 @@ def _apply(run: Transition, msg: AgentInbound) -> str | None:
             return _cancel(run, msg)
         case FailAgent():
             return _fail(run, msg)
+        case UserMessage():
+            return _user_message(run, msg)
         case _:
             assert_never(msg)
 
@@ -289,6 +294,34 @@ def _cancel(run: Transition, msg: CancelAgent) -> str | None:
         inflight=None, paused_from=None, error=ErrorInfo(code="cancelled", message=msg.reason)
     )
     run.set_status("cancelled", reason=msg.reason)
+    return None
+
+
+def _user_message(run: Transition, msg: UserMessage) -> str | None:
+    """A follow-up starts a new run of a finished agent; otherwise the message steers the run
+    going on (the model reads it before its next call)."""
+    st = run.state
+    finished = st.status in TERMINAL
+    if finished and not msg.new_run:
+        return _reject(run, "message", "the task has finished: send the message again to "
+                       "start a follow-up run")  # fmt: skip
+    if msg.new_run and not finished:  # the run it would follow is still going: steer it
+        msg = msg.model_copy(update={"new_run": False})
+    item = UserMessageItem(
+        at=run.now, message=msg.message, context=msg.context, run=msg.run if msg.new_run else st.run,
+        starts_run=msg.new_run,
+    )  # fmt: skip
+    index = len(st.thread)
+    run.record(item)
+    run.emit("user.message", {"message": preview(msg.message), "starts_run": msg.new_run})
+    if not msg.new_run:
+        return None
+    run.update(
+        run=msg.run, run_start_step=st.step, run_start_calls=st.llm_calls, run_item=index,
+        error=None, result=None, inflight=None, paused_from=None,
+    )  # fmt: skip
+    run.set_status("running", run=msg.run)
+    run.continue_()
     return None
 
 

@@ -14,11 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from agentops.protocol.messages import (
     AgentReport,
     CancelAgent,
+    CommitWorkspace,
     Event,
     FailAgent,
     LLMRequested,
+    PrepareWorkspace,
     StartAgent,
     ToolRequested,
+    UserMessage,
 )
 
 
@@ -46,7 +49,14 @@ class ReportToTask(_Effect):
 class SendToAgent(_Effect):
     kind: Literal["send_agent"] = "send_agent"
     agent_type: str
-    message: StartAgent | CancelAgent | FailAgent
+    message: StartAgent | CancelAgent | FailAgent | UserMessage
+
+
+class ToWorkspaces(_Effect):
+    """Work on a task's workspace, for the tool executor (which owns workspaces)."""
+
+    kind: Literal["workspace"] = "workspace"
+    message: PrepareWorkspace | CommitWorkspace
 
 
 class Emit(_Effect):
@@ -55,7 +65,8 @@ class Emit(_Effect):
 
 
 Effect = Annotated[
-    CallLLM | InvokeTool | ReportToTask | SendToAgent | Emit, Field(discriminator="kind")
+    CallLLM | InvokeTool | ReportToTask | SendToAgent | ToWorkspaces | Emit,
+    Field(discriminator="kind"),
 ]
 EFFECTS_ADAPTER: TypeAdapter[tuple[Effect, ...]] = TypeAdapter(tuple[Effect, ...])
 

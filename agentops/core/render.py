@@ -28,6 +28,7 @@ from agentops.core.state import (
     TaskItem,
     ThreadItem,
     ToolResultItem,
+    UserMessageItem,
 )
 from agentops.llm.types import LLMRequest, Message, ToolSchema
 from agentops.tools.registry import schemas_for
@@ -47,6 +48,14 @@ def _dumps(value: Any) -> str:
 def task_message(item: TaskItem) -> Message:
     context = {k: v for k, v in item.context.items() if k != MOCK_KEY}
     text = f"Task: {item.description}"
+    if context:
+        text += f"\n\nContext (JSON):\n{_dumps(context)}"
+    return Message(role="user", content=text)
+
+
+def user_message(item: UserMessageItem) -> Message:
+    context = {k: v for k, v in item.context.items() if k != MOCK_KEY}
+    text = item.message if not item.starts_run else f"Follow-up: {item.message}"
     if context:
         text += f"\n\nContext (JSON):\n{_dumps(context)}"
     return Message(role="user", content=text)
@@ -76,6 +85,8 @@ def _render_item(item: ThreadItem, escalations: frozenset[str]) -> Message | Non
                 tool_call_id=item.call_id,
                 name=item.name,
             )
+        case UserMessageItem():
+            return user_message(item)
         case HumanResponseItem() if item.request_id in escalations:
             return Message(role="user", content=f"Guidance from a human: {_dumps(item.response)}")
         case _:
@@ -130,14 +141,16 @@ def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
 def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:
     """The request for `step`; `metadata` carries the context facts (estimated input tokens,
     messages compacted) the agent reports in its `agent.step` event and budget check."""
-    task = state.thread[0] if state.thread else None
-    mock = task.context.get(MOCK_KEY) if isinstance(task, TaskItem) else None
+    # The run's steering (the mock LLM's script) is on the item that started the run.
+    opener = state.thread[state.run_item] if len(state.thread) > state.run_item else None
+    mock = opener.context.get(MOCK_KEY) if isinstance(opener, TaskItem | UserMessageItem) else None
     metadata: dict[str, Any] = {
         "agent_type": state.agent_type,
         "agent_id": state.agent_id,
         "task_id": state.task_id,
         "step": step,
         "call_index": state.llm_calls,
+        "run_call_index": state.llm_calls - state.run_start_calls,
     }
     if mock is not None:
         metadata[MOCK_KEY] = mock

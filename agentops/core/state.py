@@ -92,6 +92,16 @@ class HumanResponseItem(_Item):
     response: Any = None
 
 
+class UserMessageItem(_Item):
+    """A user's message for the model: a follow-up run's start, or steering during a run."""
+
+    kind: Literal["user_message"] = "user_message"
+    message: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    run: int = 1
+    starts_run: bool = False
+
+
 class ControlItem(_Item):
     kind: Literal["control"] = "control"
     action: Literal["pause", "resume", "cancel", "fail"]
@@ -105,6 +115,7 @@ ThreadItem = Annotated[
     | ToolResultItem
     | HumanRequestItem
     | HumanResponseItem
+    | UserMessageItem
     | ControlItem,
     Field(discriminator="kind"),
 ]
@@ -155,6 +166,14 @@ class AgentState(BaseModel):
     events_emitted: int = 0
     last_msg_id: str | None = None
     outbox: tuple[Effect, ...] = ()  # effects of the last applied message
+    workspace_id: str = ""  # "": the task's own
+    # Runs: a finished task's follow-up message starts another; step and call counters go on
+    # across runs, `max_steps` counts from the run's first step, the run's steering (its
+    # mock script, for the mock LLM) is in the item that started it.
+    run: int = 1
+    run_start_step: int = 0
+    run_start_calls: int = 0
+    run_item: int = 0  # thread index of the item that started the run (the task: 0)
     # ---- tallies of the thread, for readers of the head (see the module docstring) ----
     description: str = ""  # the task's description, cut to DESCRIPTION_CHARS
     human_requests: int = 0
@@ -281,6 +300,15 @@ class TaskRecord(BaseModel):
     finished_at: datetime | None = None
     # Set when the task is being deleted (DELETE or retention): its data goes, then the record.
     deleting: bool = False
+    # Its workspace: the source it started from (credentials masked), the starting commit
+    # and the last commit of its work; `started`: its agent was started (after the
+    # workspace was ready, when it had a source).
+    workspace_id: str = ""
+    source: dict[str, Any] | None = None
+    base: str | None = None
+    head: str | None = None
+    started: bool = True
+    run: int = 1
     events_emitted: int = 0
     last_msg_id: str | None = None
     outbox: tuple[Effect, ...] = ()

@@ -132,6 +132,7 @@ class Transition:
         report = AgentReport(
             **self.header(f"report{st.events_emitted}"),
             agent_type=st.agent_type,
+            run=st.run,
             status=status,
             step=st.step,
             result=st.result,
@@ -226,7 +227,7 @@ class Transition:
             self.escalate()
         elif st.step > 0 and not _answered(st, st.step):
             self.call_llm(st.step, attempt=_failed_attempts(st, st.step))
-        elif st.step >= st.max_steps:
+        elif st.step - st.run_start_step >= st.max_steps:
             self.finish_failed(
                 ErrorInfo(
                     code="max_steps",
@@ -422,6 +423,7 @@ class Transition:
             reply_to=self.reply_to(),
             timeout_s=timeout_s,
             idempotent=idempotent,
+            workspace_id=self.state.workspace_id or None,
         )
         self.effects.append(InvokeTool(message=message))
 

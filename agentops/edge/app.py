@@ -20,8 +20,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from agentops.config import Settings
-from agentops.edge import agents, tasks
+from agentops.config import Settings, load_workspaces
+from agentops.edge import agents, tasks, workspaces
 from agentops.edge.auth import auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
@@ -47,7 +47,7 @@ async def dashboard(_: web.Request) -> web.Response:
 
 
 def config_from_settings(settings: Settings) -> EdgeConfig:
-    return EdgeConfig(api_token=settings.api_token)
+    return EdgeConfig(api_token=settings.api_token, workspaces=load_workspaces(settings))
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -83,6 +83,12 @@ def create_app(
             web.get("/tasks/{task_id}", tasks.get_task_route),
             web.post("/tasks/{task_id}/cancel", tasks.cancel_task),
             web.delete("/tasks/{task_id}", tasks.delete_task),
+            web.post("/tasks/{task_id}/messages", tasks.post_message),
+            web.get("/tasks/{task_id}/files", workspaces.list_files),
+            web.get("/tasks/{task_id}/files/{path:.+}", workspaces.get_file),
+            web.get("/tasks/{task_id}/diff", workspaces.get_diff),
+            web.get("/tasks/{task_id}/archive", workspaces.get_archive),
+            web.post("/uploads", workspaces.upload),
             web.get("/agents", agents.list_agents),
             web.get("/agents/{agent_id}/status", agents.get_agent_status),
             web.get("/agents/{agent_id}/state", agents.get_agent_state),

@@ -10,13 +10,14 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from agentops.config_tables import WorkspaceSettings
 from agentops.core.state import TaskRecord
 from agentops.protocol import subjects as s
 from agentops.store.agents import AgentStore
@@ -28,6 +29,7 @@ MAX_BODY_BYTES = 1024 * 1024
 @dataclass(frozen=True)
 class EdgeConfig:
     api_token: str | None = None
+    workspaces: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     submit_wait_s: float = 2.0  # POST /tasks: wait for the orchestrator's record
     cancel_wait_s: float = 3.0  # POST /tasks/{id}/cancel: wait for a terminal status
     control_wait_s: float = 3.0  # pause/resume: wait for the agent to confirm

@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentops.edge.errors import ApiError, bad_request, field_errors, validation_error
 from agentops.protocol.subjects import InvalidName, check_id
@@ -53,6 +60,47 @@ def _shallow(value: V) -> V:
     return value
 
 
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class GitSpec(_Body):
+    url: str = Field(min_length=1, max_length=4096)
+    ref: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class WorkspaceSpec(_Body):
+    """Exactly one source: a git repository, an upload, or another task's files."""
+
+    git: GitSpec | None = None
+    upload: str | None = Field(default=None, min_length=1, max_length=128)
+    from_task: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> WorkspaceSpec:
+        given = [name for name in ("git", "upload", "from_task") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of git, upload, from_task")
+        return self
+
+
+class PostMessage(_Body):
+    message: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
+    context: dict[str, Any] | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _context_depth(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _shallow(value)
+
+
 class CreateTask(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -61,6 +109,7 @@ class CreateTask(BaseModel):
     context: dict[str, Any] | None = None
     max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
     budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    workspace: WorkspaceSpec | None = None
 
     @field_validator("description")
     @classmethod

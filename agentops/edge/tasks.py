@@ -31,14 +31,40 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
 from agentops.core.state import TaskRecord
-from agentops.edge.context import BUS, CONFIG, Bus
+from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.data import find_agent, find_task, get_task, wait_for
-from agentops.edge.errors import ApiError, bad_request, checked_id, conflict, field_errors
-from agentops.edge.schemas import CreateTask, parse_model, query_choice, query_int, read_json
+from agentops.edge.errors import (
+    ApiError,
+    bad_request,
+    checked_id,
+    conflict,
+    field_errors,
+    not_found,
+)
+from agentops.edge.schemas import (
+    CreateTask,
+    PostMessage,
+    WorkspaceSpec,
+    parse_model,
+    query_choice,
+    query_int,
+    read_json,
+)
 from agentops.edge.views import task_view
+from agentops.edge.workspaces import upload_exists
 from agentops.protocol import subjects as s
-from agentops.protocol.messages import TERMINAL, CancelTask, DeleteTask, SubmitTask, TaskStatus
+from agentops.protocol.messages import (
+    TERMINAL,
+    CancelTask,
+    DeleteTask,
+    GitSource,
+    SubmitTask,
+    TaskMessage,
+    TaskStatus,
+    WorkspaceSource,
+)
 from agentops.store.kv import scan
+from agentops.workspaces.sources import DEFAULT_ALLOW, WorkspaceError, check_source
 
 SOURCE = "edge"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -108,6 +134,97 @@ async def claim_ids(bus: Bus, key: str, digest: str) -> tuple[str, str, bool]:
     return existing.task_id, existing.agent_id, True
 
 
+async def check_workspace(
+    bus: Bus, config: EdgeConfig, spec: WorkspaceSpec | None
+) -> WorkspaceSource | None:
+    """The workspace source as the orchestrator gets it, after what can be checked now: a
+    source the operator does not allow (`[workspaces] allow`, https only by default) is a
+    422, an unknown upload or task a 404, a task still running a 409. What only a clone can
+    tell (a repository or ref that does not exist) fails the task, reason workspace_error."""
+    if spec is None:
+        return None
+    field = ("workspace",)
+    if spec.git is not None:
+        try:
+            check_source(spec.git.url, config.workspaces.allow or DEFAULT_ALLOW)
+        except WorkspaceError as exc:
+            raise ApiError(
+                422, exc.code, exc.message,
+                [{"field": "workspace.git.url", "message": exc.message}],
+            ) from None  # fmt: skip
+        return WorkspaceSource(git=GitSource(url=spec.git.url, ref=spec.git.ref))
+    if spec.upload is not None:
+        if not _valid(spec.upload) or not await upload_exists(bus, spec.upload):
+            raise ApiError(
+                404, "unknown_upload", f"upload {spec.upload!r} does not exist (or expired)",
+                {"field": ".".join((*field, "upload"))},
+            )  # fmt: skip
+        return WorkspaceSource(upload=spec.upload)
+    assert spec.from_task is not None
+    if not _valid(spec.from_task):
+        raise not_found("task", spec.from_task)
+    source = await find_task(bus, spec.from_task)
+    if source is None:
+        raise not_found("task", spec.from_task)
+    if source.status not in TERMINAL or source.head is None:
+        raise conflict(
+            f"task {spec.from_task} has not finished and committed its work yet; "
+            "start from it once it has",
+            {"status": source.status},
+        )
+    return WorkspaceSource(from_task=source.workspace_id or source.task_id)
+
+
+def _valid(ident: str) -> bool:
+    try:
+        s.check_id(ident)
+    except s.InvalidName:
+        return False
+    return True
+
+
+async def post_message(request: web.Request) -> web.Response:
+    """`POST /tasks/{id}/messages {"message", "context"?}`: a finished task runs again with its
+    whole thread and workspace (200 once it is running again); a running or paused one gets
+    the message before its next LLM call (202, on its way)."""
+    bus, config = request.app[BUS], request.app[CONFIG]
+    body = parse_model(PostMessage, await read_json(request))
+    record = await get_task(bus, checked_id(request.match_info["task_id"], "task"))
+    if record.deleting:
+        raise conflict(f"task {record.task_id} is being deleted", {"status": "deleting"})
+    if not record.started:
+        raise conflict(
+            f"task {record.task_id} has not started yet (its workspace is being prepared)",
+            {"status": record.status},
+        )
+    context = body.context or {}
+    check_mock(context)
+    msg = TaskMessage(
+        id=f"{record.task_id}.msg.{uuid.uuid4().hex}",
+        source=SOURCE,
+        task_id=record.task_id,
+        agent_id=record.agent_id,
+        ts=datetime.now(UTC),
+        message=body.message,
+        context=context,
+    )
+    await publish(bus.js, s.task_inbox(record.task_id), msg, msg.id)
+    if record.status not in TERMINAL:
+        queued = {"task_id": record.task_id, "status": "message_queued", "run": record.run}
+        return web.json_response(queued, status=202)
+    later = await wait_for(
+        lambda: find_task(bus, record.task_id), lambda r: r.run > record.run, config.submit_wait_s
+    )
+    resumed = later is not None and later.run > record.run
+    out = {
+        "task_id": record.task_id,
+        "agent_id": record.agent_id,
+        "status": later.status if later is not None and resumed else "resume_queued",
+        "run": later.run if later is not None and resumed else record.run + 1,
+    }
+    return web.json_response(out, status=200 if resumed else 202)
+
+
 async def create_task(request: web.Request) -> web.Response:
     bus, config = request.app[BUS], request.app[CONFIG]
     data = await read_json(request)
@@ -121,6 +238,7 @@ async def create_task(request: web.Request) -> web.Response:
         )
     context = body.context or {}
     check_mock(context)
+    source = await check_workspace(bus, config, body.workspace)
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         task_id, agent_id, replayed = (*new_ids(), False)
@@ -137,6 +255,7 @@ async def create_task(request: web.Request) -> web.Response:
         context=context,
         max_steps=body.max_steps,
         budget_usd=body.budget_usd,
+        workspace=source,
     )
     await publish(bus.js, s.task_inbox(task_id), msg, msg.id)
     record = await wait_for(lambda: find_task(bus, task_id), lambda r: True, config.submit_wait_s)
@@ -185,7 +304,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     if record.status in TERMINAL:
         raise conflict(f"task {record.task_id} already {record.status}", {"status": record.status})
     msg = CancelTask(
-        id=f"{record.task_id}.cancel_request",
+        id=f"{record.task_id}.cancel_request" + (f".r{record.run}" if record.run > 1 else ""),
         source=SOURCE,
         task_id=record.task_id,
         agent_id=record.agent_id,

@@ -19,7 +19,7 @@ from typing import Any
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.core.state import AgentState, HumanRequestItem, TaskRecord
 
-HIDDEN_TASK_FIELDS = frozenset({"last_msg_id", "outbox", "events_emitted"})
+HIDDEN_TASK_FIELDS = frozenset({"last_msg_id", "outbox", "events_emitted", "started"})
 HIDDEN_AGENT_FIELDS = frozenset({"last_msg_id", "outbox", "thread"})
 
 

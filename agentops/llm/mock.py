@@ -5,7 +5,8 @@ Rules:
   `request.metadata` (`agent_type`, `call_index`, `mock`), the first user message and the
   model name, so a replayed call gets the same answer and a test can predict every step.
 - `call_index` counts this agent's earlier LLM calls, failed ones included, so a scripted
-  error is consumed like any other entry and the retry reads the next one.
+  error is consumed like any other entry and the retry reads the next one. A follow-up run
+  plays its own script (or the plan) from its start: `run_call_index` counts the run's calls.
 - With a script (`context.mock`, validated by `MockScript`), entry `call_index` decides the
   reply: a tool call (arguments passed through unvalidated, so invalid ones reach the agent),
   several tool calls, text, or a raised `MockLLMError`. After the last entry it always calls
@@ -150,13 +151,15 @@ def mock_reply(request: LLMRequest) -> LLMResult:
     """The mock's reply to `request`; raises `MockLLMError` for scripted or bad-input errors."""
     meta = request.metadata
     call_index = _call_index(meta)
+    # The position in the run's script or plan; a follow-up run starts its own at 0.
+    position = _call_index(meta, "run_call_index") if "run_call_index" in meta else call_index
     mock = _parse_mock(meta)
     if mock is not None and mock.script is not None:
-        return _scripted(request, mock.script, call_index)
+        return _scripted(request, mock.script, call_index, position)
     agent_type = meta.get("agent_type")
     plan = default_plan(agent_type if isinstance(agent_type, str) else "", _task(request))
-    if call_index < len(plan):
-        name, args = plan[call_index]
+    if position < len(plan):
+        name, args = plan[position]
     elif plan:
         name, args = plan[-1]  # always complete_task: a plan ends with it
     else:
@@ -170,8 +173,10 @@ def mock_reply(request: LLMRequest) -> LLMResult:
     return _result(request, "", (ToolCall(id=_call_id(call_index, 0), name=name, arguments=args),))
 
 
-def _scripted(request: LLMRequest, script: tuple[ScriptEntry, ...], call_index: int) -> LLMResult:
-    if call_index >= len(script):
+def _scripted(
+    request: LLMRequest, script: tuple[ScriptEntry, ...], call_index: int, position: int
+) -> LLMResult:
+    if position >= len(script):
         steps = len(script)
         completion = ToolCall(
             id=_call_id(call_index, 0),
@@ -183,7 +188,7 @@ def _scripted(request: LLMRequest, script: tuple[ScriptEntry, ...], call_index: 
             },
         )
         return _result(request, "", (completion,))
-    entry = script[call_index]
+    entry = script[position]
     match entry:
         case ToolEntry():
             return _result(request, "", (_tool_call(entry, call_index, 0),))
@@ -232,13 +237,13 @@ def _written_paths(script: tuple[ScriptEntry, ...]) -> list[str]:
     return list(seen)
 
 
-def _call_index(meta: dict[str, Any]) -> int:
-    value = meta.get("call_index", 0)
+def _call_index(meta: dict[str, Any], key: str = "call_index") -> int:
+    value = meta.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MockLLMError(
             ErrorInfo(
                 code="bad_request",
-                message=f"mock LLM: metadata.call_index must be an int >= 0, got {value!r}",
+                message=f"mock LLM: metadata.{key} must be an int >= 0, got {value!r}",
             )
         )
     return value

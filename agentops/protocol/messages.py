@@ -65,6 +65,19 @@ class TaskResult(Wire):
     artifacts: tuple[str, ...] = ()
 
 
+class GitSource(Wire):
+    url: str
+    ref: str | None = None
+
+
+class WorkspaceSource(Wire):
+    """Where a task's workspace starts from: exactly one of these (checked by the edge)."""
+
+    git: GitSource | None = None
+    upload: str | None = None  # an upload id (`POST /uploads`)
+    from_task: str | None = None  # another task's committed files
+
+
 # ---- to the orchestrator (task inbox) ----
 class SubmitTask(Envelope):
     type: Literal["task.submit"] = "task.submit"
@@ -73,6 +86,41 @@ class SubmitTask(Envelope):
     context: dict[str, Any] = Field(default_factory=dict)
     max_steps: int | None = None
     budget_usd: float | None = None
+    workspace: WorkspaceSource | None = None
+
+
+class TaskMessage(Envelope):
+    """A user's message to a task (`POST /tasks/{id}/messages`): a follow-up run when the
+    task has finished, steering for its next LLM call while it runs."""
+
+    type: Literal["task.message"] = "task.message"
+    message: str
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkspaceReady(Envelope):
+    """The tool executor prepared the task's workspace; `base` is its starting commit."""
+
+    type: Literal["workspace.ready"] = "workspace.ready"
+    workspace_id: str
+    base: str
+
+
+class WorkspaceFailed(Envelope):
+    type: Literal["workspace.failed"] = "workspace.failed"
+    workspace_id: str
+    error: ErrorInfo
+
+
+class WorkspaceCommitted(Envelope):
+    """What a run changed is committed: `head` (None: nothing to commit), `base` (set when
+    the workspace's repository was made at this commit)."""
+
+    type: Literal["workspace.committed"] = "workspace.committed"
+    workspace_id: str
+    run: int = 1
+    head: str | None = None
+    base: str | None = None
 
 
 class CancelTask(Envelope):
@@ -101,6 +149,7 @@ class AgentReport(Envelope):
 
     type: Literal["agent.report"] = "agent.report"
     agent_type: str
+    run: int = 1
     status: AgentStatus
     step: int = 0
     result: TaskResult | None = None
@@ -116,6 +165,18 @@ class StartAgent(Envelope):
     context: dict[str, Any] = Field(default_factory=dict)
     max_steps: int | None = None
     budget_usd: float | None = None
+    workspace_id: str | None = None  # None: the task's own
+
+
+class UserMessage(Envelope):
+    """A user's message for the model. `new_run`: the task had finished and this starts
+    run `run` (a follow-up); otherwise it steers the run going on."""
+
+    type: Literal["agent.message"] = "agent.message"
+    message: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    new_run: bool = False
+    run: int = 1
 
 
 class PauseAgent(Envelope):
@@ -198,6 +259,26 @@ class DeleteWorkspace(Envelope):
     workspace_id: str
 
 
+class PrepareWorkspace(Envelope):
+    """The tool executor makes a task's workspace (a git repository) from its source, once;
+    it answers `WorkspaceReady` or `WorkspaceFailed` to the task's inbox."""
+
+    type: Literal["workspace.prepare"] = "workspace.prepare"
+    workspace_id: str
+    origin: WorkspaceSource | None = None
+
+
+class CommitWorkspace(Envelope):
+    """Commit what a run changed in the workspace, authored by the agent type; the executor
+    answers `WorkspaceCommitted` to the task's inbox."""
+
+    type: Literal["workspace.commit"] = "workspace.commit"
+    workspace_id: str
+    author: str
+    message: str
+    run: int = 1
+
+
 class ToolRequested(Envelope):
     type: Literal["tool.request"] = "tool.request"
     step: int
@@ -208,6 +289,7 @@ class ToolRequested(Envelope):
     reply_to: ReplyTo
     timeout_s: float = 30.0
     idempotent: bool = False
+    workspace_id: str | None = None  # None: the task's own
 
 
 AgentInbound = (
@@ -216,14 +298,26 @@ AgentInbound = (
     | ResumeAgent
     | CancelAgent
     | FailAgent
+    | UserMessage
     | HumanResponse
     | LLMCompleted
     | LLMFailed
     | ToolCompleted
 )
-TaskInbound = SubmitTask | CancelTask | AgentReport | FailTask | DeleteTask
+TaskInbound = (
+    SubmitTask
+    | CancelTask
+    | AgentReport
+    | FailTask
+    | DeleteTask
+    | TaskMessage
+    | WorkspaceReady
+    | WorkspaceFailed
+    | WorkspaceCommitted
+)
+WorkspaceWork = PrepareWorkspace | CommitWorkspace | DeleteWorkspace
 WorkMessage = Annotated[
-    AgentInbound | TaskInbound | LLMRequested | ToolRequested | DeleteWorkspace,
+    AgentInbound | TaskInbound | LLMRequested | ToolRequested | WorkspaceWork,
     Field(discriminator="type"),
 ]
 WORK_ADAPTER: TypeAdapter[WorkMessage] = TypeAdapter(WorkMessage)
@@ -236,6 +330,8 @@ EventType = Literal[
     "task.failed",
     "task.cancelled",
     "task.deleted",
+    "task.resumed",
+    "user.message",
     "agent.status",
     "agent.step",
     "llm.request",

@@ -29,6 +29,7 @@ TASKS_BUCKET: Final = "agentops_tasks"
 TOOL_CALLS_BUCKET: Final = "agentops_tool_calls"
 IDEMPOTENCY_BUCKET: Final = "agentops_idempotency"
 PLUGINS_BUCKET: Final = "agentops_plugins"
+UPLOADS_BUCKET: Final = "agentops_uploads"  # an object store: uploaded archives, by upload id
 
 WORK_SUBJECTS: Final = (
     f"{PREFIX}.task.>",
@@ -114,6 +115,12 @@ def workspace_requests(operation: str) -> str:
 
 def workspace_requests_filter() -> str:
     return f"{PREFIX}.tool.workspace.*"
+
+
+def workspace_endpoint(operation: str) -> str:
+    """The tool executor's workspace requests (core request-reply, micro endpoints): files,
+    read, export, fetch, inspect."""
+    return f"{PREFIX}.workspace.{_token(operation, 'workspace operation')}"
 
 
 def events_of_task(task_id: str) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 import structlog
 
@@ -31,12 +32,10 @@ from agentops.protocol import subjects as s
 from agentops.protocol.errors import ErrorInfo, PermanentError
 from agentops.protocol.messages import (
     TERMINAL,
-    AgentReport,
-    CancelTask,
     DeleteTask,
     Event,
     FailTask,
-    SubmitTask,
+    TaskInbound,
     WorkMessage,
 )
 from agentops.store.deletion import delete_task_data
@@ -44,6 +43,7 @@ from agentops.store.kv import scan, task_records
 
 log = structlog.get_logger(__name__)
 PROCESS = "orchestrator"
+TASK_MESSAGES = get_args(TaskInbound)  # what may arrive in a task inbox
 FIRST_SWEEP_S = 30.0
 
 
@@ -62,7 +62,7 @@ async def setup(rt: Runtime) -> None:
     swept = {"asked": 0, "deleted": 0}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
-        if not isinstance(msg, SubmitTask | CancelTask | AgentReport | FailTask | DeleteTask):
+        if not isinstance(msg, TASK_MESSAGES):
             raise PermanentError(f"{msg.type} does not belong in a task inbox")
         s.check_id(msg.task_id, "task id")
         record, revision = await store.load(msg.task_id)

@@ -37,12 +37,8 @@ from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
-from agentops.protocol.messages import (
-    DeleteWorkspace,
-    ToolCompleted,
-    ToolRequested,
-    WorkMessage,
-)
+from agentops.protocol.messages import ToolCompleted, ToolRequested, WorkMessage
+from agentops.services.workspaces import setup_workspaces
 from agentops.store.kv import Conflict, DocumentStore
 from agentops.tools.handlers import ToolContext, run_tool
 from agentops.tools.plugin_sdk import load_entry_points
@@ -50,7 +46,7 @@ from agentops.tools.plugins import PluginDirectory, call_plugin
 from agentops.tools.policy import ToolSettings, load_tool_settings
 from agentops.tools.registry import BUILTIN_TOOLS, ToolArgsError, validate_call
 from agentops.tools.sandbox import Sandbox, probe
-from agentops.tools.workspace import delete_workspace, workspace_for
+from agentops.tools.workspace import workspace_for
 
 log = structlog.get_logger(__name__)
 PROCESS = "tool-executor"
@@ -108,7 +104,7 @@ async def execute(msg: ToolRequested, ex: Executor) -> tuple[bool, Any, ErrorInf
     except ToolArgsError as exc:
         return False, None, ErrorInfo(code="invalid_arguments", message=str(exc))
     ctx = ToolContext(
-        workspace=workspace_for(ex.data_dir, msg.task_id),
+        workspace=workspace_for(ex.data_dir, msg.workspace_id or msg.task_id),
         timeout_s=msg.timeout_s,
         sandbox=ex.sandbox,
         settings=ex.settings,
@@ -238,17 +234,7 @@ async def setup(rt: Runtime) -> None:
         s.TOOL_EXECUTOR_CONSUMER, s.tool_requests_filter(), handle, give_up, CONCURRENCY
     )
 
-    async def workspace_work(msg: WorkMessage, delivery: Delivery) -> None:
-        if not isinstance(msg, DeleteWorkspace):
-            raise PermanentError(f"{msg.type} is not workspace work")
-        await asyncio.to_thread(delete_workspace, ex.data_dir, msg.workspace_id)
-        structlog.contextvars.bind_contextvars(workspace_deleted=msg.workspace_id)
-
-    await rt.add_consumer(
-        rt.consumer(
-            s.WORKSPACE_CONSUMER, s.workspace_requests_filter(), workspace_work, concurrency=4
-        )
-    )
+    await setup_workspaces(rt, ex.data_dir)
 
 
 def main() -> None:

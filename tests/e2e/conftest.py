@@ -25,6 +25,7 @@ class System:
     nats_port: int = field(default_factory=free_port)
     external_nats: str | None = None  # `agentops up --nats-url` instead of the embedded server
     without: tuple[str, ...] = ()  # `agentops up --without P`: P runs elsewhere
+    config: Path | None = None  # AGENTOPS_CONFIG
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +61,11 @@ class System:
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "AGENTOPS_LOG_LEVEL": "info"},
+            env={
+                **os.environ,
+                "AGENTOPS_LOG_LEVEL": "info",
+                **({"AGENTOPS_CONFIG": str(self.config)} if self.config else {}),
+            },
         )
         log.close()
         eventually_sync(self._healthy, timeout=60, interval=0.1, what="agentops up healthy")
@@ -109,10 +114,13 @@ def _is_ours(pid: int) -> bool:
 
 
 def start_system(
-    data_dir: Path, nats_url: str | None = None, without: tuple[str, ...] = ()
+    data_dir: Path,
+    nats_url: str | None = None,
+    without: tuple[str, ...] = (),
+    config: Path | None = None,
 ) -> System:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return System(data_dir=data_dir, external_nats=nats_url, without=without).start()
+    return System(data_dir=data_dir, external_nats=nats_url, without=without, config=config).start()
 
 
 @pytest.fixture(scope="module")

@@ -355,6 +355,11 @@ async def test_get_task_returns_the_record_without_bookkeeping_and_with_live_ste
         "updated_at",
         "finished_at",
         "deleting",
+        "workspace_id",
+        "source",
+        "base",
+        "head",
+        "run",
     }
     assert body["usage_by_agent"] == {
         "agent_a1": {"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.01}

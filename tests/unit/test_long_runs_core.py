@@ -12,7 +12,7 @@ from agentops.core.items import MAX_EVENT_BYTES, MAX_ITEM_BYTES, item_bytes
 from agentops.core.state import AssistantItem, ToolResultItem
 from agentops.llm.types import LLMRequest, LLMResult, ToolCall
 from agentops.protocol.errors import ErrorInfo
-from agentops.protocol.messages import DeleteTask, FailAgent, FailTask
+from agentops.protocol.messages import AgentReport, DeleteTask, FailAgent, FailTask, TaskMessage
 from tests.harness import Harness
 from tests.unit.test_budget_and_context import AGENT, tool_llm
 
@@ -160,3 +160,71 @@ def long_llm(calls: list[dict[str, Any]]) -> Any:
         return result.model_copy(update={"tool_calls": calls_})
 
     return llm
+
+
+def message(h: Harness, task_id: str, text: str, **context: Any) -> None:
+    h.put(
+        "task",
+        TaskMessage(id=f"{task_id}.msg{len(h.published)}", task_id=task_id, ts=h.now(),
+                    message=text, context=context),
+    )  # fmt: skip
+    h.run()
+
+
+def test_a_follow_up_runs_a_finished_task_again_with_its_whole_thread() -> None:
+    """A message to a completed task starts run 2: task.resumed, the same agent and thread,
+    steps and ids going on, max_steps counted from the run's start, the model seeing run 1."""
+    h = Harness(llm=tool_llm([{"tool": "write_file", "args": {"path": "a", "content": "1"}}]))
+    task_id, agent_id = h.submit(AGENT, max_steps=3)
+    h.run()
+    first = h.agents[agent_id]
+    assert first.status == "completed" and h.tasks[task_id].status == "completed"
+    requests_before = len(h.llm_requests)
+    message(h, task_id, "now add tests")
+    state, record = h.agents[agent_id], h.tasks[task_id]
+    assert record.run == 2 and state.run == 2 and record.status == "completed"
+    assert "task.resumed" in h.event_types() and h.event_types().count("task.completed") == 2
+    assert state.step > first.step and state.run_start_step == first.step
+    follow_up = h.llm_requests[requests_before].request
+    contents = [m.content for m in follow_up.messages]
+    assert "Follow-up: now add tests" in contents
+    assert len(follow_up.messages) > len(h.llm_requests[requests_before - 1].request.messages)
+    assert follow_up.metadata["run_call_index"] == 0
+    ids = [e.id for e in h.events]
+    assert len(ids) == len(set(ids)), "an event id repeated across runs"
+    commits = sorted(
+        m for m in h.published if m.startswith(f"{task_id}.commit") and not m.endswith(".result")
+    )
+    assert commits == [f"{task_id}.commit", f"{task_id}.commit.r2"]
+
+
+def test_a_message_to_a_running_task_reaches_its_next_llm_call() -> None:
+    """Steering: a message while the agent waits for the model is in the next request."""
+    writes = [{"tool": "write_file", "args": {"path": f"f{i}", "content": "x"}} for i in range(3)]
+    h = Harness(llm=tool_llm(writes), hold_llm=True)
+    task_id, agent_id = h.submit(AGENT)
+    h.run()
+    message(h, task_id, "use tabs, not spaces")
+    assert h.tasks[task_id].run == 1
+    h.release_llm()
+    h.run()
+    h.release_llm()
+    h.run()
+    later = h.llm_requests[-1].request
+    assert any(m.role == "user" and m.content == "use tabs, not spaces" for m in later.messages)
+    kinds = [i.kind for i in h.agents[agent_id].thread]
+    assert "user_message" in kinds
+
+
+def test_reports_of_an_earlier_run_are_ignored() -> None:
+    """A report of run 1 arriving during run 2 does not end the task."""
+    h = Harness(llm=tool_llm([]))
+    task_id, agent_id = h.submit(AGENT)
+    h.run()
+    message(h, task_id, "again")
+    record = h.tasks[task_id]
+    late = AgentReport(
+        id="late", task_id=task_id, agent_id=agent_id, ts=h.now(), agent_type=AGENT, run=1,
+        status="failed",
+    )  # fmt: skip
+    assert orchestrator.step(record, late, h.now()).ignored == "a report of an earlier run"
