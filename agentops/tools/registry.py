@@ -72,6 +72,12 @@ class RequestHumanInputArgs(_Args):
     choices: list[str] | None = None
 
 
+class DelegateTaskArgs(_Args):
+    agent_type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = Field(min_length=1, max_length=100_000)
+    context: dict[str, Any] | None = None
+
+
 class CompleteTaskArgs(_Args):
     summary: str = Field(min_length=1, max_length=50_000)
     artifacts: list[str] = Field(default_factory=list)
@@ -148,6 +154,14 @@ BUILTIN_TOOLS: dict[str, ToolDef] = {
             "Make an HTTP request and return status, headers and body.",
             ApiCallArgs,
             timeout_s=30.0,
+        ),
+        ToolDef(
+            "delegate_task",
+            "Hand a piece of the work to another agent type (e.g. backend_developer): it runs as "
+            "a child task in this task's workspace, and its result (task_id, status, summary, "
+            "artifacts, cost_usd) comes back as this call's result when it ends.",
+            DelegateTaskArgs,
+            runs_in="control",
         ),
         ToolDef(
             "request_human_input",
