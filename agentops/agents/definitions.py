@@ -52,6 +52,9 @@ class AgentSpec:
     # Tools that plugins offer this type right now (the agent process refreshes them live).
     # The executor validates their arguments against the schema.
     plugin_tools: tuple[ToolSchema, ...] = ()
+    # Delegation limits (`core/delegation.py`).
+    max_delegation_depth: int = 3
+    max_children: int = 20
 
     @property
     def tool_names(self) -> frozenset[str]:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.answers import BadAnswer, RaiseBudget, Stop, answer_json, parse_answer
+from agentops.core.delegation import DELEGATE, delegated, spent_usd
 from agentops.core.effects import CallLLM, Decision, Effect, InvokeTool
 from agentops.core.render import render_request
 from agentops.core.state import (
@@ -81,6 +82,7 @@ def start(spec: AgentSpec, msg: StartAgent, now: datetime) -> Decision[AgentStat
         max_steps=msg.max_steps or spec.max_steps,
         budget_usd=msg.budget_usd,
         workspace_id=msg.workspace_id or msg.task_id,
+        depth=msg.depth,
         created_at=now,
         updated_at=now,
     )
@@ -253,6 +255,8 @@ def _tool_completed(run: Transition, msg: ToolCompleted) -> str | None:
         msg.step, call, ok=msg.ok, result=msg.result, error=msg.error,
         duration_ms=msg.duration_ms,
     )  # fmt: skip
+    if call.name == DELEGATE:
+        run.update(**delegated(run.state, call.id, msg.ok, msg.result))
     _resolve_pending(run, msg.call_id)
     return None
 
@@ -353,7 +357,7 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
     if msg.request_id and msg.request_id != open_request.request_id:
         return _reject(run, "human_response", f"no open request {msg.request_id!r}")
     try:
-        answer = parse_answer(open_request, msg.response, st.usage.cost_usd)
+        answer = parse_answer(open_request, msg.response, spent_usd(st))
         response = answer_json(answer)  # normalised ("yes"/"no", the choice as offered)
     except BadAnswer as exc:
         return _reject(run, "human_response", str(exc))

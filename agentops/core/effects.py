@@ -14,12 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from agentops.protocol.messages import (
     AgentReport,
     CancelAgent,
+    CancelTask,
+    ChildFinished,
     CommitWorkspace,
+    DelegateTask,
     Event,
     FailAgent,
     LLMRequested,
     PrepareWorkspace,
     StartAgent,
+    SubmitTask,
+    ToolCompleted,
     ToolRequested,
     UserMessage,
 )
@@ -40,16 +45,17 @@ class InvokeTool(_Effect):
 
 
 class ReportToTask(_Effect):
-    """An agent's status change, sent to its task's orchestrator inbox."""
+    """A message to a task's orchestrator inbox: an agent's status change or delegation, a
+    child's submission or end, a cancel passed down a tree."""
 
     kind: Literal["report"] = "report"
-    message: AgentReport
+    message: AgentReport | DelegateTask | SubmitTask | ChildFinished | CancelTask
 
 
 class SendToAgent(_Effect):
     kind: Literal["send_agent"] = "send_agent"
     agent_type: str
-    message: StartAgent | CancelAgent | FailAgent | UserMessage
+    message: StartAgent | CancelAgent | FailAgent | UserMessage | ToolCompleted
 
 
 class ToWorkspaces(_Effect):

@@ -21,6 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, assert_never
 
+from agentops.core import tree
 from agentops.core.effects import Decision, Effect, Emit, SendToAgent, ToWorkspaces
 from agentops.core.state import TaskRecord
 from agentops.protocol.errors import ErrorInfo, PermanentError
@@ -29,7 +30,9 @@ from agentops.protocol.messages import (
     AgentReport,
     CancelAgent,
     CancelTask,
+    ChildFinished,
     CommitWorkspace,
+    DelegateTask,
     DeleteTask,
     Event,
     EventType,
@@ -50,7 +53,7 @@ from agentops.protocol.messages import (
 SOURCE = "orchestrator"
 
 
-class _Run:
+class Run:
     def __init__(self, record: TaskRecord, msg_id: str, now: datetime) -> None:
         self.record = record
         self.msg_id = msg_id
@@ -98,7 +101,8 @@ class _Run:
 def _submit(msg: SubmitTask, now: datetime) -> Decision[TaskRecord]:
     if msg.agent_id is None:
         raise PermanentError("task.submit without agent_id")
-    prepare = msg.workspace is not None
+    shared = msg.workspace_id is not None and msg.workspace_id != msg.task_id
+    prepare = msg.workspace is not None or shared
     record = TaskRecord(
         task_id=msg.task_id,
         agent_type=msg.agent_type,
@@ -108,17 +112,20 @@ def _submit(msg: SubmitTask, now: datetime) -> Decision[TaskRecord]:
         agent_ids=(msg.agent_id,),
         max_steps=msg.max_steps,
         budget_usd=msg.budget_usd,
-        workspace_id=msg.task_id,
+        workspace_id=msg.workspace_id or msg.task_id,
         source=_shown_source(msg),
         started=not prepare,
+        parent=msg.parent,
+        depth=msg.depth,
         created_at=msg.ts,
         updated_at=now,
     )
-    run = _Run(record, msg.id, now)
-    if prepare:  # the agent starts once its workspace is ready
+    run = Run(record, msg.id, now)
+    if prepare:  # the agent starts once its workspace is ready (a shared one: committed)
         work = PrepareWorkspace(
-            **run.header("prepare"), workspace_id=record.workspace_id, origin=msg.workspace
-        )
+            **run.header("prepare"), workspace_id=record.workspace_id, origin=msg.workspace,
+            shared=shared,
+        )  # fmt: skip
         run.effects.append(ToWorkspaces(message=work))
     else:
         _start_agent(run)
@@ -146,7 +153,7 @@ def mask_credentials(url: str) -> str:
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
-def _start_agent(run: _Run) -> None:
+def _start_agent(run: Run) -> None:
     record = run.record
     start = StartAgent(
         **run.header("start"),
@@ -156,12 +163,19 @@ def _start_agent(run: _Run) -> None:
         max_steps=record.max_steps,
         budget_usd=record.budget_usd,
         workspace_id=record.workspace_id or record.task_id,
+        depth=record.depth,
     )
     run.effects.append(SendToAgent(agent_type=record.agent_type, message=start))
     run.update(started=True)
 
 
-def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision[TaskRecord]:
+def step(
+    record: TaskRecord | None,
+    msg: TaskInbound,
+    now: datetime,
+    agent_types: frozenset[str] | None = None,
+) -> Decision[TaskRecord]:
+    """`agent_types`: the types a delegation may name (None: any)."""
     if record is None:
         if isinstance(msg, SubmitTask):
             return _submit(msg, now)
@@ -174,16 +188,20 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
         return Decision(state=None, effects=record.outbox, replay=True)
     if record.deleting and not isinstance(msg, DeleteTask):
         return Decision(state=None, ignored="task is being deleted")
-    run = _Run(record, msg.id, now)
-    reason = _apply(run, msg)
+    run = Run(record, msg.id, now)
+    reason = _apply(run, msg, agent_types)
     if reason is not None:
         return Decision(state=None, ignored=reason)
     return run.decision()
 
 
-def _apply(run: _Run, msg: TaskInbound) -> str | None:
+def _apply(run: Run, msg: TaskInbound, agent_types: frozenset[str] | None) -> str | None:
     record = run.record
     match msg:
+        case DelegateTask():
+            return tree.delegate(run, msg, agent_types)
+        case ChildFinished():
+            return tree.child_finished(run, msg)
         case SubmitTask():
             return "already submitted"
         case CancelTask():
@@ -195,6 +213,7 @@ def _apply(run: _Run, msg: TaskInbound) -> str | None:
                 return None
             cancel = CancelAgent(**run.header(_per_run(record, "cancel")), reason=msg.reason)
             run.effects.append(SendToAgent(agent_type=record.agent_type, message=cancel))
+            tree.cancel_children(run, msg.reason)
         case DeleteTask():
             if record.status not in TERMINAL:
                 return f"task is {record.status}"
@@ -228,7 +247,7 @@ def _apply(run: _Run, msg: TaskInbound) -> str | None:
     return None
 
 
-def _report(run: _Run, msg: AgentReport) -> str | None:
+def _report(run: Run, msg: AgentReport) -> str | None:
     record = run.record
     if msg.run < record.run:
         return "a report of an earlier run"
@@ -244,7 +263,7 @@ def _report(run: _Run, msg: AgentReport) -> str | None:
 
 
 def _finish(
-    run: _Run,
+    run: Run,
     status: TaskStatus,
     agent_id: str | None,
     *,
@@ -264,6 +283,7 @@ def _finish(
         else "task.cancelled"
     )
     run.emit(event_type, _finished_data(record, status, agent_id, reason))
+    tree.tell_parent(run, status)
     if record.started:
         summary = record.result.summary if record.result else f"{record.agent_type}: {status}"
         commit = CommitWorkspace(
@@ -276,7 +296,7 @@ def _finish(
         run.effects.append(ToWorkspaces(message=commit))
 
 
-def _message(run: _Run, msg: TaskMessage) -> str | None:
+def _message(run: Run, msg: TaskMessage) -> str | None:
     """A finished task runs again (a follow-up, run n+1); a running one forwards it."""
     record = run.record
     if not record.started:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from agentops.core.effects import Effect
 from agentops.llm.types import ToolCall, Usage
 from agentops.protocol.errors import ErrorInfo
-from agentops.protocol.messages import AgentStatus, TaskResult, TaskStatus
+from agentops.protocol.messages import AgentStatus, ParentRef, TaskResult, TaskStatus
 
 
 class _Item(BaseModel):
@@ -174,6 +174,13 @@ class AgentState(BaseModel):
     run_start_step: int = 0
     run_start_calls: int = 0
     run_item: int = 0  # thread index of the item that started the run (the task: 0)
+    # Delegation: how deep this agent's task is, how many children it started, what they
+    # cost (it counts toward the budget), and the children its calls wait for (call id ->
+    # child task id).
+    depth: int = 0
+    delegations: int = 0
+    children_cost_usd: float = 0.0
+    waiting: dict[str, str] = Field(default_factory=dict)
     # ---- tallies of the thread, for readers of the head (see the module docstring) ----
     description: str = ""  # the task's description, cut to DESCRIPTION_CHARS
     human_requests: int = 0
@@ -309,6 +316,12 @@ class TaskRecord(BaseModel):
     head: str | None = None
     started: bool = True
     run: int = 1
+    # A tree of tasks: the parent (a delegating agent's task or a workflow), the children
+    # started by delegation, how deep it is, and what its descendants cost.
+    parent: ParentRef | None = None
+    children: tuple[str, ...] = ()
+    depth: int = 0
+    children_cost_usd: float = 0.0
     events_emitted: int = 0
     last_msg_id: str | None = None
     outbox: tuple[Effect, ...] = ()

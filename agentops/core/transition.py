@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from agentops.agents.definitions import AgentSpec
+from agentops.core.delegation import delegation, refusal, refused_error, spent_usd
 from agentops.core.effects import CallLLM, Decision, Effect, Emit, InvokeTool, ReportToTask
 from agentops.core.items import MAX_EVENT_BYTES, clip, fit, fit_item
 from agentops.core.render import render_request
@@ -47,6 +48,7 @@ from agentops.tools.policy import approval_question
 from agentops.tools.registry import (
     BUILTIN_TOOLS,
     CompleteTaskArgs,
+    DelegateTaskArgs,
     RequestHumanInputArgs,
     ToolArgs,
     ToolArgsError,
@@ -175,7 +177,7 @@ class Transition:
         estimate = self.spec.call_cost_usd(
             request.metadata["estimated_input_tokens"], request.max_output_tokens
         )
-        if st.budget_usd is not None and st.usage.cost_usd + estimate > st.budget_usd:
+        if st.budget_usd is not None and spent_usd(st) + estimate > st.budget_usd:
             self.ask_budget(estimate)
             return
         if attempt == 0:
@@ -251,7 +253,7 @@ class Transition:
         """The next LLM call could take the task over its budget: a human raises it or stops."""
         st = self.state
         assert st.budget_usd is not None
-        spent = st.usage.cost_usd
+        spent = spent_usd(st)
         details = {
             "budget_usd": st.budget_usd,
             "spent_usd": spent,
@@ -329,7 +331,10 @@ class Transition:
                 self.update(result=result, inflight=None)
                 self.set_status("completed", result=result.model_dump())
                 return
-            if isinstance(args, RequestHumanInputArgs):
+            if isinstance(args, DelegateTaskArgs):
+                if not self.delegate(assistant.step, call, args):
+                    continue
+            elif isinstance(args, RequestHumanInputArgs):
                 self.ask_human(assistant.step, call, args)
             else:
                 self.invoke_or_hold(assistant.step, call, args.model_dump(mode="json"), args)
@@ -342,6 +347,20 @@ class Transition:
             self.update(inflight=None)
             if self.state.status == "running":
                 self.continue_()
+
+    def delegate(self, step: int, call: ToolCall, args: DelegateTaskArgs) -> bool:
+        """Ask the task's orchestrator for a child task (`core/delegation.py`); False when
+        refused here (the refusal is the call's result)."""
+        st = self.state
+        reason = refusal(st, self.spec.max_delegation_depth, self.spec.max_children)
+        if reason is not None:
+            self.tool_result(step, call, ok=False, error=refused_error(reason))
+            return False
+        header = self.header(f"delegate{step}.{call.id}")
+        message, changes = delegation(st, header, step, call, args)
+        self.effects.append(ReportToTask(message=message))
+        self.update(**changes)
+        return True
 
     def ask_human(self, step: int, call: ToolCall, args: RequestHumanInputArgs) -> None:
         self.hold_for_human(

@@ -78,6 +78,18 @@ class WorkspaceSource(Wire):
     from_task: str | None = None  # another task's committed files
 
 
+class ParentRef(Wire):
+    """Who a child task reports to when it ends: a delegating agent's call (`kind` task), or
+    a workflow's stage (`kind` workflow, `call_id` the stage id)."""
+
+    kind: Literal["task", "workflow"] = "task"
+    task_id: str
+    agent_id: str | None = None
+    agent_type: str | None = None
+    step: int = 0
+    call_id: str = ""
+
+
 # ---- to the orchestrator (task inbox) ----
 class SubmitTask(Envelope):
     type: Literal["task.submit"] = "task.submit"
@@ -87,6 +99,39 @@ class SubmitTask(Envelope):
     max_steps: int | None = None
     budget_usd: float | None = None
     workspace: WorkspaceSource | None = None
+    # A child task (delegated, or a workflow's stage) works in its parent's workspace.
+    parent: ParentRef | None = None
+    depth: int = 0
+    workspace_id: str | None = None
+
+
+class DelegateTask(Envelope):
+    """An agent hands work to another type: its task's orchestrator starts the child task
+    (`child_task_id`) in the same workspace, or answers the call with an error."""
+
+    type: Literal["task.delegate"] = "task.delegate"
+    child_task_id: str
+    child_agent_id: str
+    agent_type: str
+    description: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    step: int
+    call_id: str
+    parent_agent_type: str
+    budget_usd: float | None = None
+    depth: int = 1
+
+
+class ChildFinished(Envelope):
+    """A child task ended (to its parent's inbox): what the delegating call returns."""
+
+    type: Literal["task.child_finished"] = "task.child_finished"
+    child_task_id: str
+    parent: ParentRef
+    status: TaskStatus
+    result: TaskResult | None = None
+    error: ErrorInfo | None = None
+    cost_usd: float = 0.0
 
 
 class TaskMessage(Envelope):
@@ -166,6 +211,7 @@ class StartAgent(Envelope):
     max_steps: int | None = None
     budget_usd: float | None = None
     workspace_id: str | None = None  # None: the task's own
+    depth: int = 0  # how deep in a tree of delegations (a root task is 0)
 
 
 class UserMessage(Envelope):
@@ -266,6 +312,9 @@ class PrepareWorkspace(Envelope):
     type: Literal["workspace.prepare"] = "workspace.prepare"
     workspace_id: str
     origin: WorkspaceSource | None = None
+    # A shared workspace (a child task's, a stage's): made if missing, what is in it
+    # committed, and its HEAD is the base.
+    shared: bool = False
 
 
 class CommitWorkspace(Envelope):
@@ -306,6 +355,8 @@ AgentInbound = (
 )
 TaskInbound = (
     SubmitTask
+    | DelegateTask
+    | ChildFinished
     | CancelTask
     | AgentReport
     | FailTask

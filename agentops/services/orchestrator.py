@@ -21,6 +21,7 @@ from typing import get_args
 
 import structlog
 
+from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish, publish_all, publish_event
 from agentops.bus.consumer import Delivery
 from agentops.bus.effects import perform
@@ -59,6 +60,7 @@ def expired(record: TaskRecord, now: datetime, days: int) -> bool:
 async def setup(rt: Runtime) -> None:
     store = task_records(rt.buckets, rt.publisher)
     retention = load_retention(rt.settings)
+    agent_types = frozenset(AGENT_SPECS)  # what a delegation may name
     swept = {"asked": 0, "deleted": 0}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
@@ -66,7 +68,7 @@ async def setup(rt: Runtime) -> None:
             raise PermanentError(f"{msg.type} does not belong in a task inbox")
         s.check_id(msg.task_id, "task id")
         record, revision = await store.load(msg.task_id)
-        decision = orchestrator.step(record, msg, datetime.now(UTC))
+        decision = orchestrator.step(record, msg, datetime.now(UTC), agent_types)
         if decision.ignored:
             structlog.contextvars.bind_contextvars(ignored=decision.ignored)
             return

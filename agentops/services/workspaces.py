@@ -151,6 +151,8 @@ async def setup_workspaces(rt: Runtime, data_dir: Path) -> None:
 
     async def _prepared(msg: PrepareWorkspace) -> str:
         wid, origin = msg.workspace_id, msg.origin
+        if msg.shared:  # a child's or a stage's: what is there now is its base
+            return await asyncio.to_thread(snapshot, wid, msg.task_id)
         if await asyncio.to_thread(ws.exists, wid):  # prepared before (a redelivery)
             return await asyncio.to_thread(ws.base, wid)
         max_bytes = settings.max_clone_mb * 1024 * 1024
@@ -180,6 +182,14 @@ async def setup_workspaces(rt: Runtime, data_dir: Path) -> None:
             await _download(origin.upload, archive)
             limits = _limits(settings.max_upload_mb)
             return await asyncio.to_thread(lambda: ws.upload(wid, archive, limits))
+
+    def snapshot(wid: str, task_id: str) -> str:
+        """Commit what a shared workspace holds (made if missing) and return its HEAD."""
+        if not ws.exists(wid):
+            workspace_for(data_dir, wid)
+            ws.init(wid)
+        ws.commit(wid, "agentops", f"agentops: before task {task_id}")
+        return ws.head(wid)
 
     async def _download(upload_id: str, into: Path) -> None:
         try:
