@@ -74,8 +74,9 @@ export class TaskPage {
     }
     this._build();
     this._renderRecord();
-    await Promise.all([this._loadStatus(), this.timeline.load(), this._loadChildren()]);
-    this.ready = true;
+    const loads = await Promise.allSettled([this._loadStatus(), this.timeline.load(), this._loadChildren()]);
+    for (const failed of loads.filter((l) => l.status === "rejected")) console.error(failed.reason);
+    this.ready = true; // events apply from here on, even if a part failed to load
     const pending = this.pending;
     this.pending = [];
     if (pending.length) this.onEvents(pending);

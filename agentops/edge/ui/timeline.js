@@ -5,7 +5,7 @@
 //   burst of events, never the whole thread again.
 // - Each tool call shows its arguments and, when its result arrives, the result under it
 //   (collapsed when long). LLM turns show their tokens and cost.
-import { enc, get, query } from "./api.js";
+import { ApiError, enc, get, query } from "./api.js";
 import { add, clip, count, debounce, fill, h, json, money } from "./dom.js";
 
 export const THREAD_PAGE = 200;
@@ -42,7 +42,13 @@ export class Timeline {
   }
 
   async load() {
-    let page = await get(this._path(0, THREAD_PAGE));
+    let page;
+    try {
+      page = await get(this._path(0, THREAD_PAGE));
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
+      page = { offset: 0, total: 0, items: [] }; // the agent has not started yet
+    }
     if (page.total > THREAD_PAGE) page = await get(this._path(page.total - THREAD_PAGE, THREAD_PAGE));
     this.start = page.offset;
     this.end = page.offset;
