@@ -5,7 +5,9 @@ while events stream in without losing a character (or causing a request per even
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 
 import pytest
 
@@ -152,3 +154,24 @@ def test_typed_text_survives_streaming_events_without_a_request_per_event(
         i["response"] for i in api.thread(asker["agent_id"]) if i["kind"] == "human_response"
     ]
     assert answers == ["half-typed name"]
+
+
+def test_the_page_resumes_from_its_last_event_after_the_edge_restarts(dashboard: Dashboard) -> None:
+    """kill -9 of the edge: the page says it is reconnecting, reconnects with `since=` its
+    last sequence once the supervisor has restarted the edge, and goes on showing events.
+    (Last in this module: it restarts the shared system's edge.)"""
+    page, api, system = dashboard.page, dashboard.api, dashboard.system
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    first = api.submit([])  # an event, so the page has a position to resume from
+    expect(page.locator(f"#task-rows tr[data-key={first['task_id']}] .badge")).to_have_text(
+        "completed"
+    )
+    os.kill(system.pids()["edge"], signal.SIGKILL)
+    expect(page.locator("#live")).to_have_text(re.compile("reconnecting"))
+    expect(page.locator("#live")).to_have_text("● live", timeout=60_000)
+    assert any("since=" in url for url in sockets), sockets
+    after = api.submit([{"text": "after the restart"}])
+    expect(page.locator(f"#task-rows tr[data-key={after['task_id']}] .badge")).to_have_text(
+        "completed"
+    )

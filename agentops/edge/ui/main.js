@@ -60,9 +60,10 @@ function route() {
     if (!workflows.loaded) workflows.load().catch((e) => console.error(e));
     show("workflows");
   } else {
-    taskList.show(params);
     show("tasks");
+    return taskList.show(params);
   }
+  return null;
 }
 
 async function health() {
@@ -101,13 +102,18 @@ $("token-forget").addEventListener("click", () => { forgetToken(); location.relo
 
 async function boot() {
   live.listen(listener);
-  health();
   setInterval(() => { if (!document.hidden) health(); }, HEALTH_EVERY_MS);
   await live.start(); // subscribed: from here on no event is missed
   window.addEventListener("hashchange", route);
-  route();
   get("/agent-types").then((b) => taskList.setTypes(b.agent_types || [])).catch((e) => console.error(e));
-  inbox.load().catch((e) => console.error(e));
+  // The view asked for first; health and the inbox (a scan of the agents and a read per open
+  // question) after it, so they do not compete with it for the edge.
+  await Promise.resolve(route()).catch(() => {});
+  health();
+  inbox.load().catch((e) => console.error(e)).finally(() => {
+    performance.mark("inbox-loaded");
+    document.body.dataset.inboxLoaded = "1";
+  });
 }
 
 boot();

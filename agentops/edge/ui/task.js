@@ -173,9 +173,10 @@ export class TaskPage {
       if (!box.value.trim()) { note.textContent = "write a message first"; return; }
       send.disabled = true;
       try {
-        await post(`/tasks/${enc(this.taskId)}/messages`, { message: box.value });
+        const out = await post(`/tasks/${enc(this.taskId)}/messages`, { message: box.value });
         box.value = "";
-        note.textContent = "sent";
+        note.textContent = out.status === "message_queued" ? "sent: the agent reads it before its next step"
+          : out.status === "resume_queued" ? "sent: the follow-up run starts shortly" : "sent: a follow-up run started";
         this.refreshRecord();
       } catch (e) {
         if (missingRoute(e)) {
@@ -197,6 +198,7 @@ export class TaskPage {
     const cost = r.cost_usd_total ?? r.cost_usd;
     fill(this.facts, 
       h("span", {}, h("b", { text: r.agent_type })),
+      r.run > 1 ? h("span", { text: `run ${r.run}` }) : null,
       h("span", { text: `step ${r.current_step || 0}${r.max_steps ? " / " + r.max_steps : ""}` }),
       h("span", { class: "tokens", text: tokens(r.usage) }),
       h("span", { class: "cost", text: "cost " + money(cost) + (r.budget_usd ? ` of ${money(r.budget_usd)}` : "") }),

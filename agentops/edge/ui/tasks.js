@@ -93,7 +93,7 @@ export class TaskList {
     this.filters = f;
     this.statusSel.value = f.status;
     this.typeSel.value = f.type;
-    this.load();
+    return this.load();
   }
 
   _filter() {

@@ -141,8 +141,9 @@ export class Timeline {
         add(li, meta, h("div", { class: "pre answer-text", text: json(item.response) }));
         break;
       case "user_message":
-        add(meta, h("strong", { text: "message" }));
-        add(li, meta, h("div", { class: "pre", text: item.message ?? json(item) }));
+        add(meta, h("strong", { text: item.starts_run ? `follow-up (run ${item.run})` : "message to the agent" }));
+        add(li, meta, h("div", { class: "pre", text: item.message ?? json(item) }),
+          item.context && Object.keys(item.context).length ? collapsible("context", json(item.context), "ctx", true) : null);
         break;
       case "control":
         add(meta, h("strong", { text: item.action }), item.reason ? h("span", { class: "muted", text: item.reason }) : null);
