@@ -251,6 +251,7 @@ export class TaskPage {
 
   /** Events of any task (filtered here). */
   onEvents(batch) {
+    if (this.gone) return;
     if (!this.ready) { this.pending.push(...batch.filter((ev) => this._mine(ev) || this.tree?.nodes.has(ev.task_id))); return; }
     for (const ev of batch) {
       this.tree.onEvent(ev);
@@ -278,6 +279,10 @@ export class TaskPage {
           this.timeline.tail();
           this.refreshRecord();
           break;
+        case "task.deleted":
+          fill(this.el, h("p", { class: "muted", text: `task ${this.taskId} was deleted` }), link("#/tasks", "back to the tasks"));
+          this.gone = true; // nothing here to update any more
+          return;
         default:
           if (ev.type.startsWith("task.")) {
             this.refreshRecord();

@@ -175,6 +175,14 @@ export class TaskList {
         if (this.order.length > PAGE) this.rows.delete(this.order.pop());
         continue;
       }
+      if (ev.type === "task.deleted") {
+        if (this.rows.delete(ev.task_id)) {
+          this.order = this.order.filter((id) => id !== ev.task_id);
+          this.total = Math.max(0, this.total - 1);
+          dirty = true;
+        }
+        continue;
+      }
       const row = this.rows.get(ev.task_id);
       if (!row || (ev.agent_id && row.record.agent_id && ev.agent_id !== row.record.agent_id)) continue;
       const r = row.record;
