@@ -7,8 +7,9 @@ Rules:
   say why.
 - The system runs with a config that holds `*.sh` writes of the backend developer for
   approval and prices the mock model (so a task's budget can run out before its first call).
-- Each test gets a fresh browser context (its own sessionStorage) on the dashboard, loaded,
-  and fails if the page threw an uncaught error.
+- The API needs a token (`AGENTOPS_API_TOKEN`): each test gets a fresh browser context (its
+  own sessionStorage) on the dashboard, enters the token when the page asks for it, and fails
+  if the page threw an uncaught error.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ input_per_mtok = 1000.0
 output_per_mtok = 1000.0
 """
 FINISHED = ("completed", "failed", "cancelled")
+TOKEN = "browser-test-token"  # the system requires it: each page is asked for it once
 
 
 def browser_missing() -> str | None:
@@ -106,6 +108,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     config.write_text(CONFIG)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AGENTOPS_CONFIG", str(config))
+        env.setenv("AGENTOPS_API_TOKEN", TOKEN)
         sys_ = start_system(root / "data")
     try:
         yield sys_
@@ -127,7 +130,8 @@ def browser(system: System) -> Iterator[Any]:
 
 @pytest.fixture
 def api(system: System) -> Iterator[Api]:
-    with httpx.Client(base_url=system.url, timeout=30) as http:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=system.url, timeout=30, headers=auth) as http:
         yield Api(http)
 
 
@@ -141,8 +145,12 @@ def dashboard(browser: Any, system: System, api: Api) -> Iterator[Dashboard]:
     board = Dashboard(page, system, api)
     page.on("pageerror", lambda exc: board.errors.append(str(exc)))
     page.goto(system.url + "/")
+    dialog = page.locator("form.token-dialog")  # the API needs a token: asked for once
+    dialog.locator("input").fill(TOKEN)
+    dialog.locator("button").click()
     expect(page.locator("body[data-tasks-rendered]")).to_have_count(1)
     expect(page.locator("#live")).to_have_text("● live")
+    expect(dialog).to_have_count(0)
     try:
         yield board
     finally:

@@ -170,7 +170,8 @@ def test_the_page_resumes_from_its_last_event_after_the_edge_restarts(dashboard:
     os.kill(system.pids()["edge"], signal.SIGKILL)
     expect(page.locator("#live")).to_have_text(re.compile("reconnecting"))
     expect(page.locator("#live")).to_have_text("● live", timeout=60_000)
-    assert any("since=" in url for url in sockets), sockets
+    assert any("since=" in url and "token=" in url for url in sockets), sockets
+    expect(page.locator("form.token-dialog")).to_have_count(0)  # the token was kept
     after = api.submit([{"text": "after the restart"}])
     expect(page.locator(f"#task-rows tr[data-key={after['task_id']}] .badge")).to_have_text(
         "completed"

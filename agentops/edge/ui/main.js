@@ -103,9 +103,13 @@ $("token-forget").addEventListener("click", () => { forgetToken(); location.relo
 async function boot() {
   live.listen(listener);
   setInterval(() => { if (!document.hidden) health(); }, HEALTH_EVERY_MS);
+  // A first small read: with a token required, this is where the page asks for it, so the
+  // WebSocket below already carries it.
+  const types = get("/agent-types");
+  await types.catch(() => {});
   await live.start(); // subscribed: from here on no event is missed
   window.addEventListener("hashchange", route);
-  get("/agent-types").then((b) => taskList.setTypes(b.agent_types || [])).catch((e) => console.error(e));
+  types.then((b) => taskList.setTypes(b.agent_types || [])).catch((e) => console.error(e));
   // The view asked for first; health and the inbox (a scan of the agents and a read per open
   // question) after it, so they do not compete with it for the edge.
   await Promise.resolve(route()).catch(() => {});
