@@ -1,7 +1,7 @@
 """Benchmark: the dashboard with 1,000 tasks in the store: first paint, the task list, idle CPU.
 
 Runs the real thing: `agentops up` (embedded nats-server + every process) in a temporary data
-dir on free ports, as bench_steps.py does; creates `--tasks` tasks with the mock LLM (each
+dir on free ports, started as the e2e tests start it; creates `--tasks` tasks with the mock LLM (each
 completes at once; `--open-questions` of them ask a question and stay awaiting an answer, so
 the inbox has something to load), then opens the dashboard in headless chromium (Debian's,
 through playwright; never a downloaded browser) and prints:
@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,25 +35,11 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 
-from agentops.natsserver import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tests package
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import start_system
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ASK = {"tool": "request_human_input", "args": {"question": "Ship it?", "format": "yes_no"}}
-
-
-def edge_pid(data_dir: Path) -> int:
-    data = json.loads((data_dir / "processes.json").read_text())
-    procs = data.get("processes", data)
-    info = procs["edge"]
-    return int(info["pid"] if isinstance(info, dict) else info)
 
 
 def cpu_s(pid: int) -> float:
@@ -224,45 +207,21 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--live-tasks", type=int, default=20)
     parser.add_argument("--live-steps", type=int, default=10)
-    parser.add_argument(
-        "--chromium", default=os.environ.get("AGENTOPS_CHROMIUM", "/usr/bin/chromium")
-    )
+    parser.add_argument("--chromium", default=CHROMIUM)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="agentops-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        port, nats_port = free_port(), free_port()
-        env = {**os.environ, "AGENTOPS_LOG_LEVEL": "warning"}
-        cmd = [
-            sys.executable, "-m", "agentops.cli", "up", "--port", str(port),
-            "--nats-port", str(nats_port), "--data-dir", str(data_dir),
-        ]  # fmt: skip
-        up = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+        system = start_system(Path(tmp) / "data")  # `agentops up`, healthy, as the e2e tests do
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or up.poll() is not None:
-                    raise SystemExit("agentops up did not become healthy")
-                time.sleep(0.1)
             t0 = time.monotonic()
-            asyncio.run(create_tasks(base, args.tasks, args.open_questions))
+            asyncio.run(create_tasks(system.url, args.tasks, args.open_questions))
             print(
                 f"{args.tasks} tasks in the store ({args.open_questions} awaiting an answer), "
                 f"created in {time.monotonic() - t0:.0f} s"
             )
             time.sleep(3)  # let the system settle before measuring idle
-            run_browser(args, base, edge_pid(data_dir))
+            run_browser(args, system.url, system.pids()["edge"])
         finally:
-            up.send_signal(signal.SIGTERM)
-            try:
-                up.wait(30)
-            except subprocess.TimeoutExpired:
-                up.kill()
+            system.stop()
 
 
 if __name__ == "__main__":
