@@ -13,7 +13,6 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib import resources
 
 from aiohttp import web
 from nats.aio.client import Client
@@ -21,29 +20,13 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agentops.config import Settings, load_workspaces
-from agentops.edge import agents, tasks, workspaces
+from agentops.edge import agents, dashboard, tasks, workspaces
 from agentops.edge.auth import auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
 from agentops.edge.health import DLQ_START, health, remember_dlq_start
 from agentops.edge.metrics import METRICS, EdgeMetrics, metrics, metrics_middleware
 from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
-
-DASHBOARD = resources.files("agentops.edge").joinpath("dashboard.html").read_bytes()
-# The page holds no data (it asks the API, with the user's token), so it is served without
-# auth; what it loads from the API is shown as text only, and it loads nothing from elsewhere.
-DASHBOARD_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
-    "style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-async def dashboard(_: web.Request) -> web.Response:
-    """`GET /`: a page over the API: health, agents (pause, resume, answer), tasks, live events."""
-    return web.Response(
-        body=DASHBOARD, content_type="text/html", charset="utf-8", headers=DASHBOARD_HEADERS
-    )
 
 
 def config_from_settings(settings: Settings) -> EdgeConfig:
@@ -74,7 +57,6 @@ def create_app(
     app.on_shutdown.append(_close_websockets)
     app.router.add_routes(
         [
-            web.get("/", dashboard),
             web.get("/health", health),
             web.get("/metrics", metrics),
             web.get("/agent-types", agents.agent_types),
@@ -99,4 +81,6 @@ def create_app(
             web.get("/ws", websocket),
         ]
     )
+    # ---- the dashboard: its page and static assets (edge/dashboard.py, files in edge/ui/) ----
+    app.router.add_routes(dashboard.routes())
     return app

@@ -3,7 +3,8 @@
 Rules:
 - No token configured: everything is open (the local default).
 - Token configured: every request needs `Authorization: Bearer <token>`, except `GET /health`
-  and `GET /metrics` (probes and scrapers) and the dashboard page `GET /` (it holds no data).
+  and `GET /metrics` (probes and scrapers) and the dashboard, `GET /` and its static files
+  under `GET /ui/` (they hold no data).
   The WebSocket may pass `?token=` instead, since browsers cannot set headers on a WebSocket
   handshake.
 - Tokens are compared in constant time; a missing or wrong token is 401 with
@@ -24,6 +25,13 @@ EXEMPT: frozenset[tuple[str, str]] = frozenset(
     (method, path) for method in ("GET", "HEAD") for path in ("/", "/health", "/metrics")
 )
 WS_PATH = "/ws"
+PUBLIC_PREFIX = "/ui/"  # the dashboard's static files
+
+
+def _exempt(request: web.Request) -> bool:
+    if (request.method, request.path) in EXEMPT:
+        return True
+    return request.method in ("GET", "HEAD") and request.path.startswith(PUBLIC_PREFIX)
 
 
 def _presented(request: web.Request) -> str | None:
@@ -39,7 +47,7 @@ def _presented(request: web.Request) -> str | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[CONFIG].api_token
-    if token and (request.method, request.path) not in EXEMPT:
+    if token and not _exempt(request):
         presented = _presented(request)
         # Bytes that are not UTF-8 arrive as lone surrogates; they cannot match a token.
         sent = None if presented is None else presented.encode("utf-8", "surrogatepass")

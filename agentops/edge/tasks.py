@@ -47,6 +47,7 @@ from agentops.edge.schemas import (
     WorkspaceSpec,
     parse_model,
     query_choice,
+    query_id,
     query_int,
     read_json,
 )
@@ -279,11 +280,14 @@ async def _with_agent_step(bus: Bus, record: TaskRecord) -> dict[str, Any]:
 async def list_tasks(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     status = query_choice(request, "status", get_args(TaskStatus))
+    agent_type = query_id(request, "agent_type")  # a type no task has simply matches none
     limit = query_int(request, "limit", 100, 1, 500)
     offset = query_int(request, "offset", 0, 0, 10**9)
     records = await scan(bus.tasks.kv, bus.tasks.adapter)
     if status is not None:
         records = [r for r in records if r.status == status]
+    if agent_type is not None:
+        records = [r for r in records if r.agent_type == agent_type]
     records.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
     page = records[offset : offset + limit]
     tasks = await asyncio.gather(*(_with_agent_step(bus, r) for r in page))

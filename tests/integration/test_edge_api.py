@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -25,7 +22,6 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 
-import agentops.edge
 from agentops.bus.connection import MSG_ID
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import ensure_jetstream
@@ -324,6 +320,29 @@ async def test_get_tasks_lists_newest_first_with_filter_and_paging(edge: Edge) -
     assert running["total"] == 2
     page = await (await edge.client.get("/tasks", params={"limit": "1", "offset": "1"})).json()
     assert [t["task_id"] for t in page["tasks"]] == ["task_1"] and page["total"] == 3
+
+
+async def test_get_tasks_filters_by_agent_type(edge: Edge) -> None:
+    """GET /tasks?agent_type= lists only that type's tasks (with status and paging too)."""
+    for n, (agent_type, status) in enumerate(
+        [("backend_developer", "running"), ("devops_engineer", "running"),
+         ("devops_engineer", "completed"), ("devops_engineer", "running")]
+    ):  # fmt: skip
+        record = task_record(f"task_{n}", f"agent_{n}", status, NOW + timedelta(minutes=n))
+        await edge.put_task(record.model_copy(update={"agent_type": agent_type}))
+    devops = await (
+        await edge.client.get("/tasks", params={"agent_type": "devops_engineer"})
+    ).json()
+    assert [t["task_id"] for t in devops["tasks"]] == ["task_3", "task_2", "task_1"]
+    assert devops["total"] == 3
+    both = {"agent_type": "devops_engineer", "status": "running", "limit": "1", "offset": "1"}
+    page = await (await edge.client.get("/tasks", params=both)).json()
+    assert [t["task_id"] for t in page["tasks"]] == ["task_1"] and page["total"] == 2
+    none = await (await edge.client.get("/tasks", params={"agent_type": "poet"})).json()
+    assert none == {"tasks": [], "total": 0}
+    bad = await edge.client.get("/tasks", params={"agent_type": "no spaces"})
+    assert bad.status == 400
+    assert_error(await bad.json(), "invalid_query")
 
 
 async def test_get_task_returns_the_record_without_bookkeeping_and_with_live_step(
@@ -776,39 +795,6 @@ async def test_api_token_is_required_except_for_health_and_metrics(make_edge: Ma
     assert (await edge.client.get("/metrics")).status == 200
     assert (await edge.client.get("/health")).status in (200, 503)
     assert (await edge.client.get("/")).status == 200  # the dashboard page holds no data
-
-
-async def test_dashboard_is_a_self_contained_page_over_the_api(edge: Edge) -> None:
-    """GET / serves the dashboard: HTML that uses only this edge's API, locked down by CSP,
-    and that never puts API data into the page as markup."""
-    resp = await edge.client.get("/")
-    assert resp.status == 200
-    assert resp.content_type == "text/html"
-    csp = resp.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
-    page = await resp.text()
-    for used in (
-        '"/health"',
-        '"/agents"',
-        '"/tasks"',
-        '"/agent-types"',
-        '"/ws"',
-        "/human-response",
-    ):
-        assert used in page, used
-    assert "innerHTML" not in page and "http://" not in page and "https://" not in page
-
-
-def test_dashboard_script_parses(tmp_path: Path) -> None:
-    """The dashboard's script is valid JavaScript (checked with node, when it is installed)."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    page = (Path(agentops.edge.__file__).parent / "dashboard.html").read_text()
-    script = tmp_path / "dashboard.js"
-    script.write_text(page.split("<script>", 1)[1].split("</script>", 1)[0])
-    check = subprocess.run([node, "--check", str(script)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
 
 
 async def test_nats_unavailable_is_503(make_edge: MakeEdge, nats_server: NatsServer) -> None:
