@@ -66,7 +66,7 @@ class MemoryTools:
 
     def __call__(self, msg: ToolRequested) -> tuple[bool, Any, ErrorInfo | None]:
         self.calls.append(msg)
-        fs = self.files.setdefault(msg.task_id, {})
+        fs = self.files.setdefault(msg.workspace_id or msg.task_id, {})
         args = msg.arguments
         if msg.name == "write_file":
             old = fs.get(args["path"], "") if args.get("mode") == "append" else ""
@@ -108,6 +108,7 @@ class Harness:
     redeliver: bool = False
     specs: dict[str, AgentSpec] = field(default_factory=lambda: dict(AGENT_SPECS))
     hold_llm: bool = False  # keep LLM requests queued in `held` instead of answering
+    types: frozenset[str] | None = None  # the agent types a delegation may name (None: any)
     agents: dict[str, AgentState] = field(default_factory=dict)
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
@@ -230,7 +231,7 @@ class Harness:
             self.put("agent", LLMFailed(**common, error=exc.info()))
 
     def _task(self, msg: TaskInbound) -> None:
-        decision = orchestrator.step(self.tasks.get(msg.task_id), msg, self.now())
+        decision = orchestrator.step(self.tasks.get(msg.task_id), msg, self.now(), self.types)
         if decision.state is not None:
             self.tasks[msg.task_id] = decision.state
         self._perform(decision.effects)

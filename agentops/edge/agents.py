@@ -28,10 +28,12 @@ from aiohttp import web
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
 from agentops.core.answers import BadAnswer, answer_json, parse_answer
+from agentops.core.delegation import spent_usd
 from agentops.core.state import AgentState
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import find_agent, get_agent, open_request, scan_heads, wait_for
 from agentops.edge.errors import bad_request, checked_id, conflict
+from agentops.edge.liveness import missing_process
 from agentops.edge.schemas import HumanAnswer, parse_model, query_choice, query_int, read_json
 from agentops.edge.views import agent_status, agent_summary, head_view
 from agentops.protocol import subjects as s
@@ -79,7 +81,8 @@ async def list_agents(request: web.Request) -> web.Response:
 async def get_agent_status(request: web.Request) -> web.Response:
     bus, head = await _agent_from_path(request)
     found = await open_request(bus, head)
-    return web.json_response(agent_status(head.state, found[1] if found else None))
+    process = await missing_process(request.app, head.state)
+    return web.json_response(agent_status(head.state, found[1] if found else None, process))
 
 
 async def get_agent_state(request: web.Request) -> web.StreamResponse:
@@ -224,7 +227,7 @@ async def human_response(request: web.Request) -> web.Response:
             {"open_request_id": open_request_item.request_id},
         )
     try:  # the question decides what fits (core/answers.py); say what to send, now
-        answer = parse_answer(open_request_item, body.response, state.usage.cost_usd)
+        answer = parse_answer(open_request_item, body.response, spent_usd(state))
     except BadAnswer as exc:
         raise bad_request(
             str(exc),

@@ -25,6 +25,7 @@ from agentops.edge.auth import auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
 from agentops.edge.health import DLQ_START, health, remember_dlq_start
+from agentops.edge.liveness import SEEN
 from agentops.edge.metrics import METRICS, EdgeMetrics, metrics, metrics_middleware
 from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
@@ -53,6 +54,7 @@ def create_app(
     app[METRICS] = EdgeMetrics()
     app[WS_CLIENTS] = WsClients()
     app[DLQ_START] = []
+    app[SEEN] = {}
     app.on_startup.append(remember_dlq_start)
     app.on_shutdown.append(_close_websockets)
     app.router.add_routes(

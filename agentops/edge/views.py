@@ -19,7 +19,7 @@ from typing import Any
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.core.state import AgentState, HumanRequestItem, TaskRecord
 
-HIDDEN_TASK_FIELDS = frozenset({"last_msg_id", "outbox", "events_emitted", "started"})
+HIDDEN_TASK_FIELDS = frozenset({"last_msg_id", "outbox", "events_emitted", "started", "parent"})
 HIDDEN_AGENT_FIELDS = frozenset({"last_msg_id", "outbox", "thread"})
 
 
@@ -38,6 +38,9 @@ def task_view(record: TaskRecord, agent: AgentState | None = None) -> dict[str, 
         body["usage_by_agent"] = {agent.agent_id: agent.usage.model_dump(mode="json")}
     body["usage"] = usage.model_dump(mode="json")
     body["cost_usd"] = usage.cost_usd
+    # The whole tree's: this task's own calls and what its descendants spent.
+    body["cost_usd_total"] = round(usage.cost_usd + record.children_cost_usd, 10)
+    body["parent_task_id"] = record.parent.task_id if record.parent else None
     return body
 
 
@@ -64,7 +67,24 @@ def agent_summary(state: AgentState) -> dict[str, Any]:
     }
 
 
-def agent_status(state: AgentState, request: HumanRequestItem | None) -> dict[str, Any]:
+def waiting_for(
+    state: AgentState, request: HumanRequestItem | None, process: str | None = None
+) -> dict[str, str] | None:
+    """What the agent waits for (DESIGN §4c): a child `task`, a `human`'s answer, or a
+    `process` that is not running (its next hand-over has no live consumer)."""
+    out: dict[str, str] = {}
+    if state.waiting:
+        out["task"] = next(iter(state.waiting.values()))
+    if state.status == "awaiting_human" and request is not None:
+        out["human"] = request.request_id
+    if process is not None:
+        out["process"] = process
+    return out or None
+
+
+def agent_status(
+    state: AgentState, request: HumanRequestItem | None, process: str | None = None
+) -> dict[str, Any]:
     return {
         "agent_id": state.agent_id,
         "agent_type": state.agent_type,
@@ -79,6 +99,7 @@ def agent_status(state: AgentState, request: HumanRequestItem | None) -> dict[st
         "errors": state.error_count,
         "tool_calls": state.tool_calls,
         "usage": state.usage.model_dump(mode="json"),
+        "waiting_for": waiting_for(state, request, process),
     }
 
 

@@ -33,11 +33,13 @@ from typing import Annotated, Any, Literal, assert_never
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from agentops.llm.mock_plans import default_plan, task_line
+from agentops.llm.mock_team import summary_step, tech_lead_plan
 from agentops.llm.tokens import MESSAGE_OVERHEAD, estimate_request_tokens, message_tokens
 from agentops.llm.types import LLMRequest, LLMResult, Message, ToolCall, Usage
 from agentops.protocol.errors import AgentOpsError, ErrorInfo
 
 PROVIDER = "mock"
+TECH_LEAD = "tech_lead"
 MAX_SCRIPT_ENTRIES = 1000
 MAX_DELAY_MS = 60_000
 
@@ -157,6 +159,12 @@ def mock_reply(request: LLMRequest) -> LLMResult:
     if mock is not None and mock.script is not None:
         return _scripted(request, mock.script, call_index, position)
     agent_type = meta.get("agent_type")
+    if agent_type == TECH_LEAD:  # delegates, then sums up what came back (`mock_team`)
+        team = tech_lead_plan(_task(request))
+        name, args = team[position] if position < len(team) else summary_step(request.messages)
+        return _result(
+            request, "", (ToolCall(id=_call_id(call_index, 0), name=name, arguments=args),)
+        )
     plan = default_plan(agent_type if isinstance(agent_type, str) else "", _task(request))
     if position < len(plan):
         name, args = plan[position]

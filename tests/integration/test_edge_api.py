@@ -379,6 +379,11 @@ async def test_get_task_returns_the_record_without_bookkeeping_and_with_live_ste
         "base",
         "head",
         "run",
+        "children",
+        "depth",
+        "children_cost_usd",
+        "cost_usd_total",
+        "parent_task_id",
     }
     assert body["usage_by_agent"] == {
         "agent_a1": {"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.01}
