@@ -20,6 +20,7 @@ from typing import Any, TypeVar, get_args
 from agentops import cli_commands as commands
 from agentops.cli_client import DEFAULT_URL, TOKEN_VARIABLE
 from agentops.cli_code import add_code_commands
+from agentops.cli_workflows import add_workflow_commands
 from agentops.protocol.messages import AgentStatus, TaskStatus
 
 _N = TypeVar("_N", int, float)
@@ -124,6 +125,7 @@ def add_client_commands(sub: Any) -> None:
     )
 
     add_code_commands(client, task_id, submit)
+    add_workflow_commands(sub, common)
 
     tasks = client("tasks", commands.tasks, "list tasks (newest first), or show one")
     task_id(tasks, nargs="?")

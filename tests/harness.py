@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentops.agents.definitions import AGENT_SPECS, AgentSpec
-from agentops.core import agent, orchestrator
+from agentops.core import agent, orchestrator, workflow
 from agentops.core.effects import (
     CallLLM,
     Effect,
@@ -28,6 +28,7 @@ from agentops.core.effects import (
     ToWorkspaces,
 )
 from agentops.core.state import AgentState, TaskRecord
+from agentops.core.workflow import WorkflowRecord
 from agentops.llm.types import LLMRequest, LLMResult
 from agentops.protocol.errors import AgentOpsError, ErrorInfo
 from agentops.protocol.messages import (
@@ -111,6 +112,7 @@ class Harness:
     types: frozenset[str] | None = None  # the agent types a delegation may name (None: any)
     agents: dict[str, AgentState] = field(default_factory=dict)
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    workflows: dict[str, WorkflowRecord] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     llm_requests: list[LLMRequested] = field(default_factory=list)
     held: list[LLMRequested] = field(default_factory=list)
@@ -231,6 +233,12 @@ class Harness:
             self.put("agent", LLMFailed(**common, error=exc.info()))
 
     def _task(self, msg: TaskInbound) -> None:
+        if msg.task_id.startswith("wf_"):
+            flow = workflow.step(self.workflows.get(msg.task_id), msg, self.now())  # type: ignore[arg-type]
+            if flow.state is not None:
+                self.workflows[msg.task_id] = flow.state
+            self._perform(flow.effects)
+            return
         decision = orchestrator.step(self.tasks.get(msg.task_id), msg, self.now(), self.types)
         if decision.state is not None:
             self.tasks[msg.task_id] = decision.state

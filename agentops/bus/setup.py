@@ -93,6 +93,9 @@ BUCKETS = (
     ),
     KeyValueConfig(bucket=s.TASKS_BUCKET, description="Task records", history=1, direct=True),
     KeyValueConfig(
+        bucket=s.WORKFLOWS_BUCKET, description="Workflow records", history=1, direct=True
+    ),
+    KeyValueConfig(
         bucket=s.TOOL_CALLS_BUCKET,
         description="Tool call records by agent.step.call (idempotency)",
         history=1,

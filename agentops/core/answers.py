@@ -62,7 +62,7 @@ class BadAnswer(ValueError):
 
 def parse_answer(request: HumanRequestItem, response: Any, spent_usd: float = 0.0) -> Answer:
     if request.reason == "approval":
-        return _approval(response)
+        return approval(response)
     if request.reason == "budget":
         return _budget(response, spent_usd)
     if request.format == "yes_no":
@@ -135,7 +135,7 @@ def _free_text(response: Any) -> Any:
     return response
 
 
-def _approval(response: Any) -> ApprovalAnswer:
+def approval(response: Any) -> ApprovalAnswer:
     answer = read_approval(response)
     if answer is not None:
         return answer

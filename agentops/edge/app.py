@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agentops.config import Settings, load_workspaces
-from agentops.edge import agents, dashboard, tasks, workspaces
+from agentops.edge import agents, dashboard, tasks, workflows, workspaces
 from agentops.edge.auth import auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
@@ -73,6 +73,11 @@ def create_app(
             web.get("/tasks/{task_id}/diff", workspaces.get_diff),
             web.get("/tasks/{task_id}/archive", workspaces.get_archive),
             web.post("/uploads", workspaces.upload),
+            web.post("/workflows", workflows.create_workflow),
+            web.get("/workflows", workflows.list_workflows),
+            web.get("/workflows/{workflow_id}", workflows.get_workflow),
+            web.post("/workflows/{workflow_id}/cancel", workflows.cancel_workflow),
+            web.post("/workflows/{workflow_id}/human-response", workflows.answer_gate),
             web.get("/agents", agents.list_agents),
             web.get("/agents/{agent_id}/status", agents.get_agent_status),
             web.get("/agents/{agent_id}/state", agents.get_agent_state),

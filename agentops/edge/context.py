@@ -19,9 +19,10 @@ from nats.js.kv import KeyValue
 
 from agentops.config_tables import WorkspaceSettings
 from agentops.core.state import TaskRecord
+from agentops.core.workflow import WorkflowRecord
 from agentops.protocol import subjects as s
 from agentops.store.agents import AgentStore
-from agentops.store.kv import DocumentStore, task_records
+from agentops.store.kv import DocumentStore, task_records, workflow_records
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -58,6 +59,10 @@ class Bus:
     def agents(self) -> AgentStore:
         """Agent heads and threads (read only: each agent's process writes its own)."""
         return AgentStore(self.nc, self.js, self.buckets[s.AGENTS_BUCKET])
+
+    @property
+    def workflows(self) -> DocumentStore[WorkflowRecord]:
+        return workflow_records(self.buckets)
 
     @property
     def idempotency(self) -> KeyValue:

@@ -134,6 +134,39 @@ class ChildFinished(Envelope):
     cost_usd: float = 0.0
 
 
+class StageSpec(Wire):
+    """One stage of a workflow: a task of `agent_type`, started when every stage it depends
+    on completed (and, with `approval`, once a human approved it)."""
+
+    id: str
+    agent_type: str
+    description: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    approval: bool = False
+
+
+class SubmitWorkflow(Envelope):
+    type: Literal["workflow.submit"] = "workflow.submit"
+    name: str = ""
+    stages: tuple[StageSpec, ...]
+    workspace: WorkspaceSource | None = None
+
+
+class CancelWorkflow(Envelope):
+    type: Literal["workflow.cancel"] = "workflow.cancel"
+    reason: str = "cancelled by user"
+
+
+class WorkflowAnswer(Envelope):
+    """A human's answer to a stage's approval gate."""
+
+    type: Literal["workflow.human_response"] = "workflow.human_response"
+    stage_id: str
+    approved: bool
+    comment: str | None = None
+
+
 class TaskMessage(Envelope):
     """A user's message to a task (`POST /tasks/{id}/messages`): a follow-up run when the
     task has finished, steering for its next LLM call while it runs."""
@@ -366,9 +399,25 @@ TaskInbound = (
     | WorkspaceFailed
     | WorkspaceCommitted
 )
+WorkflowInbound = (
+    SubmitWorkflow
+    | CancelWorkflow
+    | WorkflowAnswer
+    | ChildFinished
+    | WorkspaceReady
+    | WorkspaceFailed
+    | DeleteTask
+)
 WorkspaceWork = PrepareWorkspace | CommitWorkspace | DeleteWorkspace
 WorkMessage = Annotated[
-    AgentInbound | TaskInbound | LLMRequested | ToolRequested | WorkspaceWork,
+    AgentInbound
+    | TaskInbound
+    | SubmitWorkflow
+    | CancelWorkflow
+    | WorkflowAnswer
+    | LLMRequested
+    | ToolRequested
+    | WorkspaceWork,
     Field(discriminator="type"),
 ]
 WORK_ADAPTER: TypeAdapter[WorkMessage] = TypeAdapter(WorkMessage)
@@ -383,6 +432,13 @@ EventType = Literal[
     "task.deleted",
     "task.resumed",
     "user.message",
+    "workflow.created",
+    "workflow.stage_started",
+    "workflow.stage_finished",
+    "workflow.awaiting_approval",
+    "workflow.completed",
+    "workflow.failed",
+    "workflow.cancelled",
     "agent.status",
     "agent.step",
     "llm.request",

@@ -26,6 +26,8 @@ THREADS_STREAM: Final = "AGENTOPS_THREADS"
 
 AGENTS_BUCKET: Final = "agentops_agents"
 TASKS_BUCKET: Final = "agentops_tasks"
+WORKFLOWS_BUCKET: Final = "agentops_workflows"
+WORKFLOW_PREFIX: Final = "wf_"  # workflow ids; their inbox is a task inbox of that id
 TOOL_CALLS_BUCKET: Final = "agentops_tool_calls"
 IDEMPOTENCY_BUCKET: Final = "agentops_idempotency"
 PLUGINS_BUCKET: Final = "agentops_plugins"

@@ -27,8 +27,9 @@ from agentops.bus.consumer import Delivery
 from agentops.bus.effects import perform
 from agentops.bus.service import Runtime, run_process
 from agentops.config import load_retention
-from agentops.core import orchestrator
+from agentops.core import orchestrator, workflow
 from agentops.core.state import TASK_RECORD_ADAPTER, TaskRecord
+from agentops.core.workflow import WORKFLOW_ADAPTER, WorkflowRecord
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ErrorInfo, PermanentError
 from agentops.protocol.messages import (
@@ -37,18 +38,20 @@ from agentops.protocol.messages import (
     Event,
     FailTask,
     TaskInbound,
+    WorkflowInbound,
     WorkMessage,
 )
-from agentops.store.deletion import delete_task_data
-from agentops.store.kv import scan, task_records
+from agentops.store.deletion import delete_task_data, delete_workflow_data
+from agentops.store.kv import scan, task_records, workflow_records
 
 log = structlog.get_logger(__name__)
 PROCESS = "orchestrator"
 TASK_MESSAGES = get_args(TaskInbound)  # what may arrive in a task inbox
+WORKFLOW_MESSAGES = get_args(WorkflowInbound)
 FIRST_SWEEP_S = 30.0
 
 
-def expired(record: TaskRecord, now: datetime, days: int) -> bool:
+def expired(record: TaskRecord | WorkflowRecord, now: datetime, days: int) -> bool:
     """A finished root task whose end is older than `days` (never one still running)."""
     return (
         record.status in TERMINAL
@@ -59,14 +62,18 @@ def expired(record: TaskRecord, now: datetime, days: int) -> bool:
 
 async def setup(rt: Runtime) -> None:
     store = task_records(rt.buckets, rt.publisher)
+    workflows = workflow_records(rt.buckets, rt.publisher)
     retention = load_retention(rt.settings)
     agent_types = frozenset(AGENT_SPECS)  # what a delegation may name
     swept = {"asked": 0, "deleted": 0}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
+        s.check_id(msg.task_id, "task id")
+        if msg.task_id.startswith(s.WORKFLOW_PREFIX):
+            await handle_workflow(msg)
+            return
         if not isinstance(msg, TASK_MESSAGES):
             raise PermanentError(f"{msg.type} does not belong in a task inbox")
-        s.check_id(msg.task_id, "task id")
         record, revision = await store.load(msg.task_id)
         decision = orchestrator.step(record, msg, datetime.now(UTC), agent_types)
         if decision.ignored:
@@ -77,9 +84,26 @@ async def setup(rt: Runtime) -> None:
             record = decision.state
         await perform(rt.publisher, decision.effects)
         if record is not None and record.deleting:
-            await delete_task_data(rt.js, record)
+            await delete_task_data(rt.js, record, store)
             swept["deleted"] += 1
             structlog.contextvars.bind_contextvars(deleted=record.task_id)
+
+    async def handle_workflow(msg: WorkMessage) -> None:
+        """A workflow's inbox (its id starts `wf_`): the workflow reducer on its record."""
+        if not isinstance(msg, WORKFLOW_MESSAGES):
+            raise PermanentError(f"{msg.type} does not belong in a workflow inbox")
+        record, revision = await workflows.load(msg.task_id)
+        decision = workflow.step(record, msg, datetime.now(UTC))
+        if decision.ignored:
+            structlog.contextvars.bind_contextvars(ignored=decision.ignored)
+            return
+        if decision.state is not None:
+            await workflows.save(msg.task_id, decision.state, revision)
+            record = decision.state
+        await perform(rt.publisher, decision.effects)
+        if record is not None and record.deleting:
+            await delete_workflow_data(rt.js, record, store, workflows)
+            swept["deleted"] += 1
 
     async def give_up(msg: WorkMessage | None, subject: str, info: ErrorInfo) -> None:
         task_id = msg.task_id if msg is not None else subject.rsplit(".", 1)[-1]
@@ -108,14 +132,22 @@ async def setup(rt: Runtime) -> None:
     async def sweep() -> None:
         """Ask every expired task to be deleted, and finish deletions left half done."""
         now = datetime.now(UTC)
-        for record in await scan(rt.buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER):
+        roots: list[TaskRecord | WorkflowRecord] = [
+            r
+            for r in await scan(rt.buckets[s.TASKS_BUCKET], TASK_RECORD_ADAPTER)
+            if r.parent is None  # children go with their root
+        ]
+        flows: list[WorkflowRecord] = await scan(rt.buckets[s.WORKFLOWS_BUCKET], WORKFLOW_ADAPTER)
+        roots.extend(flows)
+        for record in roots:
             if not (record.deleting or expired(record, now, retention.days)):
                 continue
+            record_id = record.task_id if isinstance(record, TaskRecord) else record.workflow_id
             msg = DeleteTask(
-                id=f"{record.task_id}.retention", source=PROCESS, task_id=record.task_id,
-                agent_id=record.agent_id, ts=now, reason="retention",
+                id=f"{record_id}.retention", source=PROCESS, task_id=record_id, ts=now,
+                reason="retention",
             )  # fmt: skip
-            await publish(rt.js, s.task_inbox(record.task_id), msg, msg.id)
+            await publish(rt.js, s.task_inbox(record_id), msg, msg.id)
             swept["asked"] += 1
 
     async def sweeping() -> None:

@@ -34,6 +34,7 @@ from agentops.bus.publisher import (
     WrongLastSequence,
 )
 from agentops.core.state import TASK_RECORD_ADAPTER, TaskRecord
+from agentops.core.workflow import WORKFLOW_ADAPTER, WorkflowRecord
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, RetryableError
 
@@ -112,6 +113,19 @@ class DocumentStore(Generic[T]):
             return list(await self.kv.keys())
         except NoKeysError:
             return []
+
+
+def workflow_records(
+    buckets: Mapping[str, KeyValue], publisher: Publisher | None = None
+) -> DocumentStore[WorkflowRecord]:
+    """Workflow records (`nats kv get agentops_workflows <workflow_id>`); the orchestrator
+    writes them."""
+    return DocumentStore(
+        buckets[s.WORKFLOWS_BUCKET],
+        WORKFLOW_ADAPTER,
+        publisher=publisher,
+        bucket=s.WORKFLOWS_BUCKET,
+    )
 
 
 def task_records(
