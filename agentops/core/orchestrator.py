@@ -102,7 +102,10 @@ def _submit(msg: SubmitTask, now: datetime) -> Decision[TaskRecord]:
     if msg.agent_id is None:
         raise PermanentError("task.submit without agent_id")
     shared = msg.workspace_id is not None and msg.workspace_id != msg.task_id
-    prepare = msg.workspace is not None or shared
+    # A delegated child snapshots the shared workspace for its base (its parent waits for it
+    # anyway); a workflow's stage gets its base from the workflow and starts at once.
+    delegated = shared and msg.parent is not None and msg.parent.kind == "task"
+    prepare = msg.workspace is not None or delegated
     record = TaskRecord(
         task_id=msg.task_id,
         agent_type=msg.agent_type,
@@ -117,6 +120,7 @@ def _submit(msg: SubmitTask, now: datetime) -> Decision[TaskRecord]:
         started=not prepare,
         parent=msg.parent,
         depth=msg.depth,
+        base=msg.base,
         created_at=msg.ts,
         updated_at=now,
     )
@@ -240,6 +244,8 @@ def _apply(run: Run, msg: TaskInbound, agent_types: frozenset[str] | None) -> st
             if msg.run < record.run:
                 return "a commit of an earlier run"
             run.update(head=msg.head or record.head, base=record.base or msg.base)
+            if record.status in TERMINAL:  # the run's end, its work committed: tell the parent
+                tree.tell_parent(run, record.status, head_depth=msg.depth)
         case TaskMessage():
             return _message(run, msg)
         case _:
@@ -283,8 +289,9 @@ def _finish(
         else "task.cancelled"
     )
     run.emit(event_type, _finished_data(record, status, agent_id, reason))
-    tree.tell_parent(run, status)
-    if record.started:
+    if not record.started:  # nothing to commit: tell the parent now
+        tree.tell_parent(run, status)
+    else:  # the parent hears once the run's work is committed (`WorkspaceCommitted`)
         summary = record.result.summary if record.result else f"{record.agent_type}: {status}"
         commit = CommitWorkspace(
             **run.header(_per_run(record, "commit")),

@@ -322,6 +322,7 @@ class TaskRecord(BaseModel):
     children: tuple[str, ...] = ()
     depth: int = 0
     children_cost_usd: float = 0.0
+    child_costs: dict[str, float] = Field(default_factory=dict)
     events_emitted: int = 0
     last_msg_id: str | None = None
     outbox: tuple[Effect, ...] = ()

@@ -101,7 +101,8 @@ def child_finished(run: Run, msg: ChildFinished) -> str | None:
     if msg.child_task_id not in record.children:
         return "not a child of this task"
     parent = msg.parent
-    run.update(children_cost_usd=round(record.children_cost_usd + msg.cost_usd, 10))
+    costs = {**record.child_costs, msg.child_task_id: msg.cost_usd}  # a follow-up reports again
+    run.update(child_costs=costs, children_cost_usd=round(sum(costs.values()), 10))
     if parent.agent_id is None or parent.agent_type is None:
         return None
     result: dict[str, Any] = {
@@ -130,8 +131,9 @@ def child_finished(run: Run, msg: ChildFinished) -> str | None:
     return None
 
 
-def tell_parent(run: Run, status: TaskStatus) -> None:
-    """A child that ended tells its parent, with what its whole tree cost."""
+def tell_parent(run: Run, status: TaskStatus, head_depth: int = 0) -> None:
+    """A child that ended (its work committed) tells its parent, with what its whole tree
+    cost and the commit of its work."""
     record = run.record
     if record.parent is None:
         return
@@ -146,6 +148,8 @@ def tell_parent(run: Run, status: TaskStatus) -> None:
         result=record.result,
         error=record.error,
         cost_usd=cost,
+        head=record.head,
+        head_depth=head_depth,
     )  # fmt: skip
     run.effects.append(_to_task(finished))
 

@@ -77,6 +77,10 @@ class WorkflowRecord(BaseModel):
     source: dict[str, Any] | None = None
     ready: bool = True  # its workspace is ready (prepared, or nothing to prepare)
     gate: str | None = None  # the stage waiting for approval
+    # The workspace's newest commit the workflow heard of (a stage's, at its end), and how
+    # deep it is: the next stage starts from it.
+    head: str | None = None
+    head_depth: int = 0
     error: dict[str, Any] | None = None
     deleting: bool = False
     created_at: datetime
@@ -206,7 +210,7 @@ def _apply(run: _Run, msg: WorkflowInbound) -> str | None:
         case WorkspaceReady():
             if record.ready or record.status in TERMINAL:
                 return "not waiting for a workspace"
-            run.update(ready=True)
+            run.update(ready=True, head=msg.base)
             _advance(run)
         case WorkspaceFailed():
             if record.ready or record.status in TERMINAL:
@@ -235,6 +239,8 @@ def _stage_finished(run: _Run, msg: ChildFinished) -> str | None:
         return "not a stage of this workflow"
     summary = msg.result.summary if msg.result else None
     run.stage(stage.spec.id, status=msg.status, summary=summary, cost_usd=msg.cost_usd)
+    if msg.head is not None and msg.head_depth >= run.record.head_depth:
+        run.update(head=msg.head, head_depth=msg.head_depth)
     run.emit(
         "workflow.stage_finished",
         {"stage_id": stage.spec.id, "task_id": msg.child_task_id, "status": msg.status},
@@ -308,6 +314,7 @@ def _start(run: _Run, stage: Stage, summaries: dict[str, str | None]) -> None:
         parent=ParentRef(kind="workflow", task_id=record.workflow_id, call_id=stage.spec.id),
         depth=1,
         workspace_id=record.workspace_id,
+        base=record.head,
     )
     run.effects.append(ReportToTask(message=submit))
     run.stage(stage.spec.id, status="queued", task_id=task_id)

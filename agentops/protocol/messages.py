@@ -103,6 +103,7 @@ class SubmitTask(Envelope):
     parent: ParentRef | None = None
     depth: int = 0
     workspace_id: str | None = None
+    base: str | None = None  # a stage's: the shared workspace's commit it starts from
 
 
 class DelegateTask(Envelope):
@@ -132,6 +133,8 @@ class ChildFinished(Envelope):
     result: TaskResult | None = None
     error: ErrorInfo | None = None
     cost_usd: float = 0.0
+    head: str | None = None  # the workspace's commit of the child's work
+    head_depth: int = 0
 
 
 class StageSpec(Wire):
@@ -199,6 +202,7 @@ class WorkspaceCommitted(Envelope):
     run: int = 1
     head: str | None = None
     base: str | None = None
+    depth: int = 0  # commits behind `head` (the deeper of two heads is the newer)
 
 
 class CancelTask(Envelope):

@@ -201,19 +201,20 @@ async def setup_workspaces(rt: Runtime, data_dir: Path) -> None:
             ) from None
 
     async def commit(msg: CommitWorkspace) -> None:
-        def run() -> tuple[str | None, str | None]:
+        def run() -> tuple[str | None, str | None, int]:
             made = None
             if not ws.exists(msg.workspace_id):  # started empty: made at its first commit
                 workspace_for(data_dir, msg.workspace_id)
                 made = ws.init(msg.workspace_id)
             sha = ws.commit(msg.workspace_id, msg.author, msg.message or msg.author)
-            return sha or ws.head(msg.workspace_id), made
+            return sha or ws.head(msg.workspace_id), made, ws.depth(msg.workspace_id)
 
-        head, base = await asyncio.to_thread(run)
+        head, base, depth = await asyncio.to_thread(run)
         counts["committed"] += 1
         committed = WorkspaceCommitted(
-            **header(msg), workspace_id=msg.workspace_id, run=msg.run, head=head, base=base
-        )
+            **header(msg), workspace_id=msg.workspace_id, run=msg.run, head=head, base=base,
+            depth=depth,
+        )  # fmt: skip
         await answer(msg, committed)
 
     async def work(msg: WorkMessage, delivery: Delivery) -> None:

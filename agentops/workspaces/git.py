@@ -184,6 +184,12 @@ class Workspaces:
     def base(self, workspace_id: str) -> str:
         return self._must_rev(workspace_id, BASE_REF)
 
+    def depth(self, workspace_id: str) -> int:
+        """How many commits HEAD has (itself included): later commits have more, so of two
+        heads of one workspace the deeper is the newer."""
+        git_dir, _ = self._existing(workspace_id)
+        return int(self._git(git_dir, None, ["rev-list", "--count", "HEAD"]).decode().strip())
+
     def commit(self, workspace_id: str, author: str, message: str) -> str | None:
         """Commit every change in the workspace as `author <author@agentops.local>`; the new
         sha, or None when nothing changed. Serialised per workspace."""
