@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from agentops import __version__, streams
+from agentops.agents.loader import SHIPPED_DIR, agent_types
 from agentops.cli_args import add_client_commands, port
 from agentops.cli_client import DEFAULT_URL, Client, ClientError
 from agentops.cli_output import make_console, print_json
@@ -47,9 +48,14 @@ _BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 def _cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(
-        host=args.host, port=args.port, nats_url=args.nats_url, data_dir=args.data_dir
+        host=args.host,
+        port=args.port,
+        nats_url=args.nats_url,
+        data_dir=args.data_dir,
+        agents_dir=args.agents_dir,
     )
     validate_sections(settings)
+    types = agent_types(settings)
     if settings.nats_url is None and settings.port == args.nats_port:
         raise ConfigError(
             f"the edge port and --nats-port are both {settings.port}: the embedded nats-server "
@@ -61,7 +67,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             "streams: unset it, or pass --nats-url to a server whose streams exist"
         )
     without = [p.strip() for raw in args.without or () for p in raw.split(",") if p.strip()]
-    processes = select_processes(without)
+    processes = select_processes(types, without)
     # Before logging captures them: a closed reader (`up | tee`, tee killed) must not break
     # the banner, the log lines or the stop.
     streams.guard_std_streams()
@@ -72,7 +78,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         nats_port=args.nats_port,
         foreground_logs=args.foreground_logs,
         health_url=DEFAULT if "edge" in processes else None,
-        elsewhere=[p for p in subjects.all_processes() if p not in processes],
+        elsewhere=[p for p in subjects.all_processes(types) if p not in processes],
     )
     return _run_async(supervisor.run)
 
@@ -86,14 +92,24 @@ def _run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    module_name, argv = service_entry(args.process)
+    process = args.process
+    if (process == "agent") != (args.agent_type is not None):
+        raise ConfigError(
+            "agentops run: give the agent type as `agentops run agent --type T` "
+            "(or `agentops run agent-T`); --type goes with `agent` only"
+        )
+    if args.agent_type is not None:
+        process = f"agent-{args.agent_type}"
     # Fail here, with a clean message, before the service starts.
-    settings = load_settings()
+    settings = load_settings(agents_dir=args.agents_dir)
     validate_sections(settings)
+    module_name, argv = service_entry(process, agent_types(settings))
+    if settings.agents_dir is not None:  # the service reads its settings again
+        os.environ["AGENTOPS_AGENTS_DIR"] = str(settings.agents_dir)
     module = importlib.import_module(module_name)
     # The same argv as `python -m <module> ...`, so the service parses its options unchanged.
     sys.argv = [module_name, *argv]
-    os.environ.setdefault("AGENTOPS_PROCESS", args.process)
+    os.environ.setdefault("AGENTOPS_PROCESS", process)
     try:
         result = module.main()
     except OSError as exc:
@@ -112,6 +128,14 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 # ---- parser ----
+_AGENTS_DIR_HELP = (
+    "directory of agent type files, <type>.toml each, added to the shipped types "
+    "(AGENTOPS_AGENTS_DIR)"
+)
+
+
+def shipped_types() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,18 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not start PROCESS here (repeatable or comma-separated), e.g. llm-gateway when "
         "it runs on a GPU machine (AGENT_OPS_DEPLOY.md)",
     )
+    up.add_argument("--agents-dir", help=_AGENTS_DIR_HELP)
     up.set_defaults(func=_cmd_up, client=False)
 
     run = sub.add_parser(
         "run",
         help="run one process in the foreground (for Procfile users)",
         description="Run one AgentOps process in the foreground. PROCESS is one of:\n  "
-        + "\n  ".join(subjects.all_processes()),
+        + "\n  ".join(subjects.CORE_PROCESSES)
+        + "\n  agent-<type>, or `agent --type <type>`: the agents of one configured type"
+        + f" (shipped: {', '.join(shipped_types())})",
         formatter_class=argparse.RawDescriptionHelpFormatter,  # one process name a line
     )
+    run.add_argument("process", metavar="PROCESS", help="listed above")
     run.add_argument(
-        "process", choices=subjects.all_processes(), metavar="PROCESS", help="listed above"
+        "--type", dest="agent_type", metavar="TYPE", help="with PROCESS `agent`: the agent type"
     )
+    run.add_argument("--agents-dir", help=_AGENTS_DIR_HELP)
     run.set_defaults(func=_cmd_run, client=False)
 
     version = sub.add_parser("version", help="print the version")

@@ -26,18 +26,18 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from agentops.agents.loader import agent_types, load_agent_specs
 from agentops.config_tables import (
     AuthSettings,
     NatsSettings,
     RetentionSettings,
     WorkspaceSettings,
-    load_agent_tables,
     load_scale,
     load_table,
 )
-from agentops.llm.settings import PROVIDERS, LLMSettings, load_llm_settings
+from agentops.llm.settings import PROVIDERS, LLMSettings, TypeRoute, load_llm_settings
 from agentops.protocol.errors import ConfigError
-from agentops.tools.policy import load_tool_settings
+from agentops.tools.policy import ToolSettings, load_tool_settings
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 
@@ -68,6 +68,7 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "log_level": "AGENTOPS_LOG_LEVEL",
     "log_format": "AGENTOPS_LOG_FORMAT",
     "config_file": "AGENTOPS_CONFIG",
+    "agents_dir": "AGENTOPS_AGENTS_DIR",
     # A process that runs elsewhere with a least-privilege NATS user (deploy/hybrid).
     "jetstream_domain": "AGENTOPS_JETSTREAM_DOMAIN",
     "jetstream_declare": "AGENTOPS_JETSTREAM_DECLARE",
@@ -89,6 +90,8 @@ class Settings:
     log_format: str = "auto"
     # Optional TOML file with sections such as [llm] and [tools]; see README "Configuration".
     config_file: Path | None = None
+    # Optional directory of agent type files, `<type>.toml` each (agents/loader.py).
+    agents_dir: Path | None = None
     # JetStream domain of the server that holds the streams, when it is reached through a leaf
     # node (`$JS.<domain>.API`); None: the connected server's own JetStream.
     jetstream_domain: str | None = None
@@ -147,6 +150,7 @@ class Settings:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["data_dir"] = str(self.data_dir)
         out["config_file"] = str(self.config_file) if self.config_file else None
+        out["agents_dir"] = str(self.agents_dir) if self.agents_dir else None
         if out["api_token"] is not None:
             out["api_token"] = "***"
         if out["nats_url"] is not None:
@@ -280,6 +284,16 @@ def _parse_config_file(raw: object, what: str) -> Path | None:
     return path
 
 
+def _parse_agents_dir(raw: object, what: str) -> Path | None:
+    value = str(raw).strip()
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"{what}: {path} is not a directory (of agent type files <type>.toml)")
+    return path
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The parsed TOML config file; `ConfigError` naming the file if it is missing or bad,
     or has a top-level table or key other than `CONFIG_TABLES`."""
@@ -309,6 +323,8 @@ def _parse(name: str, raw: object, what: str) -> Any:
     match name:
         case "config_file":
             return _parse_config_file(raw, what)
+        case "agents_dir":
+            return _parse_agents_dir(raw, what)
         case "port":
             return _parse_port(raw, what)
         case "log_level":
@@ -358,14 +374,21 @@ def validate_sections(settings: Settings, environ: Mapping[str, str] | None = No
     Each subsystem that owns a section adds its loader here (it raises `ConfigError`).
     `environ` (default `os.environ`) supplies the provider keys and URLs.
     """
+    load_agent_specs(settings)  # first: the others check agent type names against it
     load_llm(settings, environ)
-    load_tool_settings(settings.section("tools"), settings.config_source)
+    load_tools(settings)
     load_retention(settings)
     load_workspaces(settings)
     load_auth(settings)
     load_nats(settings)
     load_scale(settings.section("scale"), settings.config_source)
-    load_agent_tables(settings.section("agents"), settings.config_source)
+
+
+def load_tools(settings: Settings) -> ToolSettings:
+    """`[tools]`, its agent type names checked against the configured types."""
+    return load_tool_settings(
+        settings.section("tools"), settings.config_source, agent_types(settings)
+    )
 
 
 def load_retention(settings: Settings) -> RetentionSettings:
@@ -390,10 +413,20 @@ def load_nats(settings: Settings) -> NatsSettings:
 
 def load_llm(settings: Settings, environ: Mapping[str, str] | None = None) -> LLMSettings:
     """The LLM settings these settings select: `[llm]` of the config file plus the provider
-    variables of `environ` (default `os.environ`)."""
+    variables of `environ` (default `os.environ`), and the routes agent types ask for."""
     env = os.environ if environ is None else environ
+    specs = load_agent_specs(settings)
+    routes = {
+        name: TypeRoute(spec.route_provider, spec.route_model, spec.source)
+        for name, spec in specs.items()
+        if spec.route_provider or spec.route_model
+    }
     return load_llm_settings(
-        settings.section("llm"), llm_environ(settings, env), settings.config_source
+        settings.section("llm"),
+        llm_environ(settings, env),
+        settings.config_source,
+        agent_types=tuple(specs),
+        type_routes=routes,
     )
 
 

@@ -3,7 +3,8 @@
 Tables (README "Configuration"): `[retention]` (how long finished tasks are kept),
 `[workspaces]` (where code may come from and how large), `[auth]` (API tokens and their
 roles), `[nats]` (stream replicas, the monitoring port), `[scale]` (replicas per process) and
-`[agents.<type>]` (agent types as data).
+`[agents.<type>]` (agent types as data: the table's model is here, `agents/loader.py` merges
+the types).
 
 Rules:
 - Each table is a frozen pydantic model that forbids unknown keys: a typo is an error, never
@@ -21,6 +22,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentops.protocol.errors import ConfigError
+from agentops.tools.policy import ApprovalRule
 
 T = TypeVar("T", bound=BaseModel)
 Role = Literal["viewer", "operator", "admin"]
@@ -84,19 +86,24 @@ class NatsSettings(_Table):
 
 
 class AgentTypeTable(_Table):
-    """`[agents.<type>]`: an agent type as data (DESIGN §4c)."""
+    """An agent type as data (DESIGN §4c): `[agents.<type>]` of the config file, or the whole of
+    an agents directory's `<type>.toml`. Every key is optional here: a table for a type that
+    exists overrides only the keys it sets; what a new type must have, tool names, the
+    template and the prompt file are checked when the layers are merged (`agents/loader.py`)."""
 
-    name: str | None = None
-    role: str | None = None
-    system_prompt: str | None = None
-    prompt_file: str | None = None
-    task_prompt_template: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200)  # the display name
+    role: str | None = Field(default=None, min_length=1, max_length=2000)
+    system_prompt: str | None = Field(default=None, min_length=1, max_length=200_000)
+    prompt_file: str | None = Field(default=None, min_length=1, max_length=4096)
+    task_prompt_template: str | None = Field(default=None, min_length=1, max_length=100_000)
     capabilities: list[str] | None = None
-    allowed_tools: list[str] | None = None
+    allowed_tools: list[str] | None = None  # built-in tools (tools/registry.py)
+    plugin_tools: list[str] | None = None  # plugin tool names, or "*" for every one
     max_steps: int | None = Field(default=None, ge=1, le=10_000)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    provider: str | None = None
-    model: str | None = None
+    provider: str | None = None  # the type's LLM route; [llm.agents.<type>] wins
+    model: str | None = Field(default=None, min_length=1, max_length=512)
+    approvals: list[ApprovalRule] | None = None  # the rule syntax of [tools.approvals]
 
 
 def load_table(section: Mapping[str, Any], model: type[T], table: str, source: str) -> T:
@@ -109,7 +116,7 @@ def load_table(section: Mapping[str, Any], model: type[T], table: str, source: s
 
 def describe(exc: ValidationError, table: str) -> str:
     return "; ".join(
-        f"{'.'.join([table, *(str(p) for p in err['loc'])])}: {_message(err)}"
+        f"{'.'.join([*([table] if table else []), *(str(p) for p in err['loc'])])}: {_message(err)}"
         for err in exc.errors(include_url=False)
     )
 
@@ -127,13 +134,4 @@ def load_scale(section: Mapping[str, Any], source: str) -> dict[str, int]:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
             raise ConfigError(f"{source}: scale.{name}: must be an integer from 1 to 64")
         out[str(name)] = value
-    return out
-
-
-def load_agent_tables(section: Mapping[str, Any], source: str) -> dict[str, AgentTypeTable]:
-    out: dict[str, AgentTypeTable] = {}
-    for name, table in section.items():
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"{source}: agents.{name}: must be a table")
-        out[str(name)] = load_table(table, AgentTypeTable, f"agents.{name}", source)
     return out

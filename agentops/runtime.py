@@ -42,6 +42,7 @@ import structlog
 
 import agentops
 from agentops import preflight, streams
+from agentops.agents.loader import agent_types
 from agentops.config import Settings, mask_url
 from agentops.natsserver import NatsServer, die_with_parent
 from agentops.processes import NATS_SERVER, process_command
@@ -96,7 +97,8 @@ class Supervisor:
         self.settings = settings
         self.elsewhere = list(elsewhere)  # processes expected to run on another machine
         if processes is None:
-            processes = {p: process_command(p) for p in subjects.all_processes()}
+            types = agent_types(settings)
+            processes = {p: process_command(p, types) for p in subjects.all_processes(types)}
         for name in processes:
             if not _NAME.match(name) or name == NATS_SERVER:
                 raise ValueError(f"invalid process name {name!r}")

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agentops.agents.definitions import AGENT_SPECS, AgentSpec
+from agentops.agents.definitions import AgentSpec
+from agentops.agents.loader import shipped_specs
 from agentops.core import agent, orchestrator, workflow
 from agentops.core.effects import (
     CallLLM,
@@ -107,7 +108,7 @@ class Harness:
     llm: LLM = default_llm
     tools: MemoryTools = field(default_factory=MemoryTools)
     redeliver: bool = False
-    specs: dict[str, AgentSpec] = field(default_factory=lambda: dict(AGENT_SPECS))
+    specs: dict[str, AgentSpec] = field(default_factory=lambda: dict(shipped_specs()))
     hold_llm: bool = False  # keep LLM requests queued in `held` instead of answering
     types: frozenset[str] | None = None  # the agent types a delegation may name (None: any)
     agents: dict[str, AgentState] = field(default_factory=dict)

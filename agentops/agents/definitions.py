@@ -1,32 +1,20 @@
-"""Specialist agent types as data. Prompts are files beside this module (own your prompts).
+"""An agent type as the core sees it: `AgentSpec`, plain frozen data.
 
-Reading the prompt files is the only I/O here and happens once at import; the resulting
-`AgentSpec` values are plain frozen data that the pure core receives as an argument.
+Rules:
+- Types are data (DESIGN §4c): `agents/loader.py` reads them from the shipped type files, an
+  agents directory and the config file; nothing here lists them.
+- The pure core receives a spec as an argument; the agent process binds the facts of its LLM
+  route and its approval policy (`services/agent.py: bind_spec`) and the live plugin tools.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from agentops.llm.types import ToolSchema
-from agentops.protocol.subjects import AGENT_TYPES
-
-_PROMPTS = Path(__file__).with_name("prompts")
-
-_STANDARD_TOOLS = (
-    "list_files",
-    "search_files",
-    "read_file",
-    "edit_file",
-    "write_file",
-    "execute_code",
-    "api_call",
-    "request_human_input",
-    "complete_task",
-)
+from agentops.tools.policy import ApprovalRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +43,28 @@ class AgentSpec:
     # Delegation limits (`core/delegation.py`).
     max_delegation_depth: int = 3
     max_children: int = 20
+    # How the task's first user message is worded (`{description}`, `{context}`); None: the
+    # built-in wording (core/render.py: task_message).
+    task_prompt_template: str | None = None
+    # Plugin tools this type may be offered, by name; "*": every one announced for the type.
+    allowed_plugin_tools: tuple[str, ...] = ("*",)
+    # The type's own approval rules (checked before [tools.approvals], tools/policy.py).
+    approvals: tuple[ApprovalRule, ...] = ()
+    # The LLM route the type asks for ([llm.agents.<type>] wins, llm/settings.py); None: the
+    # default route's.
+    route_provider: str | None = None
+    route_model: str | None = None
+    # Where the type was defined, as error messages name it (`config file <path>`).
+    source: str = ""
 
     @property
     def tool_names(self) -> frozenset[str]:
         """Every tool this type may call right now (builtin and plugin)."""
         return frozenset(self.allowed_tools).union(t.name for t in self.plugin_tools)
+
+    def offers_plugin(self, name: str) -> bool:
+        """Whether a plugin tool of this name may be offered to this type."""
+        return "*" in self.allowed_plugin_tools or name in self.allowed_plugin_tools
 
     def plugin_tool(self, name: str) -> ToolSchema | None:
         return next((t for t in self.plugin_tools if t.name == name), None)
@@ -76,42 +81,7 @@ class AgentSpec:
             "role": self.role,
             "capabilities": list(self.capabilities),
             "allowed_tools": list(self.allowed_tools),
+            "plugin_tools": list(self.allowed_plugin_tools),
             "max_steps": self.max_steps,
+            "temperature": self.temperature,
         }
-
-
-def _prompt(agent_type: str) -> str:
-    return (_PROMPTS / f"{agent_type}.md").read_text(encoding="utf-8").strip()
-
-
-AGENT_SPECS: dict[str, AgentSpec] = {
-    spec.agent_type: spec
-    for spec in (
-        AgentSpec(
-            agent_type="backend_developer",
-            name="Backend Developer",
-            role="Designs and implements server-side code, APIs, data models and their tests.",
-            system_prompt=_prompt("backend_developer"),
-            capabilities=("python", "rest_apis", "databases", "authentication", "testing"),
-            allowed_tools=_STANDARD_TOOLS,
-        ),
-        AgentSpec(
-            agent_type="devops_engineer",
-            name="DevOps Engineer",
-            role="Builds deployment, CI/CD, containers, infrastructure as code and monitoring.",
-            system_prompt=_prompt("devops_engineer"),
-            capabilities=("ci_cd", "containers", "infrastructure_as_code", "monitoring", "bash"),
-            allowed_tools=_STANDARD_TOOLS,
-        ),
-        AgentSpec(
-            agent_type="frontend_developer",
-            name="Frontend Developer",
-            role="Builds user interfaces, components, styling and client-side logic.",
-            system_prompt=_prompt("frontend_developer"),
-            capabilities=("javascript", "html_css", "components", "accessibility", "ui_testing"),
-            allowed_tools=_STANDARD_TOOLS,
-        ),
-    )
-}
-
-assert tuple(AGENT_SPECS) == AGENT_TYPES, "agent types must match protocol.subjects.AGENT_TYPES"

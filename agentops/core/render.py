@@ -2,7 +2,9 @@
 
 Pure. Rules:
 - The system prompt comes from the agent type's prompt file; the task and its context (minus
-  the mock LLM's steering block) open the conversation.
+  the mock LLM's steering block) open the conversation, worded by the type's
+  `task_prompt_template` (`{description}`, `{context}` as JSON) or, without one, as
+  "Task: <description>" plus a "Context (JSON)" block when there is context.
 - Every assistant tool call is followed by exactly one tool message with its result, as the
   providers require; a human's answer to `request_human_input` is that call's result.
 - An escalation's answer is a user message, since no tool call asked for it.
@@ -45,8 +47,13 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def task_message(item: TaskItem) -> Message:
+def task_message(item: TaskItem, template: str | None = None) -> Message:
+    """The task's first user message: `template` filled in (checked when the type was loaded,
+    `agents/loader.py`), or the built-in wording."""
     context = {k: v for k, v in item.context.items() if k != MOCK_KEY}
+    if template is not None:
+        text = template.format(description=item.description, context=_dumps(context))
+        return Message(role="user", content=text)
     text = f"Task: {item.description}"
     if context:
         text += f"\n\nContext (JSON):\n{_dumps(context)}"
@@ -70,12 +77,14 @@ def tool_result_content(item: ToolResultItem) -> str:
 
 # Each step renders the thread; items are frozen and the thread only grows, so each item is
 # rendered once (and the same Message objects let `fit` reuse their token estimates).
-def _render_item(item: ThreadItem, escalations: frozenset[str]) -> Message | None:
+def _render_item(
+    item: ThreadItem, escalations: frozenset[str], template: str | None
+) -> Message | None:
     """An item's message. A human's answer renders only as guidance after an escalation (a
     tool's answer is its tool result); other items render to nothing."""
     match item:
         case TaskItem():
-            return task_message(item)
+            return task_message(item, template)
         case AssistantItem():
             return Message(role="assistant", content=item.text, tool_calls=item.tool_calls)
         case ToolResultItem():
@@ -98,6 +107,7 @@ class _Rendered:
     items: tuple[ThreadItem, ...]  # the thread these messages were rendered from
     messages: tuple[Message, ...]
     escalations: frozenset[str]  # request ids of escalations seen so far
+    template: str | None  # the task prompt template they were rendered with
 
 
 class _Renderer:
@@ -109,10 +119,17 @@ class _Renderer:
         self.owners = owners
         self._last: dict[str, _Rendered] = {}
 
-    def __call__(self, owner: str, thread: tuple[ThreadItem, ...]) -> tuple[Message, ...]:
+    def __call__(
+        self, owner: str, thread: tuple[ThreadItem, ...], template: str | None = None
+    ) -> tuple[Message, ...]:
         last = self._last.pop(owner, None)
-        if last is None or len(thread) < len(last.items) or not all(map(is_, thread, last.items)):
-            last = _Rendered((), (), frozenset())
+        if (
+            last is None
+            or last.template != template
+            or len(thread) < len(last.items)
+            or not all(map(is_, thread, last.items))
+        ):
+            last = _Rendered((), (), frozenset(), template)
             if len(self._last) >= self.owners:
                 del self._last[next(iter(self._last))]
         messages = list(last.messages)
@@ -120,10 +137,10 @@ class _Renderer:
         for item in thread[len(last.items) :]:
             if isinstance(item, HumanRequestItem) and item.reason == "escalation":
                 escalations = escalations | {item.request_id}
-            message = _render_item(item, escalations)
+            message = _render_item(item, escalations, template)
             if message is not None:
                 messages.append(message)
-        done = _Rendered(thread, tuple(messages), escalations)
+        done = _Rendered(thread, tuple(messages), escalations, template)
         self._last[owner] = done
         return done.messages
 
@@ -135,7 +152,8 @@ _system_message: IdentityMemo[str, Message] = IdentityMemo(
 
 
 def render_messages(spec: AgentSpec, state: AgentState) -> tuple[Message, ...]:
-    return (_system_message(spec.system_prompt), *_rendered(state.agent_id, state.thread))
+    thread = _rendered(state.agent_id, state.thread, spec.task_prompt_template)
+    return (_system_message(spec.system_prompt), *thread)
 
 
 def render_request(spec: AgentSpec, state: AgentState, step: int) -> LLMRequest:

@@ -25,7 +25,6 @@ from typing import Any, NoReturn, get_args
 
 from aiohttp import web
 
-from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
 from agentops.core.answers import BadAnswer, answer_json, parse_answer
 from agentops.core.delegation import spent_usd
@@ -75,14 +74,16 @@ async def list_agents(request: web.Request) -> web.Response:
     if status is not None:
         states = [a for a in states if a.status == status]
     states.sort(key=lambda a: (a.created_at, a.agent_id), reverse=True)
-    return web.json_response({"agents": [agent_summary(a) for a in states]})
+    specs = request.app[CONFIG].agent_specs
+    return web.json_response({"agents": [agent_summary(a, specs) for a in states]})
 
 
 async def get_agent_status(request: web.Request) -> web.Response:
     bus, head = await _agent_from_path(request)
     found = await open_request(bus, head)
     process = await missing_process(request.app, head.state)
-    return web.json_response(agent_status(head.state, found[1] if found else None, process))
+    specs = request.app[CONFIG].agent_specs
+    return web.json_response(agent_status(head.state, found[1] if found else None, specs, process))
 
 
 async def get_agent_state(request: web.Request) -> web.StreamResponse:
@@ -262,4 +263,5 @@ async def human_response(request: web.Request) -> web.Response:
 
 
 async def agent_types(request: web.Request) -> web.Response:
-    return web.json_response({"agent_types": [spec.public() for spec in AGENT_SPECS.values()]})
+    specs = request.app[CONFIG].agent_specs
+    return web.json_response({"agent_types": [spec.public() for spec in specs.values()]})

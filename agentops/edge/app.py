@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from agentops.agents.loader import load_agent_specs
 from agentops.config import Settings, load_workspaces
 from agentops.edge import agents, dashboard, tasks, workflows, workspaces
 from agentops.edge.auth import auth_middleware
@@ -31,7 +32,11 @@ from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
 
 def config_from_settings(settings: Settings) -> EdgeConfig:
-    return EdgeConfig(api_token=settings.api_token, workspaces=load_workspaces(settings))
+    return EdgeConfig(
+        api_token=settings.api_token,
+        workspaces=load_workspaces(settings),
+        agent_specs=load_agent_specs(settings),
+    )
 
 
 async def _close_websockets(app: web.Application) -> None:

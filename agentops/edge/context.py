@@ -17,6 +17,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from agentops.agents.definitions import AgentSpec
+from agentops.agents.loader import shipped_specs
 from agentops.config_tables import WorkspaceSettings
 from agentops.core.state import TaskRecord
 from agentops.core.workflow import WorkflowRecord
@@ -31,6 +33,8 @@ MAX_BODY_BYTES = 1024 * 1024
 class EdgeConfig:
     api_token: str | None = None
     workspaces: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    # The configured agent types (`agents/loader.py`): what may be submitted, listed, expected.
+    agent_specs: Mapping[str, AgentSpec] = field(default_factory=shipped_specs)
     submit_wait_s: float = 2.0  # POST /tasks: wait for the orchestrator's record
     cancel_wait_s: float = 3.0  # POST /tasks/{id}/cancel: wait for a terminal status
     control_wait_s: float = 3.0  # pause/resume: wait for the agent to confirm

@@ -2,7 +2,8 @@
 
 Rules:
 - Processes are found with `$SRV.PING` (each registers as a NATS micro service named
-  `subjects.service_name(process)`); the expected set is `subjects.all_processes()`.
+  `subjects.service_name(process)`); the expected set is `subjects.all_processes(types)` of
+  the configured agent types (`EdgeConfig.agent_specs`: one agent process per type).
 - The edge answering this request is itself up, whether or not it registered a service.
 - 200 `healthy` only when NATS is connected and no expected process is missing; otherwise
   503 `degraded` with the same body, so probes and humans see what is missing.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -46,10 +48,12 @@ def nats_status(nc: Client) -> dict[str, Any]:
     }
 
 
-async def service_status(nc: Client, window_s: float) -> dict[str, dict[str, Any]]:
+async def service_status(
+    nc: Client, window_s: float, agent_types: Iterable[str]
+) -> dict[str, dict[str, Any]]:
     found = instances_by_name(await gather(nc, s.SERVICE_PING, window_s))
     services: dict[str, dict[str, Any]] = {}
-    for process in s.all_processes():
+    for process in s.all_processes(agent_types):
         count = len(found.get(s.service_name(process), ()))
         if process == SELF:
             count = max(count, 1)
@@ -105,8 +109,9 @@ async def dead_letters(
 async def health(request: web.Request) -> web.Response:
     nc = request.app[BUS].nc
     nats = nats_status(nc)
-    window = request.app[CONFIG].health_window_s
-    services = await service_status(nc, window)
+    config = request.app[CONFIG]
+    window = config.health_window_s
+    services = await service_status(nc, window, config.agent_specs)
     if services.get(EXECUTOR, {}).get("status") == "up" and nats["connected"]:
         services[EXECUTOR]["isolation"] = await executor_isolation(nc, window)
     healthy = nats["connected"] and all(v["status"] == "up" for v in services.values())

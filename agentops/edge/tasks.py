@@ -28,7 +28,6 @@ from aiohttp import web
 from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
 from agentops.core.state import TaskRecord
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
@@ -230,12 +229,13 @@ async def create_task(request: web.Request) -> web.Response:
     bus, config = request.app[BUS], request.app[CONFIG]
     data = await read_json(request)
     body = parse_model(CreateTask, data)
-    if body.agent_type not in AGENT_SPECS:
+    specs = config.agent_specs
+    if body.agent_type not in specs:
         raise ApiError(
             404,
             "unknown_agent_type",
             f"unknown agent type {body.agent_type!r}",
-            {"agent_types": list(AGENT_SPECS)},
+            {"agent_types": list(specs)},
         )
     context = body.context or {}
     check_mock(context)
@@ -261,7 +261,7 @@ async def create_task(request: web.Request) -> web.Response:
     await publish(bus.js, s.task_inbox(task_id), msg, msg.id)
     record = await wait_for(lambda: find_task(bus, task_id), lambda r: True, config.submit_wait_s)
     status = record.status if record is not None else "queued"
-    spec = AGENT_SPECS[body.agent_type]
+    spec = specs[body.agent_type]
     message = (
         f"task already submitted with this {IDEMPOTENCY_HEADER}"
         if replayed

@@ -14,9 +14,10 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.definitions import AgentSpec
 from agentops.core.state import AgentState, HumanRequestItem, TaskRecord
 
 HIDDEN_TASK_FIELDS = frozenset({"last_msg_id", "outbox", "events_emitted", "started", "parent"})
@@ -44,9 +45,9 @@ def task_view(record: TaskRecord, agent: AgentState | None = None) -> dict[str, 
     return body
 
 
-def _spec_fields(agent_type: str) -> dict[str, Any]:
-    spec = AGENT_SPECS.get(agent_type)
-    if spec is None:  # a type from a newer deploy: show what we know
+def _spec_fields(agent_type: str, specs: Mapping[str, AgentSpec]) -> dict[str, Any]:
+    spec = specs.get(agent_type)
+    if spec is None:  # a type no longer configured (or from a newer deploy): what we know
         return {"name": agent_type, "role": "", "capabilities": []}
     return {"name": spec.name, "role": spec.role, "capabilities": list(spec.capabilities)}
 
@@ -55,11 +56,12 @@ def request_view(request: HumanRequestItem | None) -> dict[str, Any] | None:
     return request.model_dump(mode="json") if request is not None else None
 
 
-def agent_summary(state: AgentState) -> dict[str, Any]:
+def agent_summary(state: AgentState, specs: Mapping[str, AgentSpec]) -> dict[str, Any]:
+    """A row of `GET /agents`; `specs` are the configured agent types (names, roles)."""
     return {
         "agent_id": state.agent_id,
         "agent_type": state.agent_type,
-        **_spec_fields(state.agent_type),
+        **_spec_fields(state.agent_type, specs),
         "status": state.status,
         "current_task": state.description or None,
         "task_id": state.task_id,
@@ -83,12 +85,15 @@ def waiting_for(
 
 
 def agent_status(
-    state: AgentState, request: HumanRequestItem | None, process: str | None = None
+    state: AgentState,
+    request: HumanRequestItem | None,
+    specs: Mapping[str, AgentSpec],
+    process: str | None = None,
 ) -> dict[str, Any]:
     return {
         "agent_id": state.agent_id,
         "agent_type": state.agent_type,
-        "name": _spec_fields(state.agent_type)["name"],
+        "name": _spec_fields(state.agent_type, specs)["name"],
         "status": state.status,
         "current_step": state.step,
         "max_steps": state.max_steps,

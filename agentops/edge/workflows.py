@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, get_args
 
 from aiohttp import web
 from pydantic import Field, field_validator
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.definitions import AgentSpec
 from agentops.bus.connection import publish
 from agentops.core.answers import BadAnswer, approval
 from agentops.core.workflow import WORKFLOW_ADAPTER, WorkflowRecord
@@ -90,7 +91,7 @@ class CreateWorkflow(_Body):
     stages: list[StageBody] = Field(min_length=1, max_length=MAX_STAGES)
 
 
-def check_stages(stages: list[StageBody]) -> None:
+def check_stages(stages: list[StageBody], specs: Mapping[str, AgentSpec]) -> None:
     """Ids unique, dependencies known and acyclic, agent types known: or a 422 naming the
     field."""
     problems: list[dict[str, str]] = []
@@ -100,8 +101,8 @@ def check_stages(stages: list[StageBody]) -> None:
             problems.append(
                 {"field": f"stages.{i}.id", "message": f"duplicate stage id {stage.id!r}"}
             )
-        if stage.agent_type not in AGENT_SPECS:
-            known = ", ".join(sorted(AGENT_SPECS))
+        if stage.agent_type not in specs:
+            known = ", ".join(sorted(specs))
             problems.append({"field": f"stages.{i}.agent_type",
                              "message": f"unknown agent type {stage.agent_type!r}; known: {known}"})  # fmt: skip
         for j, dep in enumerate(stage.depends_on):
@@ -172,7 +173,7 @@ def workflow_view(record: WorkflowRecord) -> dict[str, Any]:
 async def create_workflow(request: web.Request) -> web.Response:
     bus, config = request.app[BUS], request.app[CONFIG]
     body = parse_model(CreateWorkflow, await read_json(request))
-    check_stages(body.stages)
+    check_stages(body.stages, config.agent_specs)
     for i, stage in enumerate(body.stages):
         try:
             check_mock(stage.context or {})

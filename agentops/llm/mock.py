@@ -2,8 +2,9 @@
 
 Rules:
 - `mock_reply(request)` is pure: no clock, no I/O, no randomness. The reply depends only on
-  `request.metadata` (`agent_type`, `call_index`, `mock`), the first user message and the
-  model name, so a replayed call gets the same answer and a test can predict every step.
+  `request.metadata` (`agent_type`, `call_index`, `mock`), the first user message, the names
+  of the tools offered and the model name, so a replayed call gets the same answer and a test
+  can predict every step.
 - `call_index` counts this agent's earlier LLM calls, failed ones included, so a scripted
   error is consumed like any other entry and the retry reads the next one. A follow-up run
   plays its own script (or the plan) from its start: `run_call_index` counts the run's calls.
@@ -14,7 +15,9 @@ Rules:
   validate fails the call permanently (`bad_mock_script`).
 - Without a script (`mock` absent, or a mock with only `delay_ms`) it plays the agent type's
   default plan from `mock_plans`, one tool call per LLM call; past the plan it calls
-  `complete_task` again. `{"script": []}` completes at once.
+  `complete_task` again. A type without a plan of its own plays the generic run
+  (`mock_plans.generic_plan`), built from the tools the request offers. `{"script": []}`
+  completes at once.
 - Tool call ids are `call_<call_index>_<i>`: unique within an agent's thread and stable
   across replays.
 - Usage is the system's token estimate (`llm/tokens.py`): input tokens are the estimate the
@@ -32,7 +35,7 @@ from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
-from agentops.llm.mock_plans import default_plan, task_line
+from agentops.llm.mock_plans import default_plan, generic_plan, task_line
 from agentops.llm.mock_team import summary_step, tech_lead_plan
 from agentops.llm.tokens import MESSAGE_OVERHEAD, estimate_request_tokens, message_tokens
 from agentops.llm.types import LLMRequest, LLMResult, Message, ToolCall, Usage
@@ -158,26 +161,20 @@ def mock_reply(request: LLMRequest) -> LLMResult:
     mock = _parse_mock(meta)
     if mock is not None and mock.script is not None:
         return _scripted(request, mock.script, call_index, position)
-    agent_type = meta.get("agent_type")
+    raw_type = meta.get("agent_type")
+    agent_type = raw_type if isinstance(raw_type, str) else ""
+    task = _task(request)
     if agent_type == TECH_LEAD:  # delegates, then sums up what came back (`mock_team`)
-        team = tech_lead_plan(_task(request))
+        team = tech_lead_plan(task)
         name, args = team[position] if position < len(team) else summary_step(request.messages)
         return _result(
             request, "", (ToolCall(id=_call_id(call_index, 0), name=name, arguments=args),)
         )
-    plan = default_plan(agent_type if isinstance(agent_type, str) else "", _task(request))
-    if position < len(plan):
-        name, args = plan[position]
-    elif plan:
-        name, args = plan[-1]  # always complete_task: a plan ends with it
-    else:
-        name, args = (
-            "complete_task",
-            {
-                "summary": f"No default mock plan for agent type {agent_type!r}; nothing was done.",
-                "artifacts": [],
-            },
-        )
+    plan = default_plan(agent_type, task) or generic_plan(
+        agent_type, task, {t.name for t in request.tools}
+    )
+    # Past the plan: complete_task again (a plan ends with it).
+    name, args = plan[min(position, len(plan) - 1)]
     return _result(request, "", (ToolCall(id=_call_id(call_index, 0), name=name, arguments=args),))
 
 

@@ -13,6 +13,9 @@ Rules:
 - The generated code really runs: the backend tests print "all tests passed" under
   `python test_auth_service.py`, the devops check passes `bash -n`, the frontend check runs
   under node. Unit tests run every plan through the real tool handlers to keep it so.
+- A type without a plan of its own (a type defined as data, DESIGN §4c) gets the generic run
+  (`generic_plan`): it looks at the workspace, writes `notes/<type>.md` about the task, reads
+  it back and completes with a summary naming the type, using only the tools it is offered.
 - The task's first line goes into one comment per main file, made safe for the comment
   syntax (printable characters only; no `--` inside an HTML comment). It is placed after
   the first lines so it can never act as a shebang, a Python coding cookie or a Dockerfile
@@ -22,6 +25,7 @@ Rules:
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 PlanStep = tuple[str, dict[str, Any]]
@@ -44,6 +48,34 @@ def default_plan(agent_type: str, task: str) -> tuple[PlanStep, ...]:
     """The scripted steps for `agent_type`; empty for an agent type without a plan."""
     builder = _PLANS.get(agent_type)
     return builder(task or _FALLBACK_TASK) if builder else ()
+
+
+def generic_plan(agent_type: str, task: str, tools: Collection[str]) -> tuple[PlanStep, ...]:
+    """The run of a type without its own plan, with the tools it is offered (`tools`)."""
+    task = task or _FALLBACK_TASK
+    who = agent_type or "agent"
+    path = f"notes/{who}.md"
+    steps: list[PlanStep] = [_look()] if "list_files" in tools else []
+    writes = "write_file" in tools
+    if writes:
+        steps.append(_write(path, _NOTES.format(who=who, task=task)))
+        if "read_file" in tools:
+            steps.append(_read(path))
+    done = f"wrote {path} with a plan for it" if writes else "it has no tool to write files with"
+    steps.append(_complete(f"{who} worked on: {task}. Looked at the workspace; {done}.", []))
+    if writes:
+        steps[-1][1]["artifacts"].append(path)
+    return tuple(steps)
+
+
+_NOTES = """# Notes from {who}
+
+Task: {task}
+
+1. Looked at what the workspace holds.
+2. Split the task into small, checkable steps.
+3. Wrote these notes so the next agent (or person) can pick the work up.
+"""
 
 
 def _fill(template: str, task: str) -> str:

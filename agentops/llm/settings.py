@@ -9,6 +9,12 @@ Rules:
   the SDK variables), then `[llm]`, then built-in defaults. `[llm.agents.<type>]` overrides the
   default route for one agent type; an override that switches provider starts from that
   provider's defaults (its own base URL, key and model), never the other provider's.
+- An agent type's table may ask for a route too (`provider`, `model`: `type_routes`). It is
+  the type's preference, `[llm.agents.<type>]` is the operator's deployment: when that table
+  sets `provider` or `model`, the type's pair is ignored; otherwise the type's pair applies,
+  with the table's other keys (base URL, key, limits) on top.
+- `[llm.agents.<type>]` must name a configured agent type (`agent_types`, from
+  `agents/loader.py`; unchecked when the caller passes none).
 - A key is required for the hosted APIs (OpenAI, OpenRouter, Anthropic, RunPod); servers on
   other hosts (vLLM, llama.cpp, LM Studio, Ollama) may run without one.
 - Keys are `SecretStr`: masked in `repr`, `model_dump` and therefore in logs and events.
@@ -18,7 +24,8 @@ Rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -26,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, Valida
 
 from agentops.llm.pricing import Price, price_for
 from agentops.protocol.errors import ConfigError
-from agentops.protocol.subjects import AGENT_TYPES
 
 PROVIDERS: Final = ("mock", "openai", "anthropic", "ollama", "runpod")
 
@@ -168,8 +174,22 @@ class _LLMTable(_RouteTable):
 _PROVIDER_FIELDS: Final = ("model", "base_url", "api_key", "headers", "endpoint_id")
 
 
+@dataclass(frozen=True)
+class TypeRoute:
+    """The route an agent type's own table asks for; `source` names that table in errors."""
+
+    provider: str | None
+    model: str | None
+    source: str
+
+
 def load_llm_settings(
-    section: Mapping[str, Any], environ: Mapping[str, str], source: str = "config file"
+    section: Mapping[str, Any],
+    environ: Mapping[str, str],
+    source: str = "config file",
+    *,
+    agent_types: Collection[str] | None = None,
+    type_routes: Mapping[str, TypeRoute] | None = None,
 ) -> LLMSettings:
     """Settings for the gateway from the `[llm]` table and the environment; `ConfigError` if bad.
 
@@ -182,11 +202,12 @@ def load_llm_settings(
     env = {k: v.strip() for k, v in environ.items() if v.strip()}
     for name in table.limits:
         _check_provider(name, f"{source}: llm.limits.{name}")
-    unknown = sorted(set(table.agents) - set(AGENT_TYPES))
+    known = set(table.agents) if agent_types is None else set(agent_types)
+    unknown = sorted(set(table.agents) - known)
     if unknown:
         raise ConfigError(
             f"{source}: llm.agents.{unknown[0]}: unknown agent type {unknown[0]!r}; "
-            f"known agent types: {', '.join(AGENT_TYPES)}"
+            f"known agent types: {', '.join(sorted(known))}"
         )
 
     base = table.model_dump(include=set(_RouteTable.model_fields), exclude_none=True)
@@ -216,9 +237,16 @@ def load_llm_settings(
     base = {k: v for k, v in base.items() if v is not None}
 
     agents: dict[str, ModelRoute] = {}
-    for agent_type, override in table.agents.items():
+    routes = type_routes or {}
+    for agent_type in sorted(set(table.agents) | set(routes)):
+        override = table.agents.get(agent_type, _RouteTable())
         fields = override.model_dump(exclude_none=True)
         where = f"{source}: llm.agents.{agent_type}"
+        asked = routes.get(agent_type)
+        if asked is not None and not {"provider", "model"} & set(fields):
+            pair = {"provider": asked.provider, "model": asked.model}
+            fields.update({k: v for k, v in pair.items() if v is not None})
+            where = asked.source if agent_type not in table.agents else where
         provider = fields.get("provider", base["provider"])
         if str(provider).strip().lower() == default.provider:
             merged = {**base, **fields}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable
 from typing import Final
 
 PREFIX: Final = "agentops"
@@ -46,10 +47,12 @@ THREAD_SUBJECTS: Final = (f"{PREFIX}.thread.>",)
 # Lanes per mailbox family. Changing it re-routes mailboxes, so it is a deploy-time constant.
 LANES: Final = 16
 
-AGENT_TYPES: Final = ("backend_developer", "devops_engineer", "frontend_developer")
-
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Agent types are configured (`agents/loader.py`), not listed here. A type name is a subject
+# token, and `agent-<type>-l00` (its consumers) must still fit a 64-character token.
+AGENT_TYPE_MAX: Final = 64 - len("agent--l00")
+_AGENT_TYPE = re.compile(rf"^[A-Za-z0-9_-]{{1,{AGENT_TYPE_MAX}}}$")
 
 
 class InvalidName(ValueError):
@@ -59,6 +62,15 @@ class InvalidName(ValueError):
 def check_id(value: str, what: str = "id") -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise InvalidName(f"invalid {what} {value!r}: use 1-128 of [A-Za-z0-9_-]")
+    return value
+
+
+def check_agent_type(value: str) -> str:
+    """An agent type name as subjects, consumer names and KV keys take it, or `InvalidName`."""
+    if not isinstance(value, str) or not _AGENT_TYPE.match(value):
+        raise InvalidName(
+            f"invalid agent type name {value!r}: use 1-{AGENT_TYPE_MAX} of [A-Za-z0-9_-]"
+        )
     return value
 
 
@@ -205,7 +217,7 @@ def orchestrator_consumer(lane: int) -> str:
 
 
 def agent_consumer(agent_type: str, lane: int) -> str:
-    return f"agent-{_token(agent_type, 'agent type')}-{lane_token(lane)}"
+    return f"agent-{check_agent_type(agent_type)}-{lane_token(lane)}"
 
 
 LLM_GATEWAY_CONSUMER: Final = "llm-gateway"
@@ -215,17 +227,19 @@ WORKSPACE_CONSUMER: Final = "tool-executor-workspaces"
 
 # ---- processes: connection names and micro service names ----
 def agent_process(agent_type: str) -> str:
-    return f"agent-{_token(agent_type, 'agent type')}"
+    return f"agent-{check_agent_type(agent_type)}"
 
 
 CORE_PROCESSES: Final = ("edge", "orchestrator", "tool-executor", "llm-gateway")
 
 
-def all_processes() -> tuple[str, ...]:
+def all_processes(agent_types: Iterable[str]) -> tuple[str, ...]:
+    """Every AgentOps process of a system with these agent types (one process per type, in
+    name order); the types are the configured ones (`agents.loader.agent_types`)."""
     return (
         "edge",
         "orchestrator",
-        *(agent_process(t) for t in AGENT_TYPES),
+        *(agent_process(t) for t in sorted(set(agent_types))),
         "tool-executor",
         "llm-gateway",
     )

@@ -28,18 +28,19 @@ from typing import get_args
 
 import structlog
 
-from agentops.agents.definitions import AGENT_SPECS, AgentSpec
+from agentops.agents.definitions import AgentSpec
+from agentops.agents.loader import load_agent_specs
 from agentops.bus.connection import publish_all
 from agentops.bus.consumer import Delivery
 from agentops.bus.effects import effect_items, perform
 from agentops.bus.publisher import WrongLastSequence
 from agentops.bus.service import Runtime, run_process
-from agentops.config import Settings, load_llm
+from agentops.config import Settings, load_llm, load_settings, load_tools
 from agentops.core import agent
 from agentops.core.effects import Decision, Effect, Emit, ReportToTask
 from agentops.core.state import AgentState
 from agentops.protocol import subjects as s
-from agentops.protocol.errors import ErrorInfo, PermanentError
+from agentops.protocol.errors import ConfigError, ErrorInfo, PermanentError
 from agentops.protocol.messages import (
     AgentInbound,
     FailAgent,
@@ -50,7 +51,7 @@ from agentops.store.agents import AgentStore, Loaded
 from agentops.store.cache import AgentCache
 from agentops.store.kv import Conflict
 from agentops.tools.plugins import PluginDirectory
-from agentops.tools.policy import approval_reason, load_tool_settings
+from agentops.tools.policy import approval_reason
 
 log = structlog.get_logger(__name__)
 
@@ -65,9 +66,9 @@ def _hand_over(effect: Effect) -> bool:
 
 def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
     """The type's spec with the facts of the model its route selects (window, prices) and the
-    approval policy of the tool settings."""
+    approval policy: the type's own rules, then the tool settings'."""
     route = load_llm(settings).route(spec.agent_type)
-    approvals = load_tool_settings(settings.section("tools"), settings.config_source).approvals
+    approvals = load_tools(settings).approvals.with_type_rules(spec.agent_type, spec.approvals)
     return replace(
         spec,
         needs_approval=partial(approval_reason, approvals, spec.agent_type),
@@ -88,8 +89,9 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
     current: list[AgentSpec] = [bound]
 
     def live_spec() -> AgentSpec:
-        """The bound spec with the plugin tools offered to this type right now."""
-        tools = plugins.tools_for(bound.agent_type)
+        """The bound spec with the plugin tools offered to this type right now (announced for
+        it, and allowed by its `plugin_tools`)."""
+        tools = tuple(t for t in plugins.tools_for(bound.agent_type) if bound.offers_plugin(t.name))
         if tools != current[0].plugin_tools:
             current[0] = replace(bound, plugin_tools=tools)
         return current[0]
@@ -231,9 +233,19 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agentops-agent")
-    parser.add_argument("--agent-type", required=True, choices=sorted(AGENT_SPECS))
+    parser.add_argument("--agent-type", required=True, help="any configured agent type")
     args = parser.parse_args(argv)
-    spec = AGENT_SPECS[args.agent_type]
+    try:
+        specs = load_agent_specs(load_settings())
+    except ConfigError as exc:  # a message for the operator, not a traceback
+        parser.exit(2, f"error: {exc.message}\n")
+    spec = specs.get(args.agent_type)
+    if spec is None:
+        parser.exit(
+            2,
+            f"error: unknown agent type {args.agent_type!r}; configured agent types: "
+            f"{', '.join(sorted(specs))}\n",
+        )
     run_process(
         s.agent_process(spec.agent_type),
         f"AgentOps {spec.name} agents",

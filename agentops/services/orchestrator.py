@@ -21,7 +21,7 @@ from typing import get_args
 
 import structlog
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.loader import agent_types as configured_types
 from agentops.bus.connection import publish, publish_all, publish_event
 from agentops.bus.consumer import Delivery
 from agentops.bus.effects import perform
@@ -64,7 +64,7 @@ async def setup(rt: Runtime) -> None:
     store = task_records(rt.buckets, rt.publisher)
     workflows = workflow_records(rt.buckets, rt.publisher)
     retention = load_retention(rt.settings)
-    agent_types = frozenset(AGENT_SPECS)  # what a delegation may name
+    agent_types = frozenset(configured_types(rt.settings))  # what a delegation may name
     swept = {"asked": 0, "deleted": 0}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:

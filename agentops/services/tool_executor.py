@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from agentops.bus.connection import publish_all
 from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
+from agentops.config import load_tools
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
 from agentops.protocol.messages import ToolCompleted, ToolRequested, WorkMessage
@@ -43,7 +44,7 @@ from agentops.store.kv import Conflict, DocumentStore
 from agentops.tools.handlers import ToolContext, run_tool
 from agentops.tools.plugin_sdk import load_entry_points
 from agentops.tools.plugins import PluginDirectory, call_plugin
-from agentops.tools.policy import ToolSettings, load_tool_settings
+from agentops.tools.policy import ToolSettings
 from agentops.tools.registry import BUILTIN_TOOLS, ToolArgsError, validate_call
 from agentops.tools.sandbox import Sandbox, probe
 from agentops.tools.workspace import workspace_for
@@ -155,7 +156,7 @@ async def setup(rt: Runtime) -> None:
         publisher=rt.publisher,
         bucket=s.TOOL_CALLS_BUCKET,
     )
-    settings = load_tool_settings(rt.settings.section("tools"), rt.settings.config_source)
+    settings = load_tools(rt.settings)  # [tools], its agent type names checked
     sandbox = await asyncio.to_thread(probe, settings)
     isolation = sandbox.isolation(settings.network)
     if sandbox.mode == "bwrap":

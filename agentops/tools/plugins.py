@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,10 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agentops.llm.types import ToolSchema
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ErrorInfo
-from agentops.tools.registry import BUILTIN_TOOLS
+from agentops.tools.registry import BUILTIN_TOOLS, TOOL_NAME
 
 log = structlog.get_logger(__name__)
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NAME = TOOL_NAME
 _ERROR_TEXT_LIMIT = 2000
 
 

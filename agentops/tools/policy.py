@@ -15,6 +15,11 @@ Rules:
   whole pattern. `{tool = "api_call", args = {method = "!GET|HEAD"}}` = any method but GET or
   HEAD. A call needs approval when any rule of its agent type or of `"*"` matches. Giving
   `[tools.approvals]` replaces the default rules entirely (`approvals = {}` turns them off).
+  An agent type's own `approvals` list (its type table, `agents/loader.py`) has the same
+  syntax; its rules are checked first and apply whatever `[tools.approvals]` says
+  (`ApprovalPolicy.with_type_rules`).
+- Agent type names (`[tools.approvals.<type>]`, `tools.network`) are checked against the
+  configured types the caller passes (`config.load_tools` does); without them they are not.
 - The human answers `{"approved": true|false, "comment"?: ...}`; only a strict `true` runs the
   call (`read_approval`), and a refusal reaches the model as the tool's result
   (`rejection_message`).
@@ -26,13 +31,12 @@ import fnmatch
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentops.protocol.errors import ConfigError
-from agentops.protocol.subjects import AGENT_TYPES
 from agentops.tools.registry import BUILTIN_TOOLS
 
 SandboxMode = Literal["auto", "bwrap", "none"]
@@ -77,9 +81,17 @@ class ApprovalRule(_Config):
 
 
 class ApprovalPolicy(_Config):
-    """Rules by agent type; `"*"` applies to every agent type."""
+    """Rules by agent type; `"*"` applies to every agent type. `type_rules` are the types' own
+    (from their type tables), checked first."""
 
     rules: dict[str, tuple[ApprovalRule, ...]] = Field(default_factory=dict)
+    type_rules: dict[str, tuple[ApprovalRule, ...]] = Field(default_factory=dict)
+
+    def with_type_rules(self, agent_type: str, rules: tuple[ApprovalRule, ...]) -> ApprovalPolicy:
+        """This policy plus an agent type's own rules."""
+        if not rules:
+            return self
+        return self.model_copy(update={"type_rules": {**self.type_rules, agent_type: rules}})
 
 
 # Out of the box only HTTP requests that may change something wait for a human. Rules that
@@ -110,9 +122,14 @@ class ToolSettings(_Config):
         return "*" in self.network or agent_type in self.network
 
 
-def load_tool_settings(section: Mapping[str, Any], source: str = "config file") -> ToolSettings:
+def load_tool_settings(
+    section: Mapping[str, Any],
+    source: str = "config file",
+    agent_types: Collection[str] | None = None,
+) -> ToolSettings:
     """The `[tools]` table as `ToolSettings`; otherwise `ConfigError` reading
-    `<source>: tools.<key>: <problem>` (`source` names the file: `config file /etc/a.toml`)."""
+    `<source>: tools.<key>: <problem>` (`source` names the file: `config file /etc/a.toml`).
+    Agent type names in it are checked against `agent_types` when given."""
     raw = dict(section)
     if "approvals" in raw:
         approvals = raw.pop("approvals")
@@ -121,7 +138,7 @@ def load_tool_settings(section: Mapping[str, Any], source: str = "config file") 
                 f"{source}: tools.approvals: must be a table of rule lists, got {approvals!r}"
             )
         raw["approvals"] = {"rules": dict(approvals)}
-        _check_agent_types(approvals, f"{source}: tools.approvals")
+        _check_agent_types(approvals, f"{source}: tools.approvals", agent_types)
     try:
         settings = ToolSettings.model_validate(raw)
     except ValidationError as exc:
@@ -130,17 +147,19 @@ def load_tool_settings(section: Mapping[str, Any], source: str = "config file") 
             for err in exc.errors(include_url=False)
         )
         raise ConfigError(f"{source}: {problems}") from None
-    _check_agent_types(settings.network, f"{source}: tools.network")
+    _check_agent_types(settings.network, f"{source}: tools.network", agent_types)
     return settings
 
 
-def _check_agent_types(names: Any, what: str) -> None:
+def _check_agent_types(names: Any, what: str, agent_types: Collection[str] | None) -> None:
     """`ConfigError` for a name among `names` that is neither an agent type nor `"*"`."""
-    unknown = [name for name in names if name != "*" and name not in AGENT_TYPES]
+    if agent_types is None:
+        return
+    unknown = [name for name in names if name != "*" and name not in agent_types]
     if unknown:
         raise ConfigError(
             f"{what}: unknown agent type {unknown[0]!r}; known agent types: "
-            f'{", ".join(AGENT_TYPES)} (or "*" for all)'
+            f'{", ".join(sorted(agent_types))} (or "*" for all)'
         )
 
 
@@ -185,16 +204,20 @@ def approval_reason(
 ) -> str | None:
     """Why this call needs a human's approval, or None when it may run at once."""
     values = _with_defaults(tool, arguments)
-    for scope in (agent_type, "*"):
-        for index, rule in enumerate(policy.rules.get(scope, ())):
+    scopes = (
+        (policy.type_rules.get(agent_type, ()), f"agents.{agent_type}.approvals"),
+        (policy.rules.get(agent_type, ()), f"[tools.approvals.{agent_type}]"),
+        (policy.rules.get("*", ()), "[tools.approvals.*]"),
+    )
+    for rules, scope in scopes:
+        for index, rule in enumerate(rules):
             if fnmatch.fnmatchcase(tool, rule.tool) and all(
                 _matches(pattern, values.get(name)) for name, pattern in rule.args.items()
             ):
                 shown = ", ".join(f"{k}={values.get(k)!r}" for k in rule.args)
                 why = rule.reason or f"{tool} {shown}".strip()
                 return (
-                    f"{tool} needs approval for {agent_type}: {why} "
-                    f"(rule {index + 1} of [tools.approvals.{scope}])"
+                    f"{tool} needs approval for {agent_type}: {why} (rule {index + 1} of {scope})"
                 )
     return None
 

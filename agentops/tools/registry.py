@@ -8,12 +8,17 @@ error instead of being silently dropped.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentops.llm.types import ToolSchema
+
+# What a tool may be called, built-in or plugin (a plugin's announcement, an agent type's
+# `plugin_tools`): lower case, it becomes a subject token.
+TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 class _Args(BaseModel):

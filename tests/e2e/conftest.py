@@ -26,6 +26,7 @@ class System:
     external_nats: str | None = None  # `agentops up --nats-url` instead of the embedded server
     without: tuple[str, ...] = ()  # `agentops up --without P`: P runs elsewhere
     config: Path | None = None  # AGENTOPS_CONFIG
+    agents_dir: Path | None = None  # `agentops up --agents-dir`
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,6 +56,7 @@ class System:
             str(self.data_dir),
             *(["--nats-url", self.external_nats] if self.external_nats else []),
             *(arg for process in self.without for arg in ("--without", process)),
+            *(["--agents-dir", str(self.agents_dir)] if self.agents_dir else []),
         ]
         log = open(self.output, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -118,9 +120,16 @@ def start_system(
     nats_url: str | None = None,
     without: tuple[str, ...] = (),
     config: Path | None = None,
+    agents_dir: Path | None = None,
 ) -> System:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return System(data_dir=data_dir, external_nats=nats_url, without=without, config=config).start()
+    return System(
+        data_dir=data_dir,
+        external_nats=nats_url,
+        without=without,
+        config=config,
+        agents_dir=agents_dir,
+    ).start()
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import httpx
 import nats
 import pytest
 
+from agentops.agents.loader import shipped_specs
 from agentops.protocol import subjects as s
 from tests.e2e.conftest import System
 from tests.helpers import eventually
@@ -289,7 +290,7 @@ async def test_health_lists_every_process(system: System) -> None:
     async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
         health = (await http.get("/health")).json()
     assert health["status"] == "healthy"
-    assert set(health["services"]) == set(s.all_processes())
+    assert set(health["services"]) == set(s.all_processes(shipped_specs()))
     assert all(v["status"] == "up" for v in health["services"].values())
 
 
@@ -396,7 +397,7 @@ def test_up_with_an_external_nats_server_names_every_connection(tmp_path: Any) -
             asyncio.run(_wait_sync_status(system.url, created["task_id"], "completed"))
             connz = httpx.get(f"{server.monitor_url}/connz?limit=100", timeout=5).json()
             names = {c.get("name") for c in connz["connections"]}
-            assert {s.connection_name(p) for p in s.all_processes()} <= names
+            assert {s.connection_name(p) for p in s.all_processes(shipped_specs())} <= names
         finally:
             system.stop()
 

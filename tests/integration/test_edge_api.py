@@ -22,6 +22,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 
+from agentops.agents.definitions import AgentSpec
+from agentops.agents.loader import shipped_specs
 from agentops.bus.connection import MSG_ID
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import ensure_jetstream
@@ -220,15 +222,40 @@ async def test_agent_types_lists_every_specialist(edge: Edge) -> None:
     resp = await edge.client.get("/agent-types")
     assert resp.status == 200
     types = (await resp.json())["agent_types"]
-    assert [t["agent_type"] for t in types] == list(s.AGENT_TYPES)
+    assert [t["agent_type"] for t in types] == list(shipped_specs())
     assert set(types[0]) == {
         "agent_type",
         "name",
         "role",
         "capabilities",
         "allowed_tools",
+        "plugin_tools",
         "max_steps",
+        "temperature",
     }
+
+
+async def test_a_configured_type_is_listed_submitted_and_expected(make_edge: MakeEdge) -> None:
+    """A type configured as data is listed, accepted by POST /tasks and expected by /health."""
+    qa = AgentSpec(
+        agent_type="qa_engineer",
+        name="QA Engineer",
+        role="Tests things.",
+        system_prompt="Test.",
+        capabilities=("testing",),
+        allowed_tools=("read_file", "complete_task"),
+        temperature=0.7,
+    )
+    edge = await make_edge(agent_specs={**shipped_specs(), "qa_engineer": qa})
+    types = (await (await edge.client.get("/agent-types")).json())["agent_types"]
+    assert types[-1] == {**qa.public(), "temperature": 0.7, "plugin_tools": ["*"]}
+    resp = await edge.client.post("/tasks", json={**TASK, "agent_type": "qa_engineer"})
+    assert resp.status == 201 and (await resp.json())["message"] == "task submitted to QA Engineer"
+    resp = await edge.client.post("/tasks", json={**TASK, "agent_type": "qa"})
+    assert resp.status == 404
+    assert "qa_engineer" in (await resp.json())["error"]["details"]["agent_types"]
+    services = (await (await edge.client.get("/health")).json())["services"]
+    assert services["agent-qa_engineer"] == {"status": "missing", "instances": 0}
 
 
 async def test_post_task_publishes_submit_to_task_inbox_and_returns_201(edge: Edge) -> None:
@@ -766,7 +793,7 @@ async def test_unknown_agent_type_lists_the_valid_ones(edge: Edge) -> None:
     """404 for an unknown agent type names the valid types."""
     resp = await edge.client.post("/tasks", json={**TASK, "agent_type": "wizard"})
     assert resp.status == 404
-    assert (await resp.json())["error"]["details"] == {"agent_types": list(s.AGENT_TYPES)}
+    assert (await resp.json())["error"]["details"] == {"agent_types": list(shipped_specs())}
 
 
 async def test_405_says_which_methods_are_allowed(edge: Edge) -> None:
@@ -865,7 +892,7 @@ async def test_health_is_degraded_until_every_process_answers_ping(edge: Edge) -
     services = [await add_service(edge.nc, name=s.service_name("orchestrator"), version="0.0.1")]
     body = await (await edge.client.get("/health")).json()
     assert body["services"]["orchestrator"] == {"status": "up", "instances": 1}
-    for process in s.all_processes():
+    for process in s.all_processes(shipped_specs()):
         if process not in ("edge", "orchestrator"):
             services.append(
                 await add_service(edge.nc, name=s.service_name(process), version="0.0.1")

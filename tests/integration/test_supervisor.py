@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from agentops import preflight
+from agentops.agents.loader import shipped_specs
 from agentops.config import load_settings
 from agentops.natsserver import find_binary, free_port, port_is_free
 from agentops.processes import NATS_SERVER, process_command
@@ -155,18 +156,21 @@ class SupervisorProcess:
             kill_if_ours(pid, self.marker)
 
 
+TYPES = tuple(shipped_specs())
+
+
 def test_process_commands_map_every_process_to_a_service_module() -> None:
     """Each AgentOps process runs `python -m agentops.services.<module>` with its arguments."""
-    assert process_command("edge") == [sys.executable, "-m", "agentops.services.edge"]
-    assert process_command("tool-executor")[-1] == "agentops.services.tool_executor"
-    assert process_command("llm-gateway")[-1] == "agentops.services.llm_gateway"
-    assert process_command("agent-devops_engineer")[2:] == [
+    assert process_command("edge", TYPES) == [sys.executable, "-m", "agentops.services.edge"]
+    assert process_command("tool-executor", TYPES)[-1] == "agentops.services.tool_executor"
+    assert process_command("llm-gateway", TYPES)[-1] == "agentops.services.llm_gateway"
+    assert process_command("agent-devops_engineer", TYPES)[2:] == [
         "agentops.services.agent",
         "--agent-type",
         "devops_engineer",
     ]
     with pytest.raises(ConfigError, match="unknown process"):
-        process_command("agent-poet")
+        process_command("agent-poet", TYPES)
 
 
 def test_restart_backoff_doubles_to_the_cap_and_resets_after_a_long_run() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agentops.agents.loader import shipped_specs
 from agentops.natsserver import free_port
 from agentops.processes import NATS_SERVER
 from agentops.protocol import subjects
@@ -28,7 +29,7 @@ BANNER_END = b"Ctrl-C (or SIGTERM) stops everything."
 
 def _start_up(tmp_path: Path) -> subprocess.Popen[bytes]:
     """`agentops up` with stdout and stderr on one pipe (as `2>&1 | tee`)."""
-    without = [p for p in subjects.all_processes() if p != "orchestrator"]
+    without = [p for p in subjects.all_processes(shipped_specs()) if p != "orchestrator"]
     argv = [sys.executable, "-m", "agentops.cli", "up", "--data-dir", str(tmp_path / "data")]
     argv += ["--nats-port", str(free_port()), "--without", ",".join(without)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "AGENTOPS_"))}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.loader import shipped_specs
 from agentops.core.answers import BadAnswer, parse_answer
 from tests.harness import Harness
 from tests.unit.test_budget_and_context import tool_llm
@@ -27,7 +27,7 @@ def bash_needs_approval(tool: str, arguments: Mapping[str, Any]) -> str | None:
 
 def held(*calls: dict[str, Any]) -> tuple[Harness, str]:
     h = Harness(llm=tool_llm(list(calls), cost=0.0))
-    h.specs[AGENT] = replace(AGENT_SPECS[AGENT], needs_approval=bash_needs_approval)
+    h.specs[AGENT] = replace(shipped_specs()[AGENT], needs_approval=bash_needs_approval)
     _, agent_id = h.submit(AGENT)
     h.run()
     return h, agent_id
@@ -75,7 +75,7 @@ def test_rejection_is_the_tool_result_the_model_sees() -> None:
 def test_approval_survives_redelivery_without_running_twice() -> None:
     """With every message redelivered, an approved call still runs once and the task completes."""
     h = Harness(llm=tool_llm([BASH], cost=0.0), redeliver=True)
-    h.specs[AGENT] = replace(AGENT_SPECS[AGENT], needs_approval=bash_needs_approval)
+    h.specs[AGENT] = replace(shipped_specs()[AGENT], needs_approval=bash_needs_approval)
     _, agent_id = h.submit(AGENT)
     h.run()
     h.answer(agent_id, {"approved": True})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.loader import shipped_specs
 from agentops.core.context import CHECKPOINT, KEEP_RECENT, fit
 from agentops.llm.tokens import estimate_tokens, message_tokens, tools_tokens
 from agentops.llm.types import LLMRequest, LLMResult, Message, ToolCall, Usage
@@ -36,7 +36,7 @@ def priced_harness(llm: Any, **spec_changes: Any) -> Harness:
     h = Harness(llm=llm)
     # $0.5 per million input tokens: the first request (~2k tokens) is estimated at ~$0.001.
     h.specs[AGENT] = replace(
-        AGENT_SPECS[AGENT], input_usd_per_mtok=0.5, output_usd_per_mtok=2.0, **spec_changes
+        shipped_specs()[AGENT], input_usd_per_mtok=0.5, output_usd_per_mtok=2.0, **spec_changes
     )
     return h
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agentops import cli
+from agentops.agents.loader import shipped_specs
 from agentops.protocol import subjects
 
 
@@ -309,12 +310,15 @@ def test_agentops_url_is_used(recorder: _Recorder, monkeypatch: pytest.MonkeyPat
 
 
 def test_run_help_lists_every_process(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --help` lists the core processes a line each, and how to run a type's agents."""
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "--help"])
     assert exc.value.code == 0
-    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
-    for process in subjects.all_processes():
+    out = capsys.readouterr().out
+    lines = [line.strip() for line in out.splitlines()]
+    for process in subjects.CORE_PROCESSES:
         assert process in lines
+    assert "agent --type" in out and all(t in out for t in shipped_specs())
 
 
 # ---- 8. submit --budget-usd ----

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 
 from agentops import cli
+from agentops.agents.loader import shipped_specs
 from agentops.config import load_settings, mask_url
 from agentops.processes import select_processes
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ConfigError
+
+TYPES = tuple(shipped_specs())
 
 
 @pytest.mark.parametrize(
@@ -56,13 +59,13 @@ def test_remote_jetstream_settings_are_read_validated_and_round_trip() -> None:
 
 def test_select_processes_leaves_out_the_named_ones() -> None:
     """`--without llm-gateway` starts every other process, in the usual order."""
-    selected = select_processes(["llm-gateway"])
-    assert list(selected) == [p for p in s.all_processes() if p != "llm-gateway"]
-    assert list(select_processes()) == list(s.all_processes())
+    selected = select_processes(TYPES, ["llm-gateway"])
+    assert list(selected) == [p for p in s.all_processes(TYPES) if p != "llm-gateway"]
+    assert list(select_processes(TYPES)) == list(s.all_processes(TYPES))
     with pytest.raises(ConfigError, match="known processes"):
-        select_processes(["gpu"])
+        select_processes(TYPES, ["gpu"])
     with pytest.raises(ConfigError, match="no process"):
-        select_processes(s.all_processes())
+        select_processes(TYPES, s.all_processes(TYPES))
 
 
 def test_up_without_unknown_process_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,7 +78,7 @@ def test_up_without_unknown_process_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_each_process_replies_on_its_own_inbox_prefix() -> None:
     """Inbox prefixes differ per process and sit under _INBOX (what the gateway may read)."""
     assert s.inbox_prefix("llm-gateway") == "_INBOX.agentops-llm-gateway"
-    assert len({s.inbox_prefix(p) for p in s.all_processes()}) == len(s.all_processes())
+    assert len({s.inbox_prefix(p) for p in s.all_processes(TYPES)}) == len(s.all_processes(TYPES))
 
 
 def test_up_refuses_not_declaring_on_its_own_embedded_server(

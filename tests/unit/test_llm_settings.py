@@ -182,10 +182,15 @@ def test_file_booleans_must_be_toml_booleans(key: str, value: object) -> None:
 def test_unknown_agent_type_and_limits_provider_are_named() -> None:
     """[llm.agents.<type>] must be a known agent type; [llm.limits.<name>] a known provider."""
     with pytest.raises(ConfigError) as info:
-        load_llm_settings({"agents": {"nosuch_type": {}}}, {}, "config file /x.toml")
+        load_llm_settings(
+            {"agents": {"nosuch_type": {}}},
+            {},
+            "config file /x.toml",
+            agent_types=("frontend_developer", "backend_developer", "qa"),
+        )
     assert info.value.message == (
         "config file /x.toml: llm.agents.nosuch_type: unknown agent type 'nosuch_type'; "
-        "known agent types: backend_developer, devops_engineer, frontend_developer"
+        "known agent types: backend_developer, frontend_developer, qa"
     )
     with pytest.raises(ConfigError) as info:
         load_llm_settings({"limits": {"opneai": {}}}, {}, "config file /x.toml")

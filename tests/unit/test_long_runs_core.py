@@ -125,9 +125,9 @@ def test_a_long_run_renders_each_item_once() -> None:
     rendered: list[object] = []
     original = render._render_item
 
-    def counting(item: Any, escalations: Any) -> Any:
+    def counting(item: Any, *rest: Any) -> Any:
         rendered.append(item)
-        return original(item, escalations)
+        return original(item, *rest)
 
     render._render_item = counting  # type: ignore[assignment]
     try:

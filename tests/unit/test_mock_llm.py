@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.loader import shipped_specs
 from agentops.llm.mock import (
     MockLLMError,
     MockProvider,
@@ -28,7 +28,7 @@ from agentops.llm.types import LLMRequest, LLMResult, Message
 from agentops.protocol.errors import AgentOpsError
 from agentops.tools.handlers import ToolContext, run_tool
 from agentops.tools.policy import ToolSettings
-from agentops.tools.registry import validate_call
+from agentops.tools.registry import schemas_for, validate_call
 from agentops.tools.sandbox import Sandbox, probe
 
 TASK = "Build a login API with JWT\n\nUse HS256 and keep it small."
@@ -266,7 +266,7 @@ def test_replies_are_deterministic() -> None:
 )
 def test_default_plan_is_one_valid_tool_call_per_call(agent_type: str, plan: str) -> None:
     """Without a script each call is one tool call whose arguments pass the registry."""
-    allowed = AGENT_SPECS[agent_type].allowed_tools
+    allowed = shipped_specs()[agent_type].allowed_tools
     tools = plan.split()
     seen = []
     for i in range(len(tools) + 2):  # two calls past the plan: complete_task again
@@ -283,11 +283,40 @@ def test_delay_only_mock_plays_the_default_plan() -> None:
     assert result.tool_calls[0].arguments["path"] == "auth_service.py"
 
 
-def test_unknown_agent_type_completes_at_once() -> None:
-    """An agent type without a plan completes, saying there was nothing to do."""
-    (call,) = mock_reply(request(agent_type="data_scientist")).tool_calls
-    assert call.name == "complete_task"
-    assert "data_scientist" in call.arguments["summary"]
+def offered(req: LLMRequest, tools: tuple[str, ...]) -> LLMRequest:
+    return req.model_copy(update={"tools": schemas_for(tools)})
+
+
+def test_a_type_without_a_plan_plays_the_generic_run() -> None:
+    """A type without a plan looks, writes notes/<type>.md, reads it and completes naming it."""
+    tools = ("list_files", "read_file", "write_file", "complete_task")
+    calls = [
+        mock_reply(offered(request(i, agent_type="qa_engineer"), tools)).tool_calls[0]
+        for i in range(5)
+    ]
+    assert [c.name for c in calls] == [
+        "list_files",
+        "write_file",
+        "read_file",
+        "complete_task",
+        "complete_task",
+    ]
+    for call in calls:
+        validate_call(call.name, call.arguments, tools)
+    assert calls[1].arguments["path"] == "notes/qa_engineer.md"
+    assert "Task: Build a login API with JWT" in calls[1].arguments["content"]
+    done = calls[3].arguments
+    assert "qa_engineer" in done["summary"] and done["artifacts"] == ["notes/qa_engineer.md"]
+
+
+def test_the_generic_run_uses_only_the_tools_offered() -> None:
+    """A type that may not write files still looks and completes, without a write_file call."""
+    tools = ("list_files", "complete_task")
+    names = [
+        mock_reply(offered(request(i, agent_type="reviewer"), tools)).tool_calls[0].name
+        for i in range(3)
+    ]
+    assert names == ["list_files", "complete_task", "complete_task"]
 
 
 def test_task_line_is_the_first_printable_line() -> None:
@@ -314,7 +343,7 @@ async def play(
 ) -> list[LLMResult | dict[str, Any]]:
     """Run the default plan for real: every executor tool call goes through run_tool."""
     ctx = ToolContext(workspace=workspace, timeout_s=60, sandbox=plan_sandbox())
-    spec = AGENT_SPECS[agent_type]
+    spec = shipped_specs()[agent_type]
     outputs: list[LLMResult | dict[str, Any]] = []
     for i in range(len(default_plan(agent_type, task))):
         (call,) = mock_reply(request(call_index=i, agent_type=agent_type, task=task)).tool_calls

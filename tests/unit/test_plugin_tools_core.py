@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.loader import shipped_specs
 from agentops.llm.types import ToolSchema
 from tests.harness import Harness
 from tests.unit.test_budget_and_context import tool_llm
@@ -22,7 +22,7 @@ CALL = {"tool": "word_count", "args": {"text": "a b c"}}
 def test_a_plugin_tool_is_offered_and_sent_to_the_executor() -> None:
     """A plugin tool in the spec is offered to the model; its call goes to the executor as is."""
     h = Harness(llm=tool_llm([CALL], cost=0.0))
-    h.specs[AGENT] = replace(AGENT_SPECS[AGENT], plugin_tools=(WORD_COUNT,))
+    h.specs[AGENT] = replace(shipped_specs()[AGENT], plugin_tools=(WORD_COUNT,))
     h.submit(AGENT)
     h.run()
     assert WORD_COUNT in h.llm_requests[0].request.tools

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from agentops.agents.definitions import AGENT_SPECS
+from agentops.agents.loader import shipped_specs
 from agentops.bus.connection import encode
 from agentops.bus.conversation import forget_sent
 from agentops.core import agent
@@ -53,7 +53,7 @@ def test_head_round_trips_without_its_thread() -> None:
         again = head.state.model_copy(update={"thread": state.thread})
         assert again.model_dump(exclude={"outbox"}) == state.model_dump(exclude={"outbox"})
         # What the head leaves out of the outbox (requests, tool arguments) is derived again.
-        replayed = agent._replay(AGENT_SPECS[state.agent_type], again)
+        replayed = agent._replay(shipped_specs()[state.agent_type], again)
         assert EFFECTS_ADAPTER.dump_python(replayed, mode="json") == EFFECTS_ADAPTER.dump_python(
             state.outbox, mode="json"
         )

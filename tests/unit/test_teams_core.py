@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from agentops.agents.definitions import AGENT_SPECS, AgentSpec
+from agentops.agents.definitions import AgentSpec
+from agentops.agents.loader import shipped_specs
 from agentops.core.state import ToolResultItem
 from agentops.llm.types import LLMRequest, LLMResult, ToolCall, Usage
 from agentops.protocol.messages import CancelTask
@@ -18,9 +19,7 @@ TEAM = ("backend_developer", "frontend_developer", "devops_engineer")
 
 
 def lead_spec(**changes: Any) -> AgentSpec:
-    base = AGENT_SPECS["backend_developer"]
-    tools = ("delegate_task", "read_file", "list_files", "complete_task", "request_human_input")
-    return replace(base, agent_type=LEAD, name="Tech Lead", allowed_tools=tools, **changes)
+    return replace(shipped_specs()[LEAD], **changes)
 
 
 def team_harness(**changes: Any) -> Harness:

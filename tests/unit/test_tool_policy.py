@@ -75,15 +75,19 @@ def test_bad_config_is_a_config_error(section: dict[str, Any], needle: str) -> N
     ],
 )
 def test_unknown_agent_types_are_refused(section: dict[str, Any], where: str) -> None:
-    """An agent type in network or approvals must be a known one (or "*"), named with the file."""
+    """An agent type in network or approvals must be a configured one (or "*"), named with the
+    file."""
+    types = ("frontend_developer", "backend_developer", "devops_engineer", "qa")
     with pytest.raises(ConfigError) as info:
-        load_tool_settings(section, "config file /x.toml")
+        load_tool_settings(section, "config file /x.toml", types)
     assert info.value.message == (
         f"config file /x.toml: {where}: unknown agent type 'nosuch_type'; known agent types: "
-        'backend_developer, devops_engineer, frontend_developer (or "*" for all)'
+        'backend_developer, devops_engineer, frontend_developer, qa (or "*" for all)'
     )
-    ok = {"network": ["*", "devops_engineer"], "approvals": {"*": [], "backend_developer": []}}
-    assert load_tool_settings(ok).network_allowed("frontend_developer")
+    ok = {"network": ["*", "qa"], "approvals": {"*": [], "backend_developer": []}}
+    assert load_tool_settings(ok, "config file /x.toml", types).network_allowed(
+        "frontend_developer"
+    )
 
 
 def test_errors_name_the_file() -> None:
