@@ -299,6 +299,7 @@ def _finish(
             author=record.agent_type,
             message=summary,
             run=record.run,
+            background=record.parent is None,  # a parent or workflow waits for a child's
         )
         run.effects.append(ToWorkspaces(message=commit))
 

@@ -20,7 +20,9 @@ from typing import Any
 from agentops.agents.definitions import AgentSpec
 from agentops.core.state import AgentState, HumanRequestItem, TaskRecord
 
-HIDDEN_TASK_FIELDS = frozenset({"last_msg_id", "outbox", "events_emitted", "started", "parent"})
+HIDDEN_TASK_FIELDS = frozenset(
+    {"last_msg_id", "outbox", "events_emitted", "started", "parent", "child_costs"}
+)
 HIDDEN_AGENT_FIELDS = frozenset({"last_msg_id", "outbox", "thread"})
 
 

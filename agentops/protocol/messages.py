@@ -363,6 +363,7 @@ class CommitWorkspace(Envelope):
     author: str
     message: str
     run: int = 1
+    background: bool = False  # nothing waits for it (a root task's end): low priority
 
 
 class ToolRequested(Envelope):

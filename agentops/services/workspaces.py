@@ -185,9 +185,10 @@ async def setup_workspaces(rt: Runtime, data_dir: Path) -> None:
 
     def snapshot(wid: str, task_id: str) -> str:
         """Commit what a shared workspace holds (made if missing) and return its HEAD."""
-        if not ws.exists(wid):
-            workspace_for(data_dir, wid)
-            ws.init(wid)
+        workspace_for(data_dir, wid)
+        with ws.locked(wid):
+            if not ws.exists(wid):
+                ws.init(wid)
         ws.commit(wid, "agentops", f"agentops: before task {task_id}")
         return ws.head(wid)
 
@@ -203,11 +204,22 @@ async def setup_workspaces(rt: Runtime, data_dir: Path) -> None:
     async def commit(msg: CommitWorkspace) -> None:
         def run() -> tuple[str | None, str | None, int]:
             made = None
-            if not ws.exists(msg.workspace_id):  # started empty: made at its first commit
-                workspace_for(data_dir, msg.workspace_id)
-                made = ws.init(msg.workspace_id)
-            sha = ws.commit(msg.workspace_id, msg.author, msg.message or msg.author)
-            return sha or ws.head(msg.workspace_id), made, ws.depth(msg.workspace_id)
+            wid = msg.workspace_id
+            if not ws.workspace(wid).is_dir():  # no file was ever written (or the workspace
+                return None, None, 0  # was deleted since): nothing to commit
+            try:
+                if not ws.exists(wid):  # started empty: made at its first commit
+                    with ws.locked(wid):  # (not while a deletion runs)
+                        if ws.workspace(wid).is_dir() and not ws.exists(wid):
+                            made = ws.init(wid)
+                sha = ws.commit(
+                    wid, msg.author, msg.message or msg.author, background=msg.background
+                )
+                return sha or ws.head(wid), made, ws.depth(wid)
+            except WorkspaceError as exc:
+                if exc.code != "workspace_missing":
+                    raise
+                return None, None, 0  # deleted meanwhile
 
         head, base, depth = await asyncio.to_thread(run)
         counts["committed"] += 1

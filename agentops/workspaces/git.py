@@ -24,7 +24,7 @@ Rules:
   or copies of, the source's object files), stop at `timeout_s` and at `max_bytes` of git
   directory (watched while cloning) and again at `max_bytes` of checked-out files (summed from
   the tree before checkout, so a highly compressible repository cannot fill the disk).
-- `commit` is serialised per workspace by an flock on `<git dir>/agentops.lock` and made of
+- `commit` (and `discard`) is serialised per workspace by an flock on `git/<id>.lock` and made of
   plumbing (`add -A`, `write-tree`, `commit-tree`, `update-ref` against the old HEAD), so no
   template, hook or editor is involved. It commits what `git add -A` sees: the workspace's
   `.gitignore` applies, a `.git` path is never added, and a subdirectory that is itself a git
@@ -64,6 +64,7 @@ from agentops.workspaces.sources import (
 from agentops.workspaces.tree import walk
 
 DEFAULT_TIMEOUT_S = 120.0
+BACKGROUND_NICE = 10
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
 BASE_REF = "refs/agentops/base"
 COMMITTER = ("agentops", "agentops@agentops.local")
@@ -185,27 +186,44 @@ class Workspaces:
         return self._must_rev(workspace_id, BASE_REF)
 
     def depth(self, workspace_id: str) -> int:
-        """How many commits HEAD has (itself included): later commits have more, so of two
-        heads of one workspace the deeper is the newer."""
+        """How many commits this workspace made (its base is 1): later commits have more, so
+        of two heads of one workspace the deeper is the newer. Kept in a file beside the
+        repository, updated under the commit lock (counting with git costs a process)."""
         git_dir, _ = self._existing(workspace_id)
-        return int(self._git(git_dir, None, ["rev-list", "--count", "HEAD"]).decode().strip())
+        return _read_depth(git_dir)
 
-    def commit(self, workspace_id: str, author: str, message: str) -> str | None:
+    def commit(
+        self, workspace_id: str, author: str, message: str, *, background: bool = False
+    ) -> str | None:
         """Commit every change in the workspace as `author <author@agentops.local>`; the new
-        sha, or None when nothing changed. Serialised per workspace."""
+        sha, or None when nothing changed. Serialised per workspace. `background`: nothing
+        waits for it, so its git commands run at a lower priority than the agents' work."""
         if not _AUTHOR.match(author):
             raise WorkspaceError("invalid_author", f"invalid author {author!r}")
-        git_dir, work = self._existing(workspace_id)
-        with _locked(git_dir / "agentops.lock"):
-            self._git(git_dir, work, ["add", "-A"])
-            tree = self._git(git_dir, None, ["write-tree"]).decode().strip()
-            head = self._rev(git_dir, "HEAD^{commit}")
-            if head is not None and tree == self._rev(git_dir, "HEAD^{tree}"):
+        nice = BACKGROUND_NICE if background else 0
+        with self.locked(workspace_id):
+            git_dir, work = self._existing(workspace_id)
+            self._git(git_dir, work, ["add", "-A"], nice=nice)
+            tree = self._git(git_dir, None, ["write-tree"], nice=nice).decode().strip()
+            head, head_tree = self._head_and_tree(git_dir)
+            if head is not None and tree == head_tree:
                 return None
             sha = self._commit_tree(git_dir, tree, head, author, message)
             update = ["update-ref", "--no-deref", "HEAD", sha, *([head] if head else [])]
-            self._git(git_dir, None, update)
+            self._git(git_dir, None, update, nice=nice)
+            _write_depth(git_dir, _read_depth(git_dir) + 1)
             return sha
+
+    def _head_and_tree(self, git_dir: Path) -> tuple[str | None, str | None]:
+        """HEAD's commit and tree in one git call (None, None: no HEAD yet)."""
+        try:
+            out = self._git(git_dir, None, ["rev-parse", "HEAD^{commit}", "HEAD^{tree}"])
+        except WorkspaceError as exc:
+            if exc.code == "git_failed":
+                return None, None
+            raise
+        lines = out.decode().split()
+        return (lines[0], lines[1]) if len(lines) == 2 else (None, None)
 
     def diff(
         self, workspace_id: str, base: str, head: str | None = None
@@ -251,9 +269,19 @@ class Workspaces:
 
     # ---- removal ----
     def discard(self, workspace_id: str) -> None:
-        """Remove the workspace and its git directory (retention, deletion)."""
-        shutil.rmtree(self.workspace(workspace_id), ignore_errors=True)
-        shutil.rmtree(self.git_dir(workspace_id), ignore_errors=True)
+        """Remove the workspace and its git directory (retention, deletion); waits for a
+        commit in progress, so none makes them again."""
+        with self.locked(workspace_id):
+            shutil.rmtree(self.workspace(workspace_id), ignore_errors=True)
+            shutil.rmtree(self.git_dir(workspace_id), ignore_errors=True)
+
+    @contextlib.contextmanager
+    def locked(self, workspace_id: str) -> Iterator[None]:
+        """The workspace's lock (a file beside its git directory, outlives a deletion):
+        commits, first commits and deletions of one workspace run one at a time."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _locked(self.root / f"{_checked(workspace_id)}.lock"):
+            yield
 
     def sweep_staging(self) -> None:
         """Remove creations a crash left half-done. Call at start-up, before any creation."""
@@ -279,12 +307,13 @@ class Workspaces:
         bare: bool = False,
         local: bool = False,
         timeout_s: float | None = None,
+        nice: int = 0,
     ) -> bytes:
         argv = git_argv(None if bare else git_dir, work, args, allow_file=local)
         try:
             return gitcmd.run(
                 argv, self._env(env), timeout_s=timeout_s or self.timeout_s, cwd=work,
-                input=input,
+                input=input, nice=nice,
             )  # fmt: skip
         except GitFailed as exc:
             raise WorkspaceError("git_failed", f"git {args[0]} failed: {exc.stderr}") from None
@@ -370,24 +399,36 @@ class Workspaces:
     def _record(self, git_dir: Path, sha: str, source: Source | None = None) -> str:
         """Our config, HEAD detached at the base, and the base ref: the last creation step."""
         self._write_config(git_dir, source)
-        self._git(git_dir, None, ["update-ref", "--no-deref", "HEAD", sha])
-        self._git(git_dir, None, ["update-ref", BASE_REF, sha])
+        refs = f"option no-deref\nupdate HEAD {sha}\nupdate {BASE_REF} {sha}\n"
+        self._git(git_dir, None, ["update-ref", "--stdin"], input=refs.encode())
+        _write_depth(git_dir, 1)
         return sha
 
     def _write_config(self, git_dir: Path, source: Source | None) -> None:
-        config = str(git_dir / "config")
-        listed = self._git(git_dir, None, ["config", "--file", config, "--list", "-z"])
-        kept: list[tuple[str, str]] = []
-        for item in listed.split(b"\0"):
-            key, _, value = item.decode("utf-8", errors="replace").partition("\n")
-            if key.startswith(_KEPT_CONFIG):
-                kept.append((key, value))
+        """The repository's config is ours: git's format keys from `git init`/`clone`
+        (`_KEPT_CONFIG`), then ours. Written here rather than with `git config` per key (a
+        process each); the values written are plain tokens or quoted."""
+        config = git_dir / "config"
+        section, kept = "", []
+        for raw in config.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = raw.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1].strip().lower()
+                continue
+            key, sep, value = line.partition("=")
+            name = f"{section}.{key.strip().lower()}"
+            if sep and not section.count('"') and name.startswith(_KEPT_CONFIG):
+                kept.append((name, value.strip()))
         kept += [("core.bare", "false"), ("core.logallrefupdates", "true")]
         if source is not None:
-            kept.append(("remote.origin.url", source.shown))
-        (git_dir / "config").unlink()
-        for key, value in kept:
-            self._git(git_dir, None, ["config", "--file", config, key, value])
+            kept.append(('remote "origin".url', _quoted(source.shown)))
+        text: list[str] = []
+        for name, value in kept:
+            group, _, key = name.rpartition(".")
+            if f"[{group}]" not in text:
+                text.append(f"[{group}]")
+            text.append(f"\t{key} = {value}")
+        config.write_text("\n".join(text) + "\n", encoding="utf-8")
 
     @contextlib.contextmanager
     def _creating(self, workspace_id: str, *, adopt: bool) -> Iterator[tuple[Path, Path]]:
@@ -418,6 +459,26 @@ class Workspaces:
             ) from None
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _quoted(value: str) -> str:
+    """A git config value in double quotes (backslash and quote escaped, no newline)."""
+    clean = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return f'"{clean}"'
+
+
+DEPTH_FILE = "agentops.depth"
+
+
+def _read_depth(git_dir: Path) -> int:
+    try:
+        return int((git_dir / DEPTH_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_depth(git_dir: Path, depth: int) -> None:
+    (git_dir / DEPTH_FILE).write_text(f"{depth}\n")
 
 
 def _checked(workspace_id: str) -> str:

@@ -147,17 +147,22 @@ def run(
     input: bytes | None = None,
     watch: Callable[[], str | None] | None = None,
     timeout_code: str = "git_timeout",
+    nice: int = 0,
 ) -> bytes:
     """Run one git command to its end and return its stdout.
 
     `GitFailed` on a non-zero exit; `WorkspaceError(timeout_code)` past `timeout_s`; when
     `watch()` (called every 0.1 s) returns a message, the command is killed and that message
-    raised as `WorkspaceError("too_large")`. Either way the whole process group dies."""
+    raised as `WorkspaceError("too_large")`. Either way the whole process group dies. `nice`
+    lowers the command's priority (work nothing waits for)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=out, stderr=err, start_new_session=True,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         )  # fmt: skip
+        if nice:  # (not preexec_fn: unsafe in the executor's worker threads)
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, proc.pid, nice)
         deadline = time.monotonic() + timeout_s
         try:
             if input is not None:
