@@ -125,3 +125,33 @@ async def test_kill_9_of_the_orchestrator_while_stages_hand_over(system: System)
     events = await ws_events(system, f"since=0&task_id={wf}", "workflow.completed")
     started = [e["data"]["stage_id"] for e in events if e["type"] == "workflow.stage_started"]
     assert sorted(started) == ["a", "b", "c", "d"]
+
+
+async def test_a_tech_lead_delegates_to_three_types_in_one_workspace(system: System) -> None:
+    """tech_lead's run delegates API, page and deployment: three child tasks of three types,
+    all done in the lead's workspace, each seeing the earlier ones' files, and the lead's
+    summary names each; the tree's cost is on the parent."""
+    async with httpx.AsyncClient(base_url=system.url, timeout=60) as http:
+        created = (await http.post("/tasks", json={"agent_type": "tech_lead",
+                                                   "description": "Build a todo app"})).json()  # fmt: skip
+        task_id = created["task_id"]
+
+        async def done() -> dict[str, Any] | None:
+            record = (await http.get(f"/tasks/{task_id}")).json()
+            return record if record["status"] in ("completed", "failed") else None
+
+        record = await eventually(done, timeout=120, what="the tech lead done")
+        children = [(await http.get(f"/tasks/{c}")).json() for c in record["children"]]
+        files = (await http.get(f"/tasks/{task_id}/files")).json()["files"]
+        thread = (await http.get(f"/agents/{children[1]['agent_id']}/state")).json()["thread"]
+    assert record["status"] == "completed", record["error"]
+    assert [c["agent_type"] for c in children] == ["backend_developer", "frontend_developer",
+                                                   "devops_engineer"]  # fmt: skip
+    assert all(c["status"] == "completed" and c["parent_task_id"] == task_id for c in children)
+    assert {"api.py", "test_api.py", "index.html", "Dockerfile", "compose.yaml"} <= {
+        f["path"] for f in files
+    }
+    listed = next(i for i in thread if i["kind"] == "tool_result" and i["name"] == "list_files")
+    assert "api.py" in str(listed["result"])  # the frontend saw the backend's files
+    assert all(c["task_id"] in record["result"]["summary"] for c in children)
+    assert record["cost_usd_total"] >= record["cost_usd"]
