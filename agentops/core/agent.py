@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.answers import BadAnswer, RaiseBudget, Stop, answer_json, parse_answer
+from agentops.core.calls import call_of, last_assistant, preview
 from agentops.core.delegation import DELEGATE, delegated, spent_usd
 from agentops.core.effects import CallLLM, Decision, Effect, InvokeTool
 from agentops.core.render import render_request
@@ -40,7 +41,7 @@ from agentops.core.state import (
     TaskItem,
     UserMessageItem,
 )
-from agentops.core.transition import CONVERSATION_MISS, Transition, call_of, last_assistant, preview
+from agentops.core.transition import CONVERSATION_MISS, Transition
 from agentops.llm.types import ToolCall
 from agentops.protocol.errors import ErrorInfo, PermanentError
 from agentops.protocol.messages import (

@@ -18,9 +18,11 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from agentops.agents.definitions import AgentSpec
-from agentops.core.delegation import delegation, refusal, refused_error, spent_usd
-from agentops.core.effects import CallLLM, Decision, Effect, Emit, InvokeTool, ReportToTask
-from agentops.core.items import MAX_EVENT_BYTES, clip, fit, fit_item
+from agentops.core import calls
+from agentops.core.calls import human_request_data
+from agentops.core.delegation import spent_usd
+from agentops.core.effects import CallLLM, Decision, Effect, Emit, ReportToTask
+from agentops.core.items import fit_item
 from agentops.core.render import render_request
 from agentops.core.state import (
     AgentState,
@@ -41,19 +43,6 @@ from agentops.protocol.messages import (
     EventType,
     LLMRequested,
     ReplyTo,
-    TaskResult,
-    ToolRequested,
-)
-from agentops.tools.policy import approval_question
-from agentops.tools.registry import (
-    BUILTIN_TOOLS,
-    CompleteTaskArgs,
-    DelegateTaskArgs,
-    RequestHumanInputArgs,
-    ToolArgs,
-    ToolArgsError,
-    is_idempotent,
-    validate_call,
 )
 
 T = TypeVar("T", bound=ThreadItem)
@@ -61,14 +50,7 @@ MAX_CONSECUTIVE_ERRORS = 3
 # The LLM gateway's answer when it lacks the conversation a request builds on
 # (`bus/conversation.py`): the call is sent again whole; not an LLM error.
 CONVERSATION_MISS = "conversation_miss"
-PLUGIN_TIMEOUT_S = 60.0
 SOURCE = "agent"
-
-
-def preview(value: Any) -> Any:
-    """What an event shows of a value the thread keeps whole: long strings cut, the whole
-    bounded (`core/items.py`)."""
-    return fit(clip(value), MAX_EVENT_BYTES // 2)
 
 
 class Transition:
@@ -290,161 +272,19 @@ class Transition:
         )
         self.record(request)
         self.update(inflight=None)
-        self.emit("human.request", _human_request_data(request))
+        self.emit("human.request", human_request_data(request))
         self.set_status("awaiting_human", reason=request.reason, request_id=request.request_id)
 
     def finish_failed(self, error: ErrorInfo) -> None:
         self.update(error=error, inflight=None, paused_from=None)
         self.set_status("failed", error=error.model_dump())
 
+    # ---- tool calls (core/calls.py) ----
     def dispatch(self, assistant: AssistantItem) -> None:
-        """Validate and send out the tool calls of one LLM answer."""
-        pending: list[str] = []
-        for call in assistant.tool_calls:
-            self.emit(
-                "tool.call",
-                {
-                    "step": assistant.step,
-                    "call_id": call.id,
-                    "name": call.name,
-                    "arguments": preview(call.arguments),
-                },
-            )
-            try:
-                if call.arguments_error:
-                    raise ToolArgsError(f"arguments are not valid JSON: {call.arguments_error}")
-                if self.spec.plugin_tool(call.name) is not None:
-                    self.invoke_or_hold(assistant.step, call, call.arguments, None)
-                    pending.append(call.id)
-                    continue
-                args = validate_call(call.name, call.arguments, self.allowed_tools())
-            except ToolArgsError as exc:
-                self.tool_result(
-                    assistant.step,
-                    call,
-                    ok=False,
-                    error=ErrorInfo(code="invalid_arguments", message=str(exc)),
-                )
-                continue
-            if isinstance(args, CompleteTaskArgs):
-                result = TaskResult(summary=args.summary, artifacts=tuple(args.artifacts))
-                self.update(result=result, inflight=None)
-                self.set_status("completed", result=result.model_dump())
-                return
-            if isinstance(args, DelegateTaskArgs):
-                if not self.delegate(assistant.step, call, args):
-                    continue
-            elif isinstance(args, RequestHumanInputArgs):
-                self.ask_human(assistant.step, call, args)
-            else:
-                self.invoke_or_hold(assistant.step, call, args.model_dump(mode="json"), args)
-            pending.append(call.id)
-        if pending:
-            self.update(
-                inflight=Inflight(kind="tools", step=assistant.step, pending=tuple(pending))
-            )
-        else:
-            self.update(inflight=None)
-            if self.state.status == "running":
-                self.continue_()
-
-    def delegate(self, step: int, call: ToolCall, args: DelegateTaskArgs) -> bool:
-        """Ask the task's orchestrator for a child task (`core/delegation.py`); False when
-        refused here (the refusal is the call's result)."""
-        st = self.state
-        reason = refusal(st, self.spec.max_delegation_depth, self.spec.max_children)
-        if reason is not None:
-            self.tool_result(step, call, ok=False, error=refused_error(reason))
-            return False
-        header = self.header(f"delegate{step}.{call.id}")
-        message, changes = delegation(st, header, step, call, args)
-        self.effects.append(ReportToTask(message=message))
-        self.update(**changes)
-        return True
-
-    def ask_human(self, step: int, call: ToolCall, args: RequestHumanInputArgs) -> None:
-        self.hold_for_human(
-            HumanRequestItem(
-                at=self.now,
-                request_id=f"{self.state.agent_id}.h{step}.{call.id}",
-                step=step,
-                call_id=call.id,
-                reason="tool",
-                question=args.question,
-                context=args.context,
-                urgency=args.urgency,
-                format=args.format,
-                choices=tuple(args.choices) if args.choices else None,
-            )
-        )
-
-    def allowed_tools(self) -> tuple[str, ...]:
-        return self.spec.allowed_tools + tuple(t.name for t in self.spec.plugin_tools)
-
-    def invoke_or_hold(
-        self, step: int, call: ToolCall, arguments: dict[str, Any], args: ToolArgs | None
-    ) -> None:
-        """Send the call to the executor, unless the approval policy holds it for a human."""
-        check = self.spec.needs_approval
-        reason = check(call.name, arguments) if check is not None else None
-        if reason is None:
-            self.invoke_tool(step, call, arguments, args)
-            return
-        self.hold_for_human(
-            HumanRequestItem(
-                at=self.now,
-                request_id=f"{self.state.agent_id}.ap{step}.{call.id}",
-                step=step,
-                call_id=call.id,
-                reason="approval",
-                question=approval_question(call.name, arguments, reason),
-                format="yes_no",
-                details={"tool": call.name, "arguments": arguments, "policy": reason},
-            )
-        )
-
-    def hold_for_human(self, request: HumanRequestItem) -> None:
-        """A tool call waits for a human; other calls of the same answer go on meanwhile."""
-        self.record(request)
-        self.emit("human.request", _human_request_data(request))
-        if self.state.status == "running":
-            self.set_status("awaiting_human", reason=request.reason, request_id=request.request_id)
-        elif self.state.status == "paused":
-            self.update(paused_from="awaiting_human")
+        calls.dispatch(self, assistant)
 
     def invoke_approved(self, step: int, call: ToolCall) -> None:
-        """A call a human approved: it was validated when it was held."""
-        builtin = BUILTIN_TOOLS.get(call.name)
-        if builtin is None:
-            self.invoke_tool(step, call, call.arguments, None)
-        else:
-            args = builtin.args_model.model_validate(call.arguments)
-            self.invoke_tool(step, call, args.model_dump(mode="json"), args)
-
-    def invoke_tool(
-        self, step: int, call: ToolCall, arguments: dict[str, Any], args: ToolArgs | None
-    ) -> None:
-        """Send a validated call to the executor: a builtin's `args` model and its canonical
-        `arguments`, or a plugin's raw `arguments` (the executor checks them) and None."""
-        if args is not None:
-            timeout_s, idempotent = (
-                BUILTIN_TOOLS[call.name].timeout_s,
-                is_idempotent(call.name, args),
-            )
-        else:
-            timeout_s, idempotent = PLUGIN_TIMEOUT_S, False
-        message = ToolRequested(
-            **self.header(f"tool{step}.{call.id}"),
-            step=step,
-            call_id=call.id,
-            name=call.name,
-            arguments=arguments,
-            reply_to=self.reply_to(),
-            timeout_s=timeout_s,
-            idempotent=idempotent,
-            workspace_id=self.state.workspace_id or None,
-        )
-        self.effects.append(InvokeTool(message=message))
+        calls.invoke_approved(self, step, call)
 
     def tool_result(
         self,
@@ -456,29 +296,12 @@ class Transition:
         error: ErrorInfo | None = None,
         duration_ms: float = 0.0,
     ) -> None:
-        self.record(
-            ToolResultItem(
-                at=self.now,
-                step=step,
-                call_id=call.id,
-                name=call.name,
-                ok=ok,
-                result=result,
-                error=error,
-            )
+        calls.tool_result(
+            self, step, call, ok=ok, result=result, error=error, duration_ms=duration_ms
         )
-        self.emit(
-            "tool.result",
-            {
-                "step": step,
-                "call_id": call.id,
-                "name": call.name,
-                "ok": ok,
-                "result": preview(result),
-                "error": error.model_dump() if error else None,
-                "duration_ms": duration_ms,
-            },
-        )
+
+    def hold_for_human(self, request: HumanRequestItem) -> None:
+        calls.hold_for_human(self, request)
 
 
 def _this_step(state: AgentState, step: int) -> list[ThreadItem]:
@@ -508,24 +331,3 @@ def _last_error(state: AgentState) -> str:
         if isinstance(item, ToolResultItem) and not item.ok and item.error is not None:
             return item.error.message
     return "unknown error"
-
-
-def _human_request_data(item: HumanRequestItem) -> dict[str, Any]:
-    data: dict[str, Any] = preview(item.model_dump(mode="json", exclude={"at"}))
-    return data
-
-
-def call_of(state: AgentState, step: int, call_id: str) -> ToolCall | None:
-    for item in reversed(state.thread):  # the call asked for is almost always the last one
-        if isinstance(item, AssistantItem) and item.step == step:
-            for call in item.tool_calls:
-                if call.id == call_id:
-                    return call
-    return None
-
-
-def last_assistant(state: AgentState) -> AssistantItem | None:
-    for item in reversed(state.thread):
-        if isinstance(item, AssistantItem):
-            return item
-    return None

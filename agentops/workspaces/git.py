@@ -37,7 +37,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -48,10 +47,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agentops.protocol.subjects import InvalidName, check_id
 from agentops.workspaces import gitcmd
 from agentops.workspaces.archives import DEFAULT_LIMITS, ArchiveLimits, extract
-from agentops.workspaces.gitcmd import GitFailed, git_argv, git_env, tree_bytes
+from agentops.workspaces.checks import (
+    check_ref,
+    check_sha,
+    check_size,
+    checked,
+    locked,
+    over,
+    quoted,
+    read_depth,
+    write_depth,
+)
+from agentops.workspaces.gitcmd import GitFailed, git_argv, git_env
 from agentops.workspaces.sources import (
     DEFAULT_ALLOW,
     Resolver,
@@ -86,10 +95,10 @@ class Workspaces:
 
     # ---- paths ----
     def workspace(self, workspace_id: str) -> Path:
-        return self.data_dir / "workspaces" / _checked(workspace_id)
+        return self.data_dir / "workspaces" / checked(workspace_id)
 
     def git_dir(self, workspace_id: str) -> Path:
-        return self.root / f"{_checked(workspace_id)}.git"
+        return self.root / f"{checked(workspace_id)}.git"
 
     def exists(self, workspace_id: str) -> bool:
         return self.git_dir(workspace_id).is_dir()
@@ -120,7 +129,7 @@ class Workspaces:
         Codes: invalid_source, source_not_allowed, address_not_allowed, invalid_ref,
         clone_failed, ref_not_found, clone_timeout, too_large, workspace_exists."""
         source = check_source(url, allow)
-        _check_ref(ref)
+        check_ref(ref)
         config: list[str] = []
         if source.kind == "https":
             curlopt = pin(source, net_allow, resolver).curlopt()
@@ -134,7 +143,7 @@ class Workspaces:
                     git_argv(None, None, argv, allow_file=source.kind == "file", config=config),
                     self._env(),
                     timeout_s=timeout_s,
-                    watch=lambda: _over(git_dir, max_bytes, "the clone"),
+                    watch=lambda: over(git_dir, max_bytes, "the clone"),
                     timeout_code="clone_timeout",
                 )
             except GitFailed as exc:
@@ -190,7 +199,7 @@ class Workspaces:
         of two heads of one workspace the deeper is the newer. Kept in a file beside the
         repository, updated under the commit lock (counting with git costs a process)."""
         git_dir, _ = self._existing(workspace_id)
-        return _read_depth(git_dir)
+        return read_depth(git_dir)
 
     def commit(
         self, workspace_id: str, author: str, message: str, *, background: bool = False
@@ -211,7 +220,7 @@ class Workspaces:
             sha = self._commit_tree(git_dir, tree, head, author, message)
             update = ["update-ref", "--no-deref", "HEAD", sha, *([head] if head else [])]
             self._git(git_dir, None, update, nice=nice)
-            _write_depth(git_dir, _read_depth(git_dir) + 1)
+            write_depth(git_dir, read_depth(git_dir) + 1)
             return sha
 
     def _head_and_tree(self, git_dir: Path) -> tuple[str | None, str | None]:
@@ -231,7 +240,7 @@ class Workspaces:
         """The unified diff `base..head`, or `base..`the work tree (new files included) when
         `head` is None, as chunks of bytes. Close the iterator to stop git early."""
         git_dir, work = self._existing(workspace_id)
-        revs = [_check_sha(base)] + ([] if head is None else [_check_sha(head)])
+        revs = [check_sha(base)] + ([] if head is None else [check_sha(head)])
         opts = ["diff", "--no-ext-diff", "--no-textconv", "--no-color"]
         if head is not None:
             return self._stream(git_dir, work, [*opts, "--end-of-options", *revs, "--"], {})
@@ -280,7 +289,7 @@ class Workspaces:
         """The workspace's lock (a file beside its git directory, outlives a deletion):
         commits, first commits and deletions of one workspace run one at a time."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with _locked(self.root / f"{_checked(workspace_id)}.lock"):
+        with locked(self.root / f"{checked(workspace_id)}.lock"):
             yield
 
     def sweep_staging(self) -> None:
@@ -392,7 +401,7 @@ class Workspaces:
 
     def _check_out(self, git_dir: Path, work: Path, sha: str, deadline: float, cap: int) -> None:
         """Check `sha` out into the (empty) work tree, if its files fit in `cap` bytes."""
-        _check_size(self._git(git_dir, None, ["ls-tree", "-r", "-l", "-z", sha]), cap)
+        check_size(self._git(git_dir, None, ["ls-tree", "-r", "-l", "-z", sha]), cap)
         left = max(deadline - time.monotonic(), 0.001)
         self._git(git_dir, work, ["read-tree", "--reset", "-u", sha], timeout_s=left)
 
@@ -401,7 +410,7 @@ class Workspaces:
         self._write_config(git_dir, source)
         refs = f"option no-deref\nupdate HEAD {sha}\nupdate {BASE_REF} {sha}\n"
         self._git(git_dir, None, ["update-ref", "--stdin"], input=refs.encode())
-        _write_depth(git_dir, 1)
+        write_depth(git_dir, 1)
         return sha
 
     def _write_config(self, git_dir: Path, source: Source | None) -> None:
@@ -421,7 +430,7 @@ class Workspaces:
                 kept.append((name, value.strip()))
         kept += [("core.bare", "false"), ("core.logallrefupdates", "true")]
         if source is not None:
-            kept.append(('remote "origin".url', _quoted(source.shown)))
+            kept.append(('remote "origin".url', quoted(source.shown)))
         text: list[str] = []
         for name, value in kept:
             group, _, key = name.rpartition(".")
@@ -459,74 +468,3 @@ class Workspaces:
             ) from None
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-
-
-def _quoted(value: str) -> str:
-    """A git config value in double quotes (backslash and quote escaped, no newline)."""
-    clean = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-    return f'"{clean}"'
-
-
-DEPTH_FILE = "agentops.depth"
-
-
-def _read_depth(git_dir: Path) -> int:
-    try:
-        return int((git_dir / DEPTH_FILE).read_text().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def _write_depth(git_dir: Path, depth: int) -> None:
-    (git_dir / DEPTH_FILE).write_text(f"{depth}\n")
-
-
-def _checked(workspace_id: str) -> str:
-    try:
-        return check_id(workspace_id, "workspace id")
-    except InvalidName as exc:
-        raise WorkspaceError("invalid_workspace_id", str(exc)) from None
-
-
-def _check_ref(ref: str | None) -> None:
-    if ref is not None and (not _REF.match(ref) or ".." in ref or ref.endswith(".lock")):
-        raise WorkspaceError(
-            "invalid_ref", f"invalid ref {ref!r}: give a branch name, a tag name or a sha"
-        )
-
-
-def _check_sha(rev: str) -> str:
-    if not _SHA.match(rev):
-        raise WorkspaceError("invalid_ref", f"invalid commit {rev!r}: give a sha")
-    return rev
-
-
-def _over(path: Path, max_bytes: int, what: str) -> str | None:
-    size = tree_bytes(path)
-    if size <= max_bytes:
-        return None
-    return f"{what} passed {max_bytes} bytes (the workspace size limit) and was stopped"
-
-
-def _check_size(ls_tree: bytes, max_bytes: int) -> None:
-    """Refuse a checkout whose blobs add up to more than `max_bytes`."""
-    total = 0
-    for line in ls_tree.split(b"\0"):
-        fields = line.split(b"\t", 1)[0].split()
-        if len(fields) == 4 and fields[1] == b"blob" and fields[3].isdigit():
-            total += int(fields[3])
-    if total > max_bytes:
-        raise WorkspaceError(
-            "too_large",
-            f"the checkout would be {total} bytes, over the {max_bytes}-byte workspace limit",
-        )
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
