@@ -77,8 +77,6 @@ BACKGROUND_NICE = 10
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
 BASE_REF = "refs/agentops/base"
 COMMITTER = ("agentops", "agentops@agentops.local")
-_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,254}$")
-_SHA = re.compile(r"^[0-9a-f]{4,64}$")
 _AUTHOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEPT_CONFIG = ("core.repositoryformatversion", "core.filemode", "extensions.")
 
