@@ -15,7 +15,7 @@ from agentops.workspaces.gitcmd import tree_bytes
 from agentops.workspaces.sources import WorkspaceError
 
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,254}$")
-_SHA = re.compile(r"^[0-9a-f]{4,64}$")
+SHA = re.compile(r"^[0-9a-f]{4,64}$")
 DEPTH_FILE = "agentops.depth"
 
 
@@ -51,7 +51,7 @@ def check_ref(ref: str | None) -> None:
 
 
 def check_sha(rev: str) -> str:
-    if not _SHA.match(rev):
+    if not SHA.match(rev):
         raise WorkspaceError("invalid_ref", f"invalid commit {rev!r}: give a sha")
     return rev
 

@@ -50,6 +50,7 @@ from typing import Any
 from agentops.workspaces import gitcmd
 from agentops.workspaces.archives import DEFAULT_LIMITS, ArchiveLimits, extract
 from agentops.workspaces.checks import (
+    SHA,
     check_ref,
     check_sha,
     check_size,
@@ -371,7 +372,7 @@ class Workspaces:
                 raise WorkspaceError("ref_not_found", f"{source.shown} has no default branch")
             return sha
         candidates = [f"refs/heads/{ref}", f"refs/tags/{ref}"]
-        if _SHA.match(ref):
+        if SHA.match(ref):
             candidates.append(ref)
         for candidate in candidates:
             sha = self._rev(git_dir, f"{candidate}^{{commit}}")
