@@ -27,6 +27,7 @@ from typing import Any
 from agentops import __version__, streams
 from agentops.cli_args import add_client_commands, port
 from agentops.cli_client import DEFAULT_URL, Client, ClientError
+from agentops.cli_nats import add_nats_commands
 from agentops.cli_output import make_console, print_json
 from agentops.config import load_settings, validate_sections
 from agentops.logging import configure_logging
@@ -55,7 +56,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             f"the edge port and --nats-port are both {settings.port}: the embedded nats-server "
             "and the edge cannot share a port; pass a different --port or --nats-port"
         )
-    if settings.nats_url is None and not settings.jetstream_declare:
+    if settings.nats_url is None and settings.jetstream_declare is False:
         raise ConfigError(
             "AGENTOPS_JETSTREAM_DECLARE=false would leave the embedded nats-server without "
             "streams: unset it, or pass --nats-url to a server whose streams exist"
@@ -155,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "process", choices=subjects.all_processes(), metavar="PROCESS", help="listed above"
     )
     run.set_defaults(func=_cmd_run, client=False)
+
+    add_nats_commands(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version, client=False)

@@ -56,7 +56,8 @@ async def _agent_from_path(request: web.Request) -> tuple[Bus, Head]:
 
 
 async def _send(bus: Bus, state: AgentState, msg: PauseAgent | ResumeAgent | HumanResponse) -> None:
-    await publish(bus.js, s.agent_mailbox(state.agent_type, state.agent_id), msg, msg.id)
+    mailbox = s.agent_mailbox(state.agent_type, state.agent_id, msg.type)
+    await publish(bus.js, mailbox, msg, msg.id)
 
 
 def _finished(state: AgentState, action: str) -> NoReturn:

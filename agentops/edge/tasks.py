@@ -138,7 +138,7 @@ async def create_task(request: web.Request) -> web.Response:
         max_steps=body.max_steps,
         budget_usd=body.budget_usd,
     )
-    await publish(bus.js, s.task_inbox(task_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(task_id, msg.type), msg, msg.id)
     record = await wait_for(lambda: find_task(bus, task_id), lambda r: True, config.submit_wait_s)
     status = record.status if record is not None else "queued"
     spec = AGENT_SPECS[body.agent_type]
@@ -191,7 +191,7 @@ async def cancel_task(request: web.Request) -> web.Response:
         agent_id=record.agent_id,
         ts=datetime.now(UTC),
     )
-    await publish(bus.js, s.task_inbox(record.task_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(record.task_id, msg.type), msg, msg.id)
     final = await wait_for(
         lambda: find_task(bus, record.task_id), lambda r: r.status in TERMINAL, config.cancel_wait_s
     )

@@ -64,6 +64,8 @@ async def setup(rt: Runtime) -> None:
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, SubmitTask | CancelTask | AgentReport | FailTask | DeleteTask):
             raise PermanentError(f"{msg.type} does not belong in a task inbox")
+        if not s.kind_fits(delivery.subject, msg.type):  # sent by a process not allowed to
+            raise PermanentError(f"{msg.type} does not belong on {delivery.subject}")
         s.check_id(msg.task_id, "task id")
         record, revision = await store.load(msg.task_id)
         decision = orchestrator.step(record, msg, datetime.now(UTC))
@@ -80,7 +82,7 @@ async def setup(rt: Runtime) -> None:
             structlog.contextvars.bind_contextvars(deleted=record.task_id)
 
     async def give_up(msg: WorkMessage | None, subject: str, info: ErrorInfo) -> None:
-        task_id = msg.task_id if msg is not None else subject.rsplit(".", 1)[-1]
+        task_id = msg.task_id if msg is not None else s.inbox_owner(subject)[0]
         with contextlib.suppress(s.InvalidName):
             s.check_id(task_id, "task id")
             now = datetime.now(UTC)
@@ -95,7 +97,7 @@ async def setup(rt: Runtime) -> None:
                     id=f"{task_id}.dead.{tag}", source=PROCESS, task_id=task_id, ts=now,
                     error=error,
                 )  # fmt: skip
-                await publish_all(rt.publisher, [(s.task_inbox(task_id), fail, fail.id)])
+                await publish_all(rt.publisher, [(s.task_inbox(task_id, fail.type), fail, fail.id)])
                 return
             event = Event(
                 id=f"{task_id}.dead.{tag}", type="task.failed", ts=now, task_id=task_id,
@@ -113,7 +115,7 @@ async def setup(rt: Runtime) -> None:
                 id=f"{record.task_id}.retention", source=PROCESS, task_id=record.task_id,
                 agent_id=record.agent_id, ts=now, reason="retention",
             )  # fmt: skip
-            await publish(rt.js, s.task_inbox(record.task_id), msg, msg.id)
+            await publish(rt.js, s.task_inbox(record.task_id, msg.type), msg, msg.id)
             swept["asked"] += 1
 
     async def sweeping() -> None:

@@ -177,7 +177,7 @@ async def setup(rt: Runtime) -> None:
 
     async def reply(msg: ToolRequested, completed: ToolCompleted) -> None:
         assert msg.reply_to is not None
-        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
+        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id, completed.type)
         await publish_all(rt.publisher, [(mailbox, completed, completed.id)])
 
     def completed(

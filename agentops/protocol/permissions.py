@@ -1,0 +1,262 @@
+"""What each process may do on NATS: publish and subscribe allow lists, derived from subjects.
+
+Every AgentOps process, plugin process and the remote LLM gateway connects as its own NATS
+user; the server config (`natsconf.py`) gives each the `Permissions` built here, so a
+compromised process (or code that steals its connection) can do only what that process does.
+
+Rules:
+- Everything is built from `protocol/subjects.py`: a new subject or consumer is allowed in
+  the one function of the process that uses it, and nowhere else.
+- Allow lists only; everything not listed is denied. Replies to requests a process received
+  (`$SRV.PING`, its status endpoint, a plugin call) go out through `allow_responses`, not a
+  publish right on other processes' inboxes. A remote leaf-node user (`Scope.leaf`) gets
+  `_INBOX.>` instead, and event subjects in the shape the hub's stream interest has.
+- Inboxes and mailboxes carry their message kind as the last token, so a process may send
+  only its own kinds: the edge answers and pauses, the tool executor sends tool results, the
+  gateway LLM answers, the orchestrator starts, cancels and fails agents.
+- Stream and bucket management belongs to the process that declares them (`DECLARER`); the
+  others wait for the streams they use (`waits_for`, one stream-info right each) and bind
+  buckets without a request.
+- Per agent type: the agent types a deployment runs are a parameter (`Scope.agent_types`).
+
+What stays shared (NATS cannot tell agents apart by subject): every agent process may write
+any agent's head and thread items and emit any agent's events; it validates what it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, get_args
+
+from agentops.protocol import subjects as s
+from agentops.protocol.messages import EventType
+
+DECLARER: Final = "orchestrator"
+# Event families by the process that emits them; agents emit every other family.
+ORCHESTRATOR_EVENTS: Final = ("task",)
+GATEWAY_EVENTS: Final = ("llm.delta",)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    # May answer requests it received (one reply each, within the expiry): NATS's
+    # `allow_responses`. False: replies need a publish right (a leaf-node user).
+    responses: bool = True
+
+    def may_publish(self, subject: str) -> bool:
+        return any(covers(p, subject) for p in self.publish)
+
+    def may_subscribe(self, subject: str) -> bool:
+        return any(covers(p, subject) for p in self.subscribe)
+
+
+def covers(pattern: str, subject: str) -> bool:
+    """Does the allow pattern include every subject `subject` stands for (NATS wildcards:
+    `*` one token, `>` one or more trailing tokens)?"""
+    want, have = subject.split("."), pattern.split(".")
+    for i, token in enumerate(have):
+        if token == ">":
+            return len(want) > i
+        if i >= len(want):
+            return False
+        if token == "*" and want[i] != ">":
+            continue
+        if token != want[i]:
+            return False
+    return len(want) == len(have)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where the permissions apply: the agent types deployed, the JetStream domain the
+    process reaches streams through, and whether it is a remote leaf-node user."""
+
+    agent_types: tuple[str, ...] = s.AGENT_TYPES
+    domain: str | None = None
+    leaf: bool = False
+
+
+DEFAULT_SCOPE: Final = Scope()
+
+
+@dataclass
+class _Rights:
+    process: str
+    scope: Scope
+    pub: list[str] = field(default_factory=list)
+    sub: list[str] = field(default_factory=list)
+
+    @property
+    def api(self) -> str:
+        return s.js_api(self.scope.domain)
+
+    def publish(self, *subjects: str) -> None:
+        self.pub.extend(subjects)
+
+    def service(self) -> None:
+        """Every AgentOps process: its own replies, micro-service discovery, status endpoint."""
+        self.sub += [s.inbox_filter(self.process), *s.service_discovery(self.process)]
+        self.sub.append(s.control_filter(self.process))
+
+    def waits(self, *streams: str) -> None:
+        self.publish(*(s.stream_api(self.api, "INFO", name) for name in streams))
+
+    def consumer(self, name: str, filter_subject: str) -> None:
+        """A durable push consumer of the work stream (create pinned to its filter, info for
+        the stall watchdog, delete to replace an older version's), its acks, its kicks and
+        the dead letters of what it takes."""
+        work = s.WORK_STREAM
+        self.publish(
+            s.consumer_create(self.api, work, name, filter_subject),
+            s.consumer_api(self.api, "INFO", work, name),
+            s.consumer_api(self.api, "DELETE", work, name),
+            s.acks(work, name),
+            s.dead_letter(filter_subject),
+        )
+        if s.kick_filter(self.process) not in self.pub:
+            self.publish(s.kick_filter(self.process))
+
+    def follows(self, stream: str) -> None:
+        """An ordered consumer (a KV watch or scan, a WebSocket feed) on a stream."""
+        self.publish(
+            s.consumer_create(self.api, stream),
+            s.consumer_api(self.api, "INFO", stream, "*"),
+            s.flow_control(stream),
+        )
+
+    def reads(self, bucket: str, watch: bool = False) -> None:
+        self.publish(s.direct_get(self.api, s.kv_stream(bucket), by_subject=True))
+        if watch:
+            self.follows(s.kv_stream(bucket))
+
+    def mailboxes(self, *kinds: str) -> None:
+        for agent_type in self.scope.agent_types:
+            self.publish(*(s.agent_mailbox_kind(agent_type, kind) for kind in kinds))
+
+    def done(self) -> Permissions:
+        if self.scope.leaf:
+            self.publish(s.every_inbox())
+        return Permissions(
+            publish=tuple(dict.fromkeys(self.pub)),
+            subscribe=tuple(dict.fromkeys(self.sub)),
+            responses=not self.scope.leaf,
+        )
+
+
+def _orchestrator(r: _Rights) -> None:
+    for lane in range(s.LANES):
+        r.consumer(s.orchestrator_consumer(lane), s.task_lane_filter(lane))
+    for stream in (*s.STREAMS, *(s.kv_stream(b) for b in s.BUCKETS)):  # declares them all
+        r.publish(*(s.stream_api(r.api, action, stream) for action in ("CREATE", "UPDATE", "INFO")))
+    deleted = (s.THREADS_STREAM, s.EVENTS_STREAM, s.AGENTS_BUCKET, s.TOOL_CALLS_BUCKET)
+    for stream in (*deleted[:2], *(s.kv_stream(b) for b in (*deleted[2:], s.TASKS_BUCKET))):
+        r.publish(s.stream_api(r.api, "PURGE", stream))  # deleting a task's data
+    r.reads(s.TASKS_BUCKET, watch=True)  # the retention sweep scans the records
+    r.publish(s.kv_keys(s.TASKS_BUCKET))
+    r.mailboxes("start", "cancel", "fail")
+    r.publish(s.task_inbox_kind("fail"), s.task_inbox_kind("delete"))
+    r.publish(*(s.events_of_family(f) for f in ORCHESTRATOR_EVENTS))
+    r.publish(s.workspace_requests("delete"))
+
+
+def _agent(agent_type: str) -> Callable[[_Rights], None]:
+    def rights(r: _Rights) -> None:
+        for lane in range(s.LANES):
+            r.consumer(s.agent_consumer(agent_type, lane), s.agent_lane_filter(agent_type, lane))
+        r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.THREADS_STREAM, s.DLQ_STREAM)
+        r.reads(s.AGENTS_BUCKET)
+        r.publish(s.kv_keys(s.AGENTS_BUCKET), s.every_thread_item())
+        r.publish(s.direct_get(r.api, s.THREADS_STREAM))
+        r.follows(s.kv_stream(s.PLUGINS_BUCKET))  # plugin tools, live
+        r.publish(s.llm_requests(), s.tool_requests_filter())
+        r.publish(s.task_inbox_kind("report"), s.task_inbox_kind("fail"))
+        r.publish(s.agent_mailbox_kind(agent_type, "fail"))  # a message it cannot apply
+        families = sorted({t.split(".")[0] for t in get_args(EventType)})
+        r.publish(*(s.events_of_family(f) for f in families if f not in ORCHESTRATOR_EVENTS))
+
+    return rights
+
+
+def _tool_executor(r: _Rights) -> None:
+    r.consumer(s.TOOL_EXECUTOR_CONSUMER, s.tool_requests_filter())
+    r.consumer(s.WORKSPACE_CONSUMER, s.workspace_requests_filter())
+    r.waits(s.WORK_STREAM, s.DLQ_STREAM)
+    r.reads(s.TOOL_CALLS_BUCKET)
+    r.publish(s.kv_keys(s.TOOL_CALLS_BUCKET))  # claims
+    r.mailboxes("tool")
+    r.follows(s.kv_stream(s.PLUGINS_BUCKET))
+    r.publish(s.plugin_calls_filter())
+    # Plugins from installed packages (entry points) are served by the executor itself.
+    r.sub.append(s.plugin_calls_filter())
+    r.publish(s.kv_keys(s.PLUGINS_BUCKET, "*"))
+
+
+def _llm_gateway(r: _Rights) -> None:
+    r.consumer(s.LLM_GATEWAY_CONSUMER, s.llm_requests())
+    r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)
+    r.mailboxes("llm")
+    if r.scope.leaf:  # the hub's stream interest is `agentops.events.>`: the same shape
+        r.publish(s.events_filter())
+    else:
+        r.publish(*(s.events_of_type(t) for t in GATEWAY_EVENTS))
+
+
+def _edge(r: _Rights) -> None:
+    r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)  # and stream sizes in /metrics
+    r.reads(s.AGENTS_BUCKET, watch=True)
+    r.reads(s.TASKS_BUCKET, watch=True)
+    r.publish(s.direct_get(r.api, s.THREADS_STREAM))
+    r.reads(s.IDEMPOTENCY_BUCKET)
+    r.publish(s.kv_keys(s.IDEMPOTENCY_BUCKET))
+    r.follows(s.EVENTS_STREAM)  # WebSocket feeds
+    r.publish(*(s.task_inbox_kind(k) for k in ("submit", "cancel", "delete")))
+    r.mailboxes("pause", "resume", "human")
+    r.publish(s.SERVICE_PING, s.SERVICE_STATS, s.control_subject("tool-executor", "status"))
+
+
+_CORE: Final[dict[str, Callable[[_Rights], None]]] = {
+    "edge": _edge,
+    "orchestrator": _orchestrator,
+    "tool-executor": _tool_executor,
+    "llm-gateway": _llm_gateway,
+}
+
+
+def processes(scope: Scope = DEFAULT_SCOPE) -> tuple[str, ...]:
+    """Every AgentOps process of a deployment with these agent types."""
+    agents = tuple(s.agent_process(t) for t in scope.agent_types)
+    return ("edge", "orchestrator", *agents, "tool-executor", "llm-gateway")
+
+
+def for_process(process: str, scope: Scope = DEFAULT_SCOPE) -> Permissions:
+    """The permissions of one AgentOps process (`edge`, `agent-<type>`, ...)."""
+    if process in _CORE:
+        build = _CORE[process]
+    elif process.startswith("agent-") and process.removeprefix("agent-") in scope.agent_types:
+        build = _agent(process.removeprefix("agent-"))
+    else:
+        raise ValueError(f"unknown process {process!r}")
+    rights = _Rights(process, scope)
+    rights.service()
+    build(rights)
+    return rights.done()
+
+
+def for_plugin(tool_name: str) -> Permissions:
+    """A plugin process: serve its tool's calls and announce it, nothing else."""
+    process = s.plugin_process(tool_name)
+    return Permissions(
+        publish=(s.kv_keys(s.PLUGINS_BUCKET, tool_name),),
+        subscribe=(s.inbox_filter(process), s.plugin_calls(tool_name)),
+    )
+
+
+def waits_for(process: str) -> tuple[str, ...]:
+    """The streams a process that does not declare them waits for at start-up (it may ask
+    for their info and nothing else)."""
+    api = s.js_api()
+    allowed = for_process(process).publish if process in processes() else ()
+    return tuple(x for x in s.STREAMS if s.stream_api(api, "INFO", x) in allowed)
