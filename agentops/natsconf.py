@@ -235,5 +235,7 @@ def hub_users(found: Mapping[str, Credential], scope: Scope = DEFAULT_SCOPE) -> 
 # gateway's leaf node by password ($GATEWAY_NATS_PASSWORD), with $GATEWAY_PERMISSIONS. Public
 # keys only: no secret here. Run `agentops init --hub-users` again after a rotation.
 
+include ./gateway-permissions.conf   # defines ${GATEWAY_PERMISSIONS_VAR}
+
 {HUB_USERS_VAR} = {users_list([*local, gateway], "")}
 """

@@ -30,12 +30,6 @@ TOOL_CALLS_BUCKET: Final = "agentops_tool_calls"
 IDEMPOTENCY_BUCKET: Final = "agentops_idempotency"
 PLUGINS_BUCKET: Final = "agentops_plugins"
 
-WORK_SUBJECTS: Final = (
-    f"{PREFIX}.task.>",
-    f"{PREFIX}.agent.>",
-    f"{PREFIX}.llm.>",
-    f"{PREFIX}.tool.>",
-)
 EVENTS_SUBJECTS: Final = (f"{PREFIX}.events.>",)
 DLQ_SUBJECTS: Final = (f"{PREFIX}.dlq.>",)
 THREAD_SUBJECTS: Final = (f"{PREFIX}.thread.>",)
@@ -97,6 +91,20 @@ AGENT_MAILBOX_KINDS: Final = {
     "llm.failed": "llm",
     "tool.completed": "tool",
 }
+
+
+# The work stream lists each inbox and mailbox kind (and the kind-less subjects of older
+# versions) rather than `agentops.agent.>`: across a leaf node, the hub forwards its interest
+# to a user allowed `agentops.agent.*.*.*.llm` only when a stream subject has that shape.
+WORK_SUBJECTS: Final = (
+    *(f"{PREFIX}.task.*.*.{kind}" for kind in dict.fromkeys(TASK_INBOX_KINDS.values())),
+    f"{PREFIX}.task.*.*",
+    *(f"{PREFIX}.agent.*.*.*.{kind}" for kind in dict.fromkeys(AGENT_MAILBOX_KINDS.values())),
+    f"{PREFIX}.agent.*.*.*",
+    f"{PREFIX}.llm.>",
+    f"{PREFIX}.tool.>",
+)
+TASK_INBOXES: Final = f"{PREFIX}.task.>"  # every task inbox (to watch them all)
 
 
 def _kind(kinds: dict[str, str], message_type: str, where: str) -> str:

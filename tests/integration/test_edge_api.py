@@ -273,7 +273,7 @@ async def test_post_task_answers_with_the_status_the_orchestrator_recorded(
         assert isinstance(msg, SubmitTask) and msg.agent_id is not None
         await edge.put_task(task_record(msg.task_id, msg.agent_id, status="running"))
 
-    _, sub = await play(edge.nc, s.WORK_SUBJECTS[0], orchestrate)
+    _, sub = await play(edge.nc, s.TASK_INBOXES, orchestrate)
     resp = await edge.client.post("/tasks", json=TASK)
     assert resp.status == 201
     assert (await resp.json())["status"] == "running"
