@@ -29,12 +29,14 @@ from agentops.cli_args import add_client_commands, port
 from agentops.cli_client import DEFAULT_URL, Client, ClientError
 from agentops.cli_nats import add_nats_commands
 from agentops.cli_output import make_console, print_json
-from agentops.config import load_settings, validate_sections
+from agentops.config import load_auth, load_settings, validate_sections
+from agentops.edge.auth import require_tokens_off_loopback
 from agentops.logging import configure_logging
 from agentops.processes import select_processes, service_entry
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
 from agentops.runtime import DEFAULT, Supervisor
+from agentops.tools.policy import load_tool_settings
 
 __all__ = ["DEFAULT_URL", "ClientError", "build_parser", "main"]
 
@@ -63,6 +65,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
     without = [p.strip() for raw in args.without or () for p in raw.split(",") if p.strip()]
     processes = select_processes(without)
+    tokens = load_auth(settings).tokens
+    warnings = []
+    if "edge" in processes:
+        require_tokens_off_loopback(settings.host, settings.api_token, tokens)
+        network = load_tool_settings(settings.section("tools"), settings.config_source).network
+        if network and not settings.api_token and not tokens:
+            warnings.append(
+                f"code of {', '.join(network)} may use the network (loopback included) and "
+                "the API has no token: set AGENTOPS_API_TOKEN so that code cannot use the API"
+            )
     # Before logging captures them: a closed reader (`up | tee`, tee killed) must not break
     # the banner, the log lines or the stop.
     streams.guard_std_streams()
@@ -74,6 +86,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         foreground_logs=args.foreground_logs,
         health_url=DEFAULT if "edge" in processes else None,
         elsewhere=[p for p in subjects.all_processes() if p not in processes],
+        warnings=warnings,
     )
     return _run_async(supervisor.run)
 

@@ -106,10 +106,8 @@ def _submit(msg: SubmitTask, now: datetime) -> Decision[TaskRecord]:
         budget_usd=msg.budget_usd,
     )
     run.effects.append(SendToAgent(agent_type=msg.agent_type, message=start))
-    run.emit(
-        "task.created",
-        {"agent_type": msg.agent_type, "description": msg.description, "status": "queued"},
-    )
+    created = {"agent_type": msg.agent_type, "description": msg.description, "status": "queued"}
+    run.emit("task.created", {**created, **({"actor": msg.actor} if msg.actor else {})})
     return run.decision()
 
 
@@ -129,7 +127,7 @@ def step(record: TaskRecord | None, msg: TaskInbound, now: datetime) -> Decision
         case CancelTask():
             if record.status in TERMINAL:
                 return Decision(state=None, ignored="already finished")
-            cancel = CancelAgent(**run.header("cancel"), reason=msg.reason)
+            cancel = CancelAgent(**run.header("cancel"), reason=msg.reason, actor=msg.actor)
             run.effects.append(SendToAgent(agent_type=record.agent_type, message=cancel))
         case DeleteTask():
             if record.status not in TERMINAL:

@@ -29,6 +29,7 @@ from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
 from agentops.core.answers import BadAnswer, answer_json, parse_answer
 from agentops.core.state import AgentState
+from agentops.edge.auth import actor
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import find_agent, get_agent, open_request, scan_heads, wait_for
 from agentops.edge.errors import bad_request, checked_id, conflict
@@ -177,6 +178,7 @@ async def _control(
         task_id=state.task_id,
         agent_id=state.agent_id,
         ts=datetime.now(UTC),
+        actor=actor(request),
     )
     await _send(bus, state, msg)
     found = await wait_for(
@@ -239,6 +241,7 @@ async def human_response(request: web.Request) -> web.Response:
         ts=datetime.now(UTC),
         response=answer_json(answer),  # normalised: "yes"/"no", the choice as offered
         request_id=open_request_item.request_id,
+        actor=actor(request),
     )
     await _send(bus, state, msg)
     later = await wait_for(

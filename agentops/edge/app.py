@@ -5,7 +5,7 @@ Rules:
   against its own nats-server and drives it with aiohttp's test client; the service module
   only adds the runner and the site.
 - Middlewares, outermost first: metrics (sees every final status) → errors (every failure
-  becomes the JSON error shape) → auth (bearer token).
+  becomes the JSON error shape) → auth (bearer token and its role, `edge/auth.py`).
 - Bodies over `client_max_size` (1 MiB) are refused with 413 when read.
 - Open WebSockets are closed with 1001 on shutdown.
 """
@@ -20,9 +20,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from agentops.config import Settings
+from agentops.config import Settings, load_auth
 from agentops.edge import agents, tasks
-from agentops.edge.auth import auth_middleware
+from agentops.edge.auth import TOKENS, Tokens, auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
 from agentops.edge.health import health
@@ -47,7 +47,10 @@ async def dashboard(_: web.Request) -> web.Response:
 
 
 def config_from_settings(settings: Settings) -> EdgeConfig:
-    return EdgeConfig(api_token=settings.api_token)
+    auth = load_auth(settings)
+    return EdgeConfig(
+        api_token=settings.api_token, tokens=tuple(auth.tokens), metrics_role=auth.metrics
+    )
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -67,6 +70,9 @@ def create_app(
     )
     app[BUS] = Bus(nc=nc, js=js, buckets=buckets)
     app[CONFIG] = config
+    app[TOKENS] = Tokens(
+        config.api_token, config.tokens, config.auth_max_failures, config.auth_window_s
+    )
     app[METRICS] = EdgeMetrics()
     app[WS_CLIENTS] = WsClients()
     app.on_shutdown.append(_close_websockets)

@@ -17,6 +17,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from agentops.config_tables import TokenEntry
 from agentops.core.state import TaskRecord
 from agentops.protocol import subjects as s
 from agentops.store.agents import AgentStore
@@ -27,7 +28,11 @@ MAX_BODY_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    api_token: str | None = None
+    api_token: str | None = None  # the admin token (AGENTOPS_API_TOKEN)
+    tokens: tuple[TokenEntry, ...] = ()  # [auth] tokens
+    metrics_role: str = "none"  # [auth] metrics: the role GET /metrics needs
+    auth_max_failures: int = 10  # failed attempts per client address per window...
+    auth_window_s: float = 60.0  # ...before 429
     submit_wait_s: float = 2.0  # POST /tasks: wait for the orchestrator's record
     cancel_wait_s: float = 3.0  # POST /tasks/{id}/cancel: wait for a terminal status
     control_wait_s: float = 3.0  # pause/resume: wait for the agent to confirm

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agentops.agents.definitions import AGENT_SPECS
 from agentops.bus.connection import publish
 from agentops.core.state import TaskRecord
+from agentops.edge.auth import actor
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import find_agent, find_task, get_task, wait_for
 from agentops.edge.errors import ApiError, bad_request, checked_id, conflict, field_errors
@@ -137,6 +138,7 @@ async def create_task(request: web.Request) -> web.Response:
         context=context,
         max_steps=body.max_steps,
         budget_usd=body.budget_usd,
+        actor=actor(request),
     )
     await publish(bus.js, s.task_inbox(task_id, msg.type), msg, msg.id)
     record = await wait_for(lambda: find_task(bus, task_id), lambda r: True, config.submit_wait_s)
@@ -190,6 +192,7 @@ async def cancel_task(request: web.Request) -> web.Response:
         task_id=record.task_id,
         agent_id=record.agent_id,
         ts=datetime.now(UTC),
+        actor=actor(request),
     )
     await publish(bus.js, s.task_inbox(record.task_id, msg.type), msg, msg.id)
     final = await wait_for(

@@ -8,6 +8,8 @@ Rules:
   same id.
 - Requests carry where to answer as data (`ReplyTo`), never as a subject string; the bus maps
   it through `protocol.subjects`.
+- A human's commands and answers carry `actor`: the name of the API token the edge took them
+  with ("anonymous" without auth); the receiver puts it on the event it emits.
 """
 
 from __future__ import annotations
@@ -73,11 +75,13 @@ class SubmitTask(Envelope):
     context: dict[str, Any] = Field(default_factory=dict)
     max_steps: int | None = None
     budget_usd: float | None = None
+    actor: str | None = None
 
 
 class CancelTask(Envelope):
     type: Literal["task.cancel"] = "task.cancel"
     reason: str = "cancelled by user"
+    actor: str | None = None
 
 
 class FailTask(Envelope):
@@ -94,6 +98,7 @@ class DeleteTask(Envelope):
 
     type: Literal["task.delete"] = "task.delete"
     reason: Literal["requested", "retention"] = "requested"
+    actor: str | None = None
 
 
 class AgentReport(Envelope):
@@ -120,15 +125,18 @@ class StartAgent(Envelope):
 
 class PauseAgent(Envelope):
     type: Literal["agent.pause"] = "agent.pause"
+    actor: str | None = None
 
 
 class ResumeAgent(Envelope):
     type: Literal["agent.resume"] = "agent.resume"
+    actor: str | None = None
 
 
 class CancelAgent(Envelope):
     type: Literal["agent.cancel"] = "agent.cancel"
     reason: str = "cancelled by user"
+    actor: str | None = None
 
 
 class FailAgent(Envelope):
@@ -142,6 +150,7 @@ class HumanResponse(Envelope):
     type: Literal["agent.human_response"] = "agent.human_response"
     response: Any = None
     request_id: str | None = None
+    actor: str | None = None
 
 
 class LLMCompleted(Envelope):

@@ -12,13 +12,16 @@ from aiohttp import web
 
 from agentops.bus.service import Runtime, run_process
 from agentops.edge.app import config_from_settings, create_app
+from agentops.edge.auth import require_tokens_off_loopback
 
 log = structlog.get_logger(__name__)
 PROCESS = "edge"
 
 
 async def setup(rt: Runtime) -> None:
-    app = create_app(rt.nc, rt.js, rt.buckets, config_from_settings(rt.settings))
+    config = config_from_settings(rt.settings)
+    require_tokens_off_loopback(rt.settings.host, config.api_token, config.tokens)
+    app = create_app(rt.nc, rt.js, rt.buckets, config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, rt.settings.host, rt.settings.port)
