@@ -126,6 +126,9 @@ async def _json_with_items(
     first = await anext(iterator, None)
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     await response.prepare(request)
+    if request.method == "HEAD":  # headers only: a body here would corrupt the connection
+        await response.write_eof()
+        return response
     head = json.dumps(body, ensure_ascii=False).encode()
     await response.write(head[:-1] + (b', "%s": [' % key.encode()))
     separator = b""
