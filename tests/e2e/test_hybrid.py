@@ -189,8 +189,7 @@ async def collect_errors(url: str) -> tuple[Client, list[str]]:
 
 
 async def test_gateway_user_on_the_leaf_cannot_touch_tasks_state_or_replies(hybrid: Hybrid) -> None:
-    """As `gateway` on the leaf: task submits, human answers, KV reads, other replies are
-    permission violations."""
+    """As `gateway` on the leaf: task submits, human answers, KV reads, other replies: refused."""
     nc, errors = await collect_errors(hybrid.leaf.url("gateway", GATEWAY_PASSWORD))
     try:
         js = nc.jetstream(domain="hub", timeout=1)
@@ -325,8 +324,7 @@ async def test_gateway_user_cannot_connect_to_the_hub_directly(hybrid: Hybrid) -
 
 
 def test_passwords_never_reach_logs_banner_or_health(hybrid: Hybrid) -> None:
-    """No NATS password or seed in any log, the banner or /health; the banner names what runs
-    elsewhere."""
+    """No NATS password or seed in any log, the banner or /health; the banner names the rest."""
     texts = {
         "gateway log": hybrid.gateway_log.read_text(),
         "banner": hybrid.system.output.read_text(),

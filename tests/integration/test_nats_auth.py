@@ -118,9 +118,8 @@ async def test_llm_gateway_cannot_read_the_tasks_bucket(
             await kv.get("task_secret")
         with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
             await gateway.jetstream(timeout=1).stream_info(s.kv_stream(s.TASKS_BUCKET))
-        await refused(
-            secure, "llm-gateway", "publish", f"$JS.API.DIRECT.GET.{s.kv_stream(s.TASKS_BUCKET)}"
-        )
+        direct = s.direct_get(s.js_api(), s.kv_stream(s.TASKS_BUCKET))
+        await refused(secure, "llm-gateway", "publish", direct)
         await gateway.subscribe(s.kv_keys(s.TASKS_BUCKET))
         await refused(secure, "llm-gateway", "subscription", s.kv_keys(s.TASKS_BUCKET))
     finally:
@@ -138,7 +137,9 @@ async def test_edge_cannot_write_agent_state_or_delete_a_stream(
         with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
             await edge.jetstream(timeout=1).delete_stream(s.EVENTS_STREAM)
         await refused(secure, "edge", "publish", head)
-        await refused(secure, "edge", "publish", f"$JS.API.STREAM.DELETE.{s.EVENTS_STREAM}")
+        await refused(
+            secure, "edge", "publish", s.stream_api(s.js_api(), "DELETE", s.EVENTS_STREAM)
+        )
     finally:
         await edge.close()
     assert (await declared.jetstream().stream_info(s.EVENTS_STREAM)).config.name

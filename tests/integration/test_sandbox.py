@@ -117,8 +117,7 @@ async def test_etc_shadow_is_not_readable(ctx: ToolContext) -> None:
 
 
 async def test_files_outside_the_workspace_are_invisible(ctx: ToolContext, tmp_path: Path) -> None:
-    """Another task's workspace, the data dir, home directories and the executor's source are
-    not there."""
+    """Another task's workspace, the data dir, home dirs and the executor's source are not there."""
     other = tmp_path / "data" / "workspaces" / "task_b"
     other.mkdir()
     (other / "secret.txt").write_text("other task's secret")
