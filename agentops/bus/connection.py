@@ -36,9 +36,24 @@ ERROR_MESSAGE = "Agentops-Error"
 ORIGINAL_SUBJECT = "Agentops-Original-Subject"
 
 
+# A server that refuses the credential this many times in a row before the first connection
+# will not change its mind by itself: stop retrying (`CredentialRefused`).
+AUTH_REFUSALS = 5
+
+
+class CredentialRefused(Exception):
+    """The server refused this process's credential at start-up (not a network failure)."""
+
+
 async def connect(url: str, process: str, auth: Auth | None = None, **options: Any) -> Client:
+    seen = {"connected": False, "refused": 0}
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats.error", error=str(exc))
+        if not seen["connected"] and "authorization violation" in str(exc).lower():
+            seen["refused"] += 1
+            if seen["refused"] >= AUTH_REFUSALS:  # raised out of nats-py's connect loop
+                raise CredentialRefused(str(exc))
 
     async def on_disconnect() -> None:
         log.warning("nats.disconnected")
@@ -62,7 +77,9 @@ async def connect(url: str, process: str, auth: Auth | None = None, **options: A
     if auth is not None:
         defaults.update(auth.options)
     defaults.update(options)
-    return await nats.connect(url, **defaults)
+    nc = await nats.connect(url, **defaults)
+    seen["connected"] = True  # later refusals (a rotation) are reconnects: keep trying
+    return nc
 
 
 def encode(message: BaseModel) -> bytes:

@@ -32,7 +32,7 @@ from nats.micro.service import Service
 
 from agentops import __version__
 from agentops.bus.auth import nats_auth
-from agentops.bus.connection import connect
+from agentops.bus.connection import CredentialRefused, connect
 from agentops.bus.consumer import Consumer, GiveUp, Handler
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import attach_jetstream, ensure_jetstream
@@ -142,7 +142,15 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     structlog.contextvars.bind_contextvars(process=process)
     nats_url = settings.effective_nats_url
     auth = nats_auth(settings, process)
-    nc = await connect(nats_url, process, auth, inbox_prefix=s.inbox_prefix(process))
+    try:
+        nc = await connect(nats_url, process, auth, inbox_prefix=s.inbox_prefix(process))
+    except CredentialRefused:
+        raise ConfigError(
+            f"NATS at {mask_url(nats_url)} refused this process's credential "
+            f"({auth.describe()}): a server you run must name its key (`agentops init "
+            "--hub-users`, AGENT_OPS_DEPLOY.md), or give NATS_CREDS / NATS_NKEY_SEED / a user "
+            "in NATS_URL"
+        ) from None
     js = nc.jetstream(domain=settings.jetstream_domain)
     declare = declares(process, settings.jetstream_declare, auth.own)
     try:

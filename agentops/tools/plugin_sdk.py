@@ -47,7 +47,7 @@ from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
 from agentops.bus.auth import Auth, nats_auth
-from agentops.bus.connection import connect
+from agentops.bus.connection import CredentialRefused, connect
 from agentops.bus.setup import bind_bucket
 from agentops.config import load_settings
 from agentops.logging import configure_logging
@@ -193,7 +193,14 @@ class Plugin:
             settings = load_settings()
         except ConfigError as exc:
             raise SystemExit(f"error: {exc.message}") from None
-        asyncio.run(self._main(settings.effective_nats_url, nats_auth(settings, process)))
+        auth = nats_auth(settings, process)
+        try:
+            asyncio.run(self._main(settings.effective_nats_url, auth))
+        except CredentialRefused:
+            raise SystemExit(
+                f"error: NATS refused the credential of {process} ({auth.describe()}): make one "
+                f"with `agentops init --plugin {self.name}` and set AGENTOPS_DATA_DIR"
+            ) from None
 
     async def _main(self, url: str, auth: Auth) -> None:
         process = s.plugin_process(self.name)

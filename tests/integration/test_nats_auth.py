@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,3 +206,23 @@ async def test_monitoring_is_on_loopback_and_shows_each_process_as_its_own_user(
     finally:
         for client in clients:
             await client.close()
+
+
+def test_a_process_whose_key_the_server_does_not_know_says_so_and_exits_2(
+    secure: SecureNats, tmp_path: Path
+) -> None:
+    """`agentops run` with a data dir's credential the server does not name: one error line."""
+    other = tmp_path / "other"
+    credentials.ensure(other, ["orchestrator"])
+    env = {**os.environ, "NATS_URL": secure.url, "AGENTOPS_DATA_DIR": str(other)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentops.cli", "run", "orchestrator"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: NATS at nats://127.0.0.1:") and "refused" in last
+    assert (
+        "orchestrator.nk" in last
+        and credentials.existing(other)["orchestrator"].seed.decode() not in proc.stderr
+    )
