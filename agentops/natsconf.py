@@ -32,8 +32,6 @@ from agentops.natsserver import NATS_CONF
 from agentops.protocol import permissions as perms
 from agentops.protocol.permissions import DEFAULT_SCOPE, Permissions, Scope
 
-# How long a process may take to answer a request it received (plugin calls: up to 600 s).
-RESPONSE_EXPIRY: Final = "15m"
 SYSTEM_ACCOUNT: Final = "SYS"
 HUB_ACCOUNT: Final = "AGENTOPS"
 GATEWAY_USER: Final = "gateway"
@@ -75,8 +73,9 @@ def permissions_block(p: Permissions, indent: str = "") -> str:
         f"{indent}    ]",
         f"{indent}  }}",
     ]
-    if p.responses:
-        lines.append(f"{indent}  allow_responses: {{ max: 1, expires: {q(RESPONSE_EXPIRY)} }}")
+    if p.responses_s is not None:
+        expiry = q(f"{p.responses_s}s")
+        lines.append(f"{indent}  allow_responses: {{ max: 1, expires: {expiry} }}")
     lines.append(f"{indent}}}")
     return "\n".join(lines)
 

@@ -33,6 +33,8 @@ from agentops.protocol import subjects as s
 from agentops.protocol.messages import EventType
 
 DECLARER: Final = "orchestrator"
+SERVICE_REPLY_S: Final = 60  # a process answers `$SRV.*` and its status endpoint at once
+PLUGIN_REPLY_S: Final = 15 * 60  # a plugin call may run up to 600 s
 # Event families by the process that emits them; agents emit every other family.
 ORCHESTRATOR_EVENTS: Final = ("task",)
 GATEWAY_EVENTS: Final = ("llm.delta",)
@@ -42,9 +44,10 @@ GATEWAY_EVENTS: Final = ("llm.delta",)
 class Permissions:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
-    # May answer requests it received (one reply each, within the expiry): NATS's
-    # `allow_responses`. False: replies need a publish right (a leaf-node user).
-    responses: bool = True
+    # May answer each request it received once, within this many seconds: NATS's
+    # `allow_responses` (the server remembers every reply subject it delivers for that long,
+    # so it is short where answers are immediate). None: replies need a publish right.
+    responses_s: int | None = SERVICE_REPLY_S
 
     def may_publish(self, subject: str) -> bool:
         return any(covers(p, subject) for p in self.publish)
@@ -142,7 +145,7 @@ class _Rights:
         return Permissions(
             publish=tuple(dict.fromkeys(self.pub)),
             subscribe=tuple(dict.fromkeys(self.sub)),
-            responses=not self.scope.leaf,
+            responses_s=None if self.scope.leaf else SERVICE_REPLY_S,
         )
 
 
@@ -251,6 +254,7 @@ def for_plugin(tool_name: str) -> Permissions:
     return Permissions(
         publish=(s.kv_keys(s.PLUGINS_BUCKET, tool_name),),
         subscribe=(s.inbox_filter(process), s.plugin_calls(tool_name)),
+        responses_s=PLUGIN_REPLY_S,
     )
 
 

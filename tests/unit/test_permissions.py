@@ -121,7 +121,7 @@ def test_every_process_receives_only_its_own_replies() -> None:
     for process in EVERY:
         mine = perms.for_process(process)
         assert mine.may_subscribe(f"{s.inbox_prefix(process)}.x.y")
-        assert mine.responses
+        assert mine.responses_s == perms.SERVICE_REPLY_S
         for other in EVERY:
             if other != process:
                 assert not mine.may_subscribe(f"{s.inbox_prefix(other)}.x"), (process, other)
@@ -145,12 +145,13 @@ def test_plugin_announces_and_serves_only_its_own_tool() -> None:
     assert mine.may_subscribe(s.plugin_calls("word_count"))
     assert not mine.may_subscribe(s.plugin_calls("shell"))
     assert not mine.may_publish(s.tool_requests("word_count"))
+    assert mine.responses_s == perms.PLUGIN_REPLY_S  # a call may take up to 600 s
 
 
 def test_remote_gateway_uses_the_hub_domain_and_leaf_shapes() -> None:
     """Across the leaf: `$JS.hub.API`, replies by publish right, answers only of the llm kind."""
     leaf = natsconf.gateway_permissions()
-    assert not leaf.responses and leaf.may_publish("_INBOX.agentops-edge.x")
+    assert leaf.responses_s is None and leaf.may_publish("_INBOX.agentops-edge.x")
     assert leaf.may_publish(s.stream_api(s.js_api("hub"), "INFO", s.WORK_STREAM))
     assert not leaf.may_publish(s.stream_api(API, "INFO", s.WORK_STREAM))
     assert leaf.may_publish(s.agent_mailbox("backend_developer", "a", "llm.completed"))
