@@ -57,12 +57,15 @@ def test_listening_off_loopback_without_a_token_is_refused() -> None:
             require_tokens_off_loopback(host, None, ())
 
 
-def test_up_off_loopback_without_a_token_is_one_error_line(tmp_path: object) -> None:
-    """`agentops up --host 0.0.0.0` with no token: exit 2, one `error:` line, nothing started."""
+@pytest.mark.parametrize("command", [["up", "--host", "0.0.0.0"], ["run", "edge"]])
+def test_off_loopback_without_a_token_is_one_error_line(
+    tmp_path: object, command: list[str]
+) -> None:
+    """`agentops up` / `agentops run edge` on 0.0.0.0 with no token: exit 2, one `error:` line."""
+    env = {"PATH": "/usr/bin:/bin", "AGENTOPS_HOST": "0.0.0.0", "AGENTOPS_DATA_DIR": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "agentops.cli", "up", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin"},
+        [sys.executable, "-m", "agentops.cli", *command],
+        capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
