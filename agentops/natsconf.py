@@ -4,7 +4,9 @@ One generator for every place a NATS user is declared: the embedded server of `a
 and `agentops init` (`server_config`), the hybrid hub's local users (`hub_users`) and the
 remote LLM gateway's permission list (`gateway_permissions`, checked in as
 deploy/hybrid/gateway-permissions.conf; a test compares the file with this output). A
-cluster config (routes, one user per node and replica) is assembled from the same `User`s.
+cluster config is assembled from the same pieces: `principals` gives each replica
+(`<process>@<n>`) its process's rights, `users_list` renders them, and the routes' own
+credentials (one per node) go beside them in the `cluster {}` block.
 
 Rules:
 - A user is an nkey public key (or a password taken from an environment variable) with the
@@ -32,6 +34,9 @@ from agentops.natsserver import NATS_CONF
 from agentops.protocol import permissions as perms
 from agentops.protocol.permissions import DEFAULT_SCOPE, Permissions, Scope
 
+# A replica's own credential is `<process>@<n>` (e.g. `agent-backend_developer@2`): the same
+# rights, a key of its own, so one replica can be cut off without the others.
+REPLICA: Final = "@"
 SYSTEM_ACCOUNT: Final = "SYS"
 HUB_ACCOUNT: Final = "AGENTOPS"
 GATEWAY_USER: Final = "gateway"
@@ -121,7 +126,7 @@ def principals(
     users: list[User] = []
     system: list[User] = []
     for label, key in keys:
-        name = label.split(" ")[0]
+        name = label.split(" ")[0].split(REPLICA, 1)[0]  # a replica has its process's rights
         if name == creds.ADMIN:
             users.append(User(label, nkey=key))
         elif name == creds.SYSTEM:

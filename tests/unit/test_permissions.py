@@ -201,3 +201,12 @@ def test_kind_fits_checks_new_subjects_and_accepts_older_kindless_ones() -> None
     assert s.inbox_owner("agentops.task.l03.task_1") == ("task_1", None)
     with pytest.raises(s.InvalidName):
         s.agent_mailbox("backend_developer", "agent_x", "task.submit")
+
+
+def test_a_replica_credential_gets_its_process_rights_and_its_own_key(tmp_path: Path) -> None:
+    """`agent-backend_developer@2` is a user of its own with the agent process's permissions."""
+    found = credentials.ensure(tmp_path, ["agent-backend_developer", "agent-backend_developer@2"])
+    users, _ = natsconf.principals(found)
+    by_name = {u.name: u for u in users}
+    first, second = by_name["agent-backend_developer"], by_name["agent-backend_developer@2"]
+    assert first.nkey != second.nkey and first.permissions == second.permissions
