@@ -9,8 +9,8 @@ Rules:
 - No token configured: everything is open to `anonymous` (the loopback default; listening
   elsewhere without a token is refused at start-up, `require_tokens_off_loopback`).
 - A token is sent as `Authorization: Bearer <token>`. The WebSocket also takes it as a
-  subprotocol `bearer.<token>` (offer `agentops` too; it is the one chosen), and, for
-  browsers only, as `?token=`.
+  subprotocol `bearer.<token>` (offer `agentops` too and that one is chosen; alone, it is
+  echoed), and, for browsers only, as `?token=`.
 - `GET /` (the dashboard page, no data) and `GET /health` need nothing; `GET /metrics` needs
   the role `[auth] metrics` names ("none": open). A method that only reads needs `viewer`,
   anything else `operator`, a route in `ADMIN_ONLY` `admin`.
@@ -149,6 +149,17 @@ def presented_token(request: web.Request) -> str | None:
 def ws_protocols(request: web.Request) -> list[str]:
     raw = request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "")
     return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def ws_answer(request: web.Request) -> tuple[str, ...]:
+    """The subprotocols the WebSocket handshake may answer with: `agentops` when offered (or
+    nothing was); else the `bearer.<token>` one the client offered, echoed (a browser fails a
+    handshake that answers none), so aiohttp never logs the client's list, token included,
+    as a mismatch."""
+    offered = ws_protocols(request)
+    if not offered or WS_PROTOCOL in offered:
+        return (WS_PROTOCOL,)
+    return tuple(p for p in offered if p.startswith(WS_BEARER))[:1] or (WS_PROTOCOL,)
 
 
 def _address(request: web.Request) -> str:

@@ -32,7 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from agentops.edge.auth import WS_PROTOCOL
+from agentops.edge.auth import ws_answer
 from agentops.edge.context import BUS, CONFIG, EdgeConfig
 from agentops.edge.errors import ApiError
 from agentops.edge.metrics import METRICS, EdgeMetrics
@@ -223,7 +223,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     task_id, agent_id = query_id(request, "task_id"), query_id(request, "agent_id")
     ws = web.WebSocketResponse(
         compress=False, heartbeat=config.ws_heartbeat_s, max_msg_size=MAX_CLIENT_FRAME,
-        protocols=(WS_PROTOCOL,),  # chosen when offered, e.g. beside `bearer.<token>`
+        protocols=ws_answer(request),  # `agentops`, or a `bearer.<token>` offered alone
     )  # fmt: skip
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "websocket_required", "this endpoint needs a WebSocket upgrade")

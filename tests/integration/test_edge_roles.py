@@ -4,6 +4,7 @@ WebSocket's token forms, /metrics protection and rate-limited failures."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 import sys
 
@@ -126,7 +127,9 @@ async def test_without_tokens_commands_are_anonymous(make_edge: MakeEdge) -> Non
     await sub.unsubscribe()
 
 
-async def test_websocket_takes_the_token_as_header_or_subprotocol(make_edge: MakeEdge) -> None:
+async def test_websocket_takes_the_token_as_header_or_subprotocol(
+    make_edge: MakeEdge, caplog: pytest.LogCaptureFixture
+) -> None:
     """/ws: Authorization header or `bearer.<token>` subprotocol (agentops chosen); else 401."""
     edge = await make_edge(tokens=ENTRIES)
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -142,6 +145,11 @@ async def test_websocket_takes_the_token_as_header_or_subprotocol(make_edge: Mak
         assert (await ws.receive_json(timeout=5)) == {"type": "pong"}
     async with edge.client.ws_connect("/ws", params={"token": TOKENS["bob"]}) as ws:
         assert not ws.closed  # the browser form
+    alone = (f"bearer.{TOKENS['bob']}",)  # a browser offering only the bearer one gets it back
+    with caplog.at_level(logging.DEBUG):
+        async with edge.client.ws_connect("/ws", protocols=alone) as ws:
+            assert ws.protocol == alone[0]
+    assert TOKENS["bob"] not in caplog.text
 
 
 async def test_metrics_can_require_a_role(make_edge: MakeEdge) -> None:
