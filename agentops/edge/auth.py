@@ -174,8 +174,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     needed = required_role(request.method, request.path, request.app[CONFIG].metrics_role)
     presented = presented_token(request)
-    if needed is None and presented is None:
-        request[PRINCIPAL] = Principal(ANONYMOUS, "viewer")
+    if needed is None:  # an open route: a token, good or stale, changes nothing
+        known = tokens.lookup(presented) if presented is not None else None
+        request[PRINCIPAL] = known or Principal(ANONYMOUS, "viewer")
         return await handler(request)
     now = time.monotonic()
     address = _address(request)
