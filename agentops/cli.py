@@ -28,13 +28,16 @@ from agentops import __version__, streams
 from agentops.agents.loader import SHIPPED_DIR, agent_types
 from agentops.cli_args import add_client_commands, port
 from agentops.cli_client import DEFAULT_URL, Client, ClientError
+from agentops.cli_nats import add_nats_commands
 from agentops.cli_output import make_console, print_json
-from agentops.config import load_settings, validate_sections
+from agentops.config import load_auth, load_settings, validate_sections
+from agentops.edge.auth import require_tokens_off_loopback
 from agentops.logging import configure_logging
 from agentops.processes import select_processes, service_entry
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
 from agentops.runtime import DEFAULT, Supervisor
+from agentops.tools.policy import load_tool_settings
 
 __all__ = ["DEFAULT_URL", "ClientError", "build_parser", "main"]
 
@@ -61,13 +64,23 @@ def _cmd_up(args: argparse.Namespace) -> int:
             f"the edge port and --nats-port are both {settings.port}: the embedded nats-server "
             "and the edge cannot share a port; pass a different --port or --nats-port"
         )
-    if settings.nats_url is None and not settings.jetstream_declare:
+    if settings.nats_url is None and settings.jetstream_declare is False:
         raise ConfigError(
             "AGENTOPS_JETSTREAM_DECLARE=false would leave the embedded nats-server without "
             "streams: unset it, or pass --nats-url to a server whose streams exist"
         )
     without = [p.strip() for raw in args.without or () for p in raw.split(",") if p.strip()]
     processes = select_processes(types, without)
+    tokens = load_auth(settings).tokens
+    warnings = []
+    if "edge" in processes:
+        require_tokens_off_loopback(settings.host, settings.api_token, tokens)
+        network = load_tool_settings(settings.section("tools"), settings.config_source).network
+        if network and not settings.api_token and not tokens:
+            warnings.append(
+                f"code of {', '.join(network)} may use the network (loopback included) and "
+                "the API has no token: set AGENTOPS_API_TOKEN so that code cannot use the API"
+            )
     # Before logging captures them: a closed reader (`up | tee`, tee killed) must not break
     # the banner, the log lines or the stop.
     streams.guard_std_streams()
@@ -79,6 +92,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         foreground_logs=args.foreground_logs,
         health_url=DEFAULT if "edge" in processes else None,
         elsewhere=[p for p in subjects.all_processes(types) if p not in processes],
+        warnings=warnings,
     )
     return _run_async(supervisor.run)
 
@@ -184,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--agents-dir", help=_AGENTS_DIR_HELP)
     run.set_defaults(func=_cmd_run, client=False)
+
+    add_nats_commands(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version, client=False)

@@ -5,14 +5,14 @@ Invariants:
   (port in range, known log level and format, a known LLM provider). The only other readers
   of the environment are outside the processes' settings: the CLI's client commands
   (AGENTOPS_URL, AGENTOPS_API_TOKEN), the embedded server's binary (AGENTOPS_NATS_SERVER_BIN,
-  `natsserver.py`) and plugin processes (`tools/plugin_sdk.py`).
+  `natsserver.py`) and plugin processes (`tools/plugin_sdk.py`: AGENTOPS_PLUGIN_TTL_S).
   Anything else raises `ConfigError` with a message meant for the person at the terminal.
 - An override of `None` means "not given", so argparse values can be passed straight through.
 - `Settings.child_env()` is the inverse of `load_settings()`: a child process that reads its
   environment gets the same settings the supervisor has (that is how `agentops up` hands
   settings to the processes it starts).
-- Secrets never appear in `repr()` or logs: `api_token` is shown as `'***'`, and the password
-  (or token) in a NATS URL's userinfo as `***` (`mask_url`).
+- Secrets never appear in `repr()` or logs: `api_token` and `nats_nkey_seed` are shown as
+  `'***'`, and the password (or token) in a NATS URL's userinfo as `***` (`mask_url`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,15 @@ ENV_VARS: Final[Mapping[str, str]] = {
     # A process that runs elsewhere with a least-privilege NATS user (deploy/hybrid).
     "jetstream_domain": "AGENTOPS_JETSTREAM_DOMAIN",
     "jetstream_declare": "AGENTOPS_JETSTREAM_DECLARE",
+    # Credentials and TLS for a NATS the operator runs (`bus/auth.py`).
+    "nats_creds": "NATS_CREDS",
+    "nats_nkey_seed": "NATS_NKEY_SEED",
+    "nats_ca": "NATS_CA",
+    "nats_cert": "NATS_CERT",
+    "nats_key": "NATS_KEY",
 }
+# Variables of the operator's NATS: not passed to the processes of the embedded server.
+EXTERNAL_NATS_VARS: Final = ("NATS_CREDS", "NATS_NKEY_SEED", "NATS_CA", "NATS_CERT", "NATS_KEY")
 
 
 @dataclass(frozen=True, repr=False)
@@ -95,14 +103,21 @@ class Settings:
     # JetStream domain of the server that holds the streams, when it is reached through a leaf
     # node (`$JS.<domain>.API`); None: the connected server's own JetStream.
     jetstream_domain: str | None = None
-    # False: do not create streams and buckets, wait for them (a restricted remote process).
-    jetstream_declare: bool = True
+    # False: do not create streams and buckets, wait for them (a restricted remote process);
+    # None: only the orchestrator declares when processes have their own credentials
+    # (`bus/service.py`), every process otherwise.
+    jetstream_declare: bool | None = None
+    nats_creds: Path | None = None  # a creds file (user JWT + nkey seed)
+    nats_nkey_seed: str | None = None  # an nkey seed (secret), or the path of a file with one
+    nats_ca: Path | None = None
+    nats_cert: Path | None = None
+    nats_key: Path | None = None
 
     def __repr__(self) -> str:
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "api_token" and value is not None:
+            if f.name in SECRET_FIELDS and value is not None:
                 value = "***"
             elif f.name == "nats_url" and value is not None:
                 value = mask_url(value)
@@ -151,11 +166,18 @@ class Settings:
         out["data_dir"] = str(self.data_dir)
         out["config_file"] = str(self.config_file) if self.config_file else None
         out["agents_dir"] = str(self.agents_dir) if self.agents_dir else None
-        if out["api_token"] is not None:
-            out["api_token"] = "***"
+        for name in SECRET_FIELDS:
+            if out[name] is not None:
+                out[name] = "***"
+        for name in ("nats_creds", "nats_ca", "nats_cert", "nats_key"):
+            if out[name] is not None:
+                out[name] = str(out[name])
         if out["nats_url"] is not None:
             out["nats_url"] = mask_url(out["nats_url"])
         return out
+
+
+SECRET_FIELDS: Final = ("api_token", "nats_nkey_seed")
 
 
 def mask_url(url: str) -> str:
@@ -275,6 +297,25 @@ def _parse_dir(raw: object, what: str) -> Path:
     return Path(value).expanduser().resolve()
 
 
+def _parse_file(raw: object, what: str) -> Path | None:
+    value = str(raw).strip()
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{what}: {path} is not a readable file")
+    return path
+
+
+def _parse_seed(raw: object, what: str) -> str | None:
+    """An nkey seed (SU...) as given, or the absolute path of a file holding one."""
+    value = str(raw).strip()
+    if not value or value.startswith("S"):
+        return value or None
+    path = _parse_file(value, what)
+    return str(path) if path is not None else None
+
+
 def _parse_config_file(raw: object, what: str) -> Path | None:
     value = str(raw).strip()
     if not value:
@@ -343,6 +384,10 @@ def _parse(name: str, raw: object, what: str) -> Any:
             return _parse_domain(raw, what)
         case "jetstream_declare":
             return _parse_bool(raw, what)
+        case "nats_creds" | "nats_ca" | "nats_cert" | "nats_key":
+            return _parse_file(raw, what)
+        case "nats_nkey_seed":
+            return _parse_seed(raw, what)
         case _:
             return _parse_nonempty(raw, what)
 

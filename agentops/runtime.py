@@ -19,6 +19,9 @@ Invariants:
   flag before it writes anything, and writes that fail are dropped (`streams.py`).
 - `up --without P` leaves process P to another machine (the LLM gateway on a GPU pod); the
   banner names it, and `/health` stays degraded until it connects from there.
+- The embedded nats-server requires a credential per process (`embedded.py`); the operator's
+  NATS variables (NATS_CREDS, ...) are not passed to children then. SIGHUP puts new
+  credentials in force: the server reloads, the children whose key changed restart at once.
 """
 
 from __future__ import annotations
@@ -41,17 +44,18 @@ import httpx
 import structlog
 
 import agentops
-from agentops import preflight, streams
+from agentops import banner, pidfile, preflight, streams
 from agentops.agents.loader import agent_types
-from agentops.config import Settings, mask_url
+from agentops.config import EXTERNAL_NATS_VARS, Settings, load_nats, mask_url
+from agentops.embedded import EmbeddedNats
 from agentops.natsserver import NatsServer, die_with_parent
 from agentops.processes import NATS_SERVER, process_command
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
+from agentops.protocol.permissions import Scope
 
 log = structlog.get_logger(__name__)
 
-_RULE: Final = "-" * 64
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # process names become log file names
 
 
@@ -93,6 +97,7 @@ class Supervisor:
         out: TextIO | None = None,
         handle_signals: bool = True,
         elsewhere: Sequence[str] = (),
+        warnings: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.elsewhere = list(elsewhere)  # processes expected to run on another machine
@@ -115,10 +120,12 @@ class Supervisor:
         self.handle_signals = handle_signals
         self.data_dir = settings.data_dir
         self.logs_dir = settings.data_dir / "logs"
-        self.pid_file = settings.data_dir / "agentops.pid"
+        self.pid_file = settings.data_dir / pidfile.NAME
         self.processes_file = settings.data_dir / "processes.json"
         self.nats_url: str | None = settings.nats_url
         self.nats: NatsServer | None = None
+        self.embedded: EmbeddedNats | None = None
+        self.warnings = list(warnings)  # shown in the banner
         self.restarts: dict[str, int] = dict.fromkeys(self.processes, 0)
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -127,17 +134,20 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
         self._shut_down = False
+        self._restarting: set[str] = set()  # children stopped to be started again at once
+        self._applying: asyncio.Task[None] | None = None
 
     # ---- lifecycle ----
 
     async def run(self) -> int:
         preflight.prepare_data_dir(self.data_dir, self.logs_dir)
-        self._claim_pid_file()  # before `try`: on failure the file is another supervisor's
+        pidfile.claim(self.data_dir)  # before `try`: on failure the file is another's
         loop = asyncio.get_running_loop()
         try:
             if self.handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self._on_signal, sig)
+                loop.add_signal_handler(signal.SIGHUP, self.apply_credentials)
             preflight.check_ports(
                 self.settings.host if "edge" in self.processes else None,
                 self.settings.port,
@@ -160,7 +170,7 @@ class Supervisor:
         finally:
             await self.shutdown()
             if self.handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
             for path in (self.processes_file, self.pid_file):
                 path.unlink(missing_ok=True)
@@ -189,6 +199,8 @@ class Supervisor:
         self._stopping.set()
         if self._announcer is not None:
             self._announcer.cancel()
+        if self._applying is not None:
+            self._applying.cancel()
         for proc in list(self._procs.values()):
             _signal(proc, signal.SIGTERM)
         if self._tasks:
@@ -242,6 +254,10 @@ class Supervisor:
             if self._stopping.is_set():
                 log.info("child.stopped", child=name, pid=pid, returncode=returncode)
                 return
+            if name in self._restarting:  # asked for (new credentials): no backoff
+                self._restarting.discard(name)
+                log.info("child.restarted", child=name, pid=pid)
+                continue
             uptime = loop.time() - started
             failures = self.restart.next_failures(failures, uptime)
             delay = self.restart.delay(failures)
@@ -277,6 +293,9 @@ class Supervisor:
     def _child_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.settings.child_env())
+        if self.embedded is not None:  # the operator's NATS credentials are not for this one
+            for var in EXTERNAL_NATS_VARS:
+                env.pop(var, None)
         if self.nats_url is not None:
             env["NATS_URL"] = self.nats_url
         env["AGENTOPS_PROCESS"] = name
@@ -289,14 +308,47 @@ class Supervisor:
     # ---- embedded nats-server ----
 
     async def _start_nats(self) -> None:
-        self.nats = NatsServer(
-            store_dir=self.data_dir / "jetstream",
-            port=self.nats_port,
-            log_file=self.logs_dir / "nats.log",
+        monitor = load_nats(self.settings).monitor_port
+        scope = Scope(agent_types=agent_types(self.settings))
+        self.embedded = EmbeddedNats(
+            self.data_dir, self.nats_port, self.logs_dir / "nats.log", monitor, scope
         )
+        self.nats = self.embedded.server
         await asyncio.to_thread(self.nats.start)
         self.nats_url = self.nats.url
         log.info("nats.started", url=self.nats.url, monitor=self.nats.monitor_url)
+
+    def apply_credentials(self) -> None:
+        """SIGHUP: put the credentials now in the data dir in force (`embedded.py`): written
+        by `agentops rotate-credentials` or `agentops init --plugin`. With an external NATS,
+        every child is restarted to read its credential again."""
+        if self._stopping.is_set() or (self._applying and not self._applying.done()):
+            return
+        self._applying = asyncio.create_task(self._apply(), name="credentials")
+
+    async def _apply(self) -> None:
+        try:
+            if self.embedded is not None:
+                await self.embedded.apply(self._restart_children)
+            else:
+                await self._restart_children(set(self.processes))
+        except Exception:  # the old keys stay in force; the CLI reports it was not applied
+            log.exception("nats.credentials_not_applied")
+
+    async def _restart_children(self, names: set[str]) -> None:
+        """Stop these children gracefully and start them again at once; return once the old
+        ones are gone."""
+        old = {n: proc for n, proc in self._procs.items() if n in names}
+        for name, proc in old.items():
+            self._restarting.add(name)
+            _signal(proc, signal.SIGTERM)
+        waits = [asyncio.ensure_future(proc.wait()) for proc in old.values()]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=self.stop_timeout)
+            if pending:
+                for proc in old.values():
+                    _signal(proc, signal.SIGKILL)
+                await asyncio.wait(waits, timeout=5.0)
 
     async def _watch_nats(self) -> None:
         """Restart the embedded server if it dies; children reconnect on their own."""
@@ -370,41 +422,18 @@ class Supervisor:
 
     def _banner(self, healthy: bool, health: dict[str, Any] | None = None) -> str:
         if self.nats is not None:
-            nats = f"{self.nats_url} (embedded; monitoring {self.nats.monitor_url})"
+            monitor = self.nats.monitor_url or "monitoring off"
+            nats = f"{self.nats_url} (embedded; authenticated; {monitor})"
         else:
             nats = f"{mask_url(self.nats_url or '')} (external)"
         logs = "inherited (--foreground-logs)" if self.foreground_logs else f"{self.logs_dir}/"
-        title = "AgentOps is up" if healthy else "AgentOps started, but is not healthy yet"
-        return f"""{_RULE}
-  {title}
-    URL        {self.settings.base_url}
-    NATS       {nats}
-    data dir   {self.data_dir}
-    logs       {logs}
-    processes  {", ".join(self.processes)}{self._elsewhere_line()}{_sandbox_line(health)}
-  Ctrl-C (or SIGTERM) stops everything.
-{_RULE}"""
-
-    def _elsewhere_line(self) -> str:
-        if not self.elsewhere:
-            return ""
-        return (
-            f"\n    elsewhere  {', '.join(self.elsewhere)} (not started here; /health waits for it)"
-        )
+        return banner.text(
+            healthy, url=self.settings.base_url, nats=nats, data_dir=str(self.data_dir),
+            logs=logs, processes=list(self.processes), elsewhere=self.elsewhere, health=health,
+            warnings=self.warnings,
+        )  # fmt: skip
 
     # ---- files and helpers ----
-
-    def _claim_pid_file(self) -> None:
-        try:
-            other = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            other = 0
-        if other and other != os.getpid() and _is_agentops(other):
-            raise ConfigError(
-                f"another `agentops up` (pid {other}) is using {self.data_dir}; stop it or "
-                f"pass --data-dir (delete {self.pid_file} if that process is not AgentOps)"
-            )
-        self.pid_file.write_text(f"{os.getpid()}\n")
 
     def _write_processes(self) -> None:
         pids: dict[str, int] = {name: proc.pid for name, proc in self._procs.items()}
@@ -437,19 +466,6 @@ def _describe_exit(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
-def _is_agentops(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    try:
-        return b"agentops" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc to check: assume the worst and refuse
-
-
 def _pythonpath(current: str | None) -> str | None:
     """Let children import this very `agentops` package even when it is not installed."""
     root = str(Path(agentops.__file__).resolve().parent.parent)
@@ -464,19 +480,3 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-
-
-def _sandbox_line(health: dict[str, Any] | None) -> str:
-    """The code-execution isolation the tool executor reports in /health, in one line."""
-    executor = ((health or {}).get("services") or {}).get("tool-executor") or {}
-    iso = executor.get("isolation")
-    if not isinstance(iso, dict):
-        return ""
-    match iso.get("mode"):
-        case "bwrap":
-            text = f"bubblewrap; network {iso.get('network')}; runs as {iso.get('user')}"
-        case "none":
-            text = f"NONE: {iso.get('warning')}"
-        case _:
-            text = f"REFUSED: {iso.get('reason')}"
-    return f"\n    sandbox    {text}"

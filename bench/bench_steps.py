@@ -36,6 +36,7 @@ import httpx
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
+from agentops import credentials
 from agentops.natsserver import free_port
 from agentops.protocol import subjects as s
 
@@ -56,9 +57,9 @@ def script(steps: int) -> dict[str, object]:
     return {"script": entries, "delay_ms": 0}
 
 
-async def raw_hop(url: str, n: int, gap_s: float = 0.0) -> list[float]:
+async def raw_hop(url: str, n: int, gap_s: float = 0.0, **auth: str) -> list[float]:
     """`n` timed hops; with `gap_s`, the client idles that long before each one."""
-    nc = await nats.connect(url, name="agentops-bench")
+    nc = await nats.connect(url, name="agentops-bench", **auth)
     js = nc.jetstream()
     await js.add_stream(
         StreamConfig(name="BENCH_HOP", subjects=["bench.hop"], retention=RetentionPolicy.WORK_QUEUE)
@@ -160,7 +161,9 @@ def rss_mb(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path) -> None:
-    nc = await nats.connect(nats_url, name="agentops-bench")
+    # The embedded server wants a credential: the operator's.
+    admin = {"nkeys_seed": str(credentials.seed_path(data_dir, credentials.ADMIN))}
+    nc = await nats.connect(nats_url, name="agentops-bench", **admin)
     js = nc.jetstream()
     watch = s.events_filter() if args.watch_all_events else s.task_lifecycle_filter()
     hops: list[float] = []  # one at a time, from idle
@@ -173,8 +176,9 @@ async def run(args: argparse.Namespace, base: str, nats_url: str, data_dir: Path
         # Hops and single-task steps measured in turns, so the figures of each ratio come
         # from the same minutes on a machine whose speed drifts.
         for _ in range(args.rounds):
-            round_hops = await raw_hop(nats_url, args.hops // args.rounds, args.hop_gap_ms / 1000)
-            round_busy = await raw_hop(nats_url, args.busy_hops // args.rounds)
+            gap = args.hop_gap_ms / 1000
+            round_hops = await raw_hop(nats_url, args.hops // args.rounds, gap, **admin)
+            round_busy = await raw_hop(nats_url, args.busy_hops // args.rounds, **admin)
             single = await submit(http, args.single_steps)
             await wait_done(js, {single}, 120, watch)
             round_steps = await step_times(js, single)

@@ -110,6 +110,11 @@ def shipped_specs() -> dict[str, AgentSpec]:
     return dict(specs)
 
 
+def shipped_types() -> tuple[str, ...]:
+    """The shipped type names, sorted (without reading the files)."""
+    return tuple(sorted(p.stem for p in SHIPPED_DIR.glob("*.toml")))
+
+
 def agent_types(settings: Settings) -> tuple[str, ...]:
     """The configured agent type names, sorted (one agent process each)."""
     return tuple(sorted(load_agent_specs(settings)))

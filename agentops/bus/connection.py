@@ -1,7 +1,8 @@
 """Connecting to NATS, encoding messages, and publishing them durably.
 
 Rules:
-- A process connects once, named `agentops-<process>`, and reconnects forever.
+- A process connects once, named `agentops-<process>`, and reconnects forever, with the
+  credential and TLS `bus/auth.py` found for it (never logged).
 - Every JetStream publish sets `Nats-Msg-Id` to the message id, so JetStream drops duplicates
   (a re-publish after a crash, a retried HTTP request).
 - Encoding is JSON (readable with `nats sub` / `nats stream view`). An LLM request's JSON is
@@ -20,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from pydantic import BaseModel
 
+from agentops.bus.auth import Auth
 from agentops.bus.conversation import encode_llm_request
 from agentops.bus.publisher import Item, Publisher
 from agentops.protocol import subjects as s
@@ -34,9 +36,24 @@ ERROR_MESSAGE = "Agentops-Error"
 ORIGINAL_SUBJECT = "Agentops-Original-Subject"
 
 
-async def connect(url: str, process: str, **options: Any) -> Client:
+# A server that refuses the credential this many times in a row before the first connection
+# will not change its mind by itself: stop retrying (`CredentialRefused`).
+AUTH_REFUSALS = 5
+
+
+class CredentialRefused(Exception):
+    """The server refused this process's credential at start-up (not a network failure)."""
+
+
+async def connect(url: str, process: str, auth: Auth | None = None, **options: Any) -> Client:
+    seen = {"connected": False, "refused": 0}
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats.error", error=str(exc))
+        if not seen["connected"] and "authorization violation" in str(exc).lower():
+            seen["refused"] += 1
+            if seen["refused"] >= AUTH_REFUSALS:  # raised out of nats-py's connect loop
+                raise CredentialRefused(str(exc))
 
     async def on_disconnect() -> None:
         log.warning("nats.disconnected")
@@ -57,8 +74,12 @@ async def connect(url: str, process: str, **options: Any) -> Client:
         "disconnected_cb": on_disconnect,
         "reconnected_cb": on_reconnect,
     }
+    if auth is not None:
+        defaults.update(auth.options)
     defaults.update(options)
-    return await nats.connect(url, **defaults)
+    nc = await nats.connect(url, **defaults)
+    seen["connected"] = True  # later refusals (a rotation) are reconnects: keep trying
+    return nc
 
 
 def encode(message: BaseModel) -> bytes:

@@ -35,10 +35,10 @@ def route(effect: Effect) -> tuple[str, BaseModel, str]:
         case InvokeTool(message=msg):
             return s.tool_requests(msg.name), msg, msg.id
         case ReportToTask(message=msg):
-            return s.task_inbox(msg.task_id), msg, msg.id
+            return s.task_inbox(msg.task_id, msg.type), msg, msg.id
         case SendToAgent(agent_type=agent_type, message=msg):
             assert msg.agent_id is not None
-            return s.agent_mailbox(agent_type, msg.agent_id), msg, msg.id
+            return s.agent_mailbox(agent_type, msg.agent_id, msg.type), msg, msg.id
         case ToWorkspaces(message=msg):
             return s.workspace_requests(msg.type.rsplit(".", 1)[1]), msg, msg.id
         case _:

@@ -1,8 +1,9 @@
 """The lifecycle every AgentOps process shares: connect, declare, register, serve, drain.
 
 `run_process(process, setup)` reads settings, configures logging, connects as
-`agentops-<process>` with its own reply-subject prefix, declares the streams and buckets (or,
-with AGENTOPS_JETSTREAM_DECLARE=false, waits for them: a least-privilege remote process),
+`agentops-<process>` with its own reply-subject prefix and credential (`bus/auth.py`),
+declares the streams and buckets if it is the process that does (`declares`) or waits for
+them,
 registers a NATS micro service (so `nats micro ls` and `$SRV.PING` find it), calls `setup` to
 start consumers, then waits for SIGINT/SIGTERM and shuts down in reverse: consumers finish
 their current message, the micro service stops, the connection drains.
@@ -30,12 +31,14 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from agentops import __version__
-from agentops.bus.connection import connect
+from agentops.bus.auth import nats_auth
+from agentops.bus.connection import CredentialRefused, connect
 from agentops.bus.consumer import Consumer, GiveUp, Handler
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import attach_jetstream, ensure_jetstream
 from agentops.config import Settings, load_retention, load_settings, mask_url
 from agentops.logging import configure_logging
+from agentops.protocol import permissions
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ConfigError
 
@@ -55,7 +58,11 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     status_extra: Callable[[], dict[str, Any]] | None = None
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    micro: Service | None = None  # the process's micro service (setup may add endpoints)
+    # Request/reply endpoints setup adds to the process's micro service: (name, subject, handler).
+    # They are registered with it after setup, so `$SRV.PING` finds only processes that work.
+    endpoints: list[tuple[str, str, Callable[[Request], Awaitable[None]]]] = field(
+        default_factory=list
+    )
     # The step path's JetStream publishes and state writes (acks on one subscription).
     publisher: Publisher = field(init=False)
 
@@ -132,6 +139,8 @@ async def register_micro(rt: Runtime, description: str) -> Service:
     await service.add_endpoint(
         name="status", subject=s.control_subject(rt.process, "status"), handler=status
     )
+    for name, subject, handler in rt.endpoints:
+        await service.add_endpoint(name=name, subject=subject, handler=handler)
     return service
 
 
@@ -139,26 +148,36 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     configure_logging(process, settings.log_level, settings.log_format)
     structlog.contextvars.bind_contextvars(process=process)
     nats_url = settings.effective_nats_url
-    nc = await connect(nats_url, process, inbox_prefix=s.inbox_prefix(process))
+    auth = nats_auth(settings, process)
+    try:
+        nc = await connect(nats_url, process, auth, inbox_prefix=s.inbox_prefix(process))
+    except CredentialRefused:
+        raise ConfigError(
+            f"NATS at {mask_url(nats_url)} refused this process's credential "
+            f"({auth.describe()}): a server you run must name its key (`agentops init "
+            "--hub-users`, AGENT_OPS_DEPLOY.md), or give NATS_CREDS / NATS_NKEY_SEED / a user "
+            "in NATS_URL"
+        ) from None
     js = nc.jetstream(domain=settings.jetstream_domain)
+    declare = declares(process, settings.jetstream_declare, auth.own)
     try:
         buckets = await (
             ensure_jetstream(js, load_retention(settings).days)
-            if settings.jetstream_declare
-            else attach_jetstream(js)
+            if declare
+            else attach_jetstream(js, permissions.waits_for(process))
         )
     except ConfigError as exc:
         log.error("process.start_failed", error=exc.message)
         await _bounded(nc.close(), 2)
         raise
     rt = Runtime(process=process, settings=settings, nc=nc, js=js, buckets=buckets)
-    micro = await register_micro(rt, description)
-    rt.micro = micro
     await setup(rt)
+    # Discoverable once set up: `$SRV.PING` (and so /health) finds only processes that work.
+    micro = await register_micro(rt, description)
     tune_gc()
     log.info(
-        "process.started", nats=mask_url(nats_url), pid=os.getpid(),
-        jetstream_domain=settings.jetstream_domain, declare=settings.jetstream_declare,
+        "process.started", nats=mask_url(nats_url), pid=os.getpid(), auth=auth.describe(),
+        jetstream_domain=settings.jetstream_domain, declare=declare,
     )  # fmt: skip
 
     stop = asyncio.Event()
@@ -176,6 +195,15 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     if not await _bounded(nc.drain(), 5):
         await _bounded(nc.close(), 2)
     log.info("process.stopped")
+
+
+def declares(process: str, setting: bool | None, own_credential: bool) -> bool:
+    """Does this process create the streams and buckets? As AGENTOPS_JETSTREAM_DECLARE says;
+    unset: with its own least-privilege credential only the orchestrator may (the others
+    wait for it), with the operator's credentials (or none) every process does."""
+    if setting is not None:
+        return setting
+    return process == permissions.DECLARER or not own_credential
 
 
 def tune_gc() -> None:

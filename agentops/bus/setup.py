@@ -1,9 +1,10 @@
 """Declare the streams and KV buckets every process relies on (idempotent, safe to race).
 
-Every process calls `ensure_jetstream` at start-up, so any of them can come up first. A
-process whose NATS user may not manage streams (the LLM gateway on a remote GPU machine, see
-deploy/hybrid) calls `attach_jetstream` instead: it waits for the streams someone else
-declared and binds the buckets without a request, so it needs no stream or bucket rights.
+The process allowed to (the orchestrator, `permissions.DECLARER`; every process when it
+connects with the operator's own credentials) calls `ensure_jetstream` at start-up. The
+others call `attach_jetstream`: they wait for the streams they use and bind the buckets
+without a request, so they need no stream or bucket rights (deploy/hybrid's remote gateway,
+and every process of the embedded server, which has a NATS user per process).
 """
 
 from __future__ import annotations
@@ -153,42 +154,44 @@ async def ensure_jetstream(js: JetStreamContext, retention_days: int = 30) -> di
 
 
 ATTACH_TIMEOUT_S = 60.0
-# The streams a process that attaches (the remote LLM gateway) uses; it may not see others.
+# The streams the remote LLM gateway waits for (`permissions.waits_for` says it per process).
 ATTACHED_STREAMS = (s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)
 
 
 async def attach_jetstream(
-    js: JetStreamContext, timeout: float = ATTACH_TIMEOUT_S
+    js: JetStreamContext,
+    streams: tuple[str, ...] = ATTACHED_STREAMS,
+    timeout: float = ATTACH_TIMEOUT_S,
 ) -> dict[str, KeyValue]:
-    """Wait until every stream exists (declared by a process with the rights to), then bind
-    the buckets. Raises `ConfigError` saying what is missing after `timeout` seconds."""
+    """Wait until each of `streams` exists (declared by a process with the rights to), then
+    bind the buckets. Raises `ConfigError` saying what is missing after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    for config in STREAMS:
-        assert config.name is not None
-        if config.name not in ATTACHED_STREAMS:
-            continue
-        while (problem := await _stream_problem(js, config.name)) is not None:
+    for name in streams:
+        while (problem := await _stream_problem(js, name)) is not None:
             if loop.time() >= deadline:
                 raise ConfigError(
-                    f"stream {config.name} is not available after {timeout:.0f}s: {problem}. "
-                    "This process does not create streams (AGENTOPS_JETSTREAM_DECLARE=false): "
-                    "start `agentops up` on the machine that holds JetStream first"
+                    f"stream {name} is not available after {timeout:.0f}s: {problem}. "
+                    "This process does not create streams (the orchestrator does, or "
+                    "AGENTOPS_JETSTREAM_DECLARE=false): start the orchestrator, or `agentops "
+                    "up` on the machine that holds JetStream, first"
                 )
-            log.info("jetstream.waiting", stream=config.name, problem=problem)
+            log.info("jetstream.waiting", stream=name, problem=problem)
             await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
-    # No request per bucket: its stream info may be denied to this user, and the handle is
-    # fully determined by the declared config (as `js.key_value` would build it).
-    return {
-        c.bucket: KeyValue(
-            name=c.bucket,
-            stream=KV_STREAM_TEMPLATE.format(bucket=c.bucket),
-            pre=KV_PRE_TEMPLATE.format(bucket=c.bucket),
-            js=js,
-            direct=bool(c.direct),
-        )
-        for c in BUCKETS
-    }
+    return {c.bucket: bind_bucket(js, c.bucket) for c in BUCKETS}
+
+
+def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """A bucket's handle without a request: its stream info may be denied to this user, and
+    the handle is fully determined by the declared config (as `js.key_value` would build it)."""
+    (config,) = (c for c in BUCKETS if c.bucket == bucket)
+    return KeyValue(
+        name=bucket,
+        stream=KV_STREAM_TEMPLATE.format(bucket=bucket),
+        pre=KV_PRE_TEMPLATE.format(bucket=bucket),
+        js=js,
+        direct=bool(config.direct),
+    )
 
 
 async def _stream_problem(js: JetStreamContext, name: str) -> str | None:

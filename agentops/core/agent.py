@@ -158,9 +158,9 @@ def _apply(run: Transition, msg: AgentInbound) -> str | None:
         case HumanResponse():
             return _human_response(run, msg)
         case PauseAgent():
-            return _pause(run)
+            return _pause(run, msg)
         case ResumeAgent():
-            return _resume(run)
+            return _resume(run, msg)
         case CancelAgent():
             return _cancel(run, msg)
         case FailAgent():
@@ -262,24 +262,24 @@ def _tool_completed(run: Transition, msg: ToolCompleted) -> str | None:
     return None
 
 
-def _pause(run: Transition) -> str | None:
+def _pause(run: Transition, msg: PauseAgent) -> str | None:
     st = run.state
     if st.status not in ("running", "awaiting_human"):
-        return _reject(run, "pause", f"agent is {st.status}")
+        return _reject(run, "pause", f"agent is {st.status}", _actor(msg))
     run.record(ControlItem(at=run.now, action="pause"))
     run.update(paused_from=st.status)
-    run.set_status("paused")
+    run.set_status("paused", **_actor(msg))
     return None
 
 
-def _resume(run: Transition) -> str | None:
+def _resume(run: Transition, msg: ResumeAgent) -> str | None:
     st = run.state
     if st.status != "paused":
-        return _reject(run, "resume", f"agent is {st.status}")
+        return _reject(run, "resume", f"agent is {st.status}", _actor(msg))
     run.record(ControlItem(at=run.now, action="resume"))
     resumed: AgentStatus = st.paused_from or "running"
     run.update(paused_from=None)
-    run.set_status(resumed)
+    run.set_status(resumed, **_actor(msg))
     if resumed == "running":
         flight = run.state.inflight
         if flight is None:
@@ -298,7 +298,7 @@ def _cancel(run: Transition, msg: CancelAgent) -> str | None:
     run.update(
         inflight=None, paused_from=None, error=ErrorInfo(code="cancelled", message=msg.reason)
     )
-    run.set_status("cancelled", reason=msg.reason)
+    run.set_status("cancelled", reason=msg.reason, **_actor(msg))
     return None
 
 
@@ -354,17 +354,20 @@ def _human_response(run: Transition, msg: HumanResponse) -> str | None:
     st = run.state
     open_request = st.open_human_request()
     if st.status != "awaiting_human" or open_request is None:
-        return _reject(run, "human_response", f"agent is {st.status}, not awaiting_human")
+        return _reject(
+            run, "human_response", f"agent is {st.status}, not awaiting_human", _actor(msg)
+        )
     if msg.request_id and msg.request_id != open_request.request_id:
-        return _reject(run, "human_response", f"no open request {msg.request_id!r}")
+        return _reject(run, "human_response", f"no open request {msg.request_id!r}", _actor(msg))
     try:
         answer = parse_answer(open_request, msg.response, spent_usd(st))
         response = answer_json(answer)  # normalised ("yes"/"no", the choice as offered)
     except BadAnswer as exc:
-        return _reject(run, "human_response", str(exc))
+        return _reject(run, "human_response", str(exc), _actor(msg))
     run.record(HumanResponseItem(at=run.now, request_id=open_request.request_id, response=response))
     run.emit(
-        "human.response", {"request_id": open_request.request_id, "response": preview(response)}
+        "human.response",
+        {"request_id": open_request.request_id, "response": preview(response), **_actor(msg)},
     )
     if isinstance(answer, Stop):
         reason = "stopped by a human at the budget limit" + (
@@ -399,7 +402,15 @@ def _approval(run: Transition, step: int, call: ToolCall, answer: ApprovalAnswer
     _resolve_pending(run, call.id)
 
 
-def _reject(run: Transition, command: str, reason: str) -> str | None:
+def _reject(
+    run: Transition, command: str, reason: str, who: dict[str, str] | None = None
+) -> str | None:
     """A command that does not fit the state: answered with an event, the thread unchanged."""
-    run.emit("command.rejected", {"command": command, "reason": reason})
+    run.emit("command.rejected", {"command": command, "reason": reason, **(who or {})})
     return None
+
+
+def _actor(msg: PauseAgent | ResumeAgent | CancelAgent | HumanResponse) -> dict[str, str]:
+    """`{"actor": name}` for the event of a human's command or answer (DESIGN §4d): who, as
+    the edge authenticated them; nothing for one without (an older sender, the system)."""
+    return {"actor": msg.actor} if msg.actor else {}

@@ -133,10 +133,8 @@ def _submit(msg: SubmitTask, now: datetime) -> Decision[TaskRecord]:
         run.effects.append(ToWorkspaces(message=work))
     else:
         _start_agent(run)
-    run.emit(
-        "task.created",
-        {"agent_type": msg.agent_type, "description": msg.description, "status": "queued"},
-    )
+    created = {"agent_type": msg.agent_type, "description": msg.description, "status": "queued"}
+    run.emit("task.created", {**created, **({"actor": msg.actor} if msg.actor else {})})
     return run.decision()
 
 
@@ -215,7 +213,9 @@ def _apply(run: Run, msg: TaskInbound, agent_types: frozenset[str] | None) -> st
                 run.update(status="cancelled", finished_at=run.now)
                 run.emit("task.cancelled", _finished_data(run.record, "cancelled", None))
                 return None
-            cancel = CancelAgent(**run.header(_per_run(record, "cancel")), reason=msg.reason)
+            cancel = CancelAgent(
+                **run.header(_per_run(record, "cancel")), reason=msg.reason, actor=msg.actor
+            )
             run.effects.append(SendToAgent(agent_type=record.agent_type, message=cancel))
             tree.cancel_children(run, msg.reason)
         case DeleteTask():

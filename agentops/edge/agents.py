@@ -29,6 +29,7 @@ from agentops.bus.connection import publish
 from agentops.core.answers import BadAnswer, answer_json, parse_answer
 from agentops.core.delegation import spent_usd
 from agentops.core.state import AgentState
+from agentops.edge.auth import actor
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import find_agent, get_agent, open_request, scan_heads, wait_for
 from agentops.edge.errors import bad_request, checked_id, conflict
@@ -57,7 +58,8 @@ async def _agent_from_path(request: web.Request) -> tuple[Bus, Head]:
 
 
 async def _send(bus: Bus, state: AgentState, msg: PauseAgent | ResumeAgent | HumanResponse) -> None:
-    await publish(bus.js, s.agent_mailbox(state.agent_type, state.agent_id), msg, msg.id)
+    mailbox = s.agent_mailbox(state.agent_type, state.agent_id, msg.type)
+    await publish(bus.js, mailbox, msg, msg.id)
 
 
 def _finished(state: AgentState, action: str) -> NoReturn:
@@ -128,6 +130,9 @@ async def _json_with_items(
     first = await anext(iterator, None)
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     await response.prepare(request)
+    if request.method == "HEAD":  # headers only: a body here would corrupt the connection
+        await response.write_eof()
+        return response
     head = json.dumps(body, ensure_ascii=False).encode()
     await response.write(head[:-1] + (b', "%s": [' % key.encode()))
     separator = b""
@@ -180,6 +185,7 @@ async def _control(
         task_id=state.task_id,
         agent_id=state.agent_id,
         ts=datetime.now(UTC),
+        actor=actor(request),
     )
     await _send(bus, state, msg)
     found = await wait_for(
@@ -242,6 +248,7 @@ async def human_response(request: web.Request) -> web.Response:
         ts=datetime.now(UTC),
         response=answer_json(answer),  # normalised: "yes"/"no", the choice as offered
         request_id=open_request_item.request_id,
+        actor=actor(request),
     )
     await _send(bus, state, msg)
     later = await wait_for(

@@ -5,7 +5,7 @@ Rules:
   against its own nats-server and drives it with aiohttp's test client; the service module
   only adds the runner and the site.
 - Middlewares, outermost first: metrics (sees every final status) → errors (every failure
-  becomes the JSON error shape) → auth (bearer token).
+  becomes the JSON error shape) → auth (bearer token and its role, `edge/auth.py`).
 - Bodies over `client_max_size` (1 MiB) are refused with 413 when read.
 - Open WebSockets are closed with 1001 on shutdown.
 """
@@ -20,9 +20,9 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agentops.agents.loader import load_agent_specs
-from agentops.config import Settings, load_workspaces
+from agentops.config import Settings, load_auth, load_workspaces
 from agentops.edge import agents, dashboard, tasks, workflows, workspaces
-from agentops.edge.auth import auth_middleware
+from agentops.edge.auth import TOKENS, Tokens, auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
 from agentops.edge.health import DLQ_START, health, remember_dlq_start
@@ -32,8 +32,11 @@ from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
 
 def config_from_settings(settings: Settings) -> EdgeConfig:
+    auth = load_auth(settings)
     return EdgeConfig(
         api_token=settings.api_token,
+        tokens=tuple(auth.tokens),
+        metrics_role=auth.metrics,
         workspaces=load_workspaces(settings),
         agent_specs=load_agent_specs(settings),
     )
@@ -56,6 +59,9 @@ def create_app(
     )
     app[BUS] = Bus(nc=nc, js=js, buckets=buckets)
     app[CONFIG] = config
+    app[TOKENS] = Tokens(
+        config.api_token, config.tokens, config.auth_max_failures, config.auth_window_s
+    )
     app[METRICS] = EdgeMetrics()
     app[WS_CLIENTS] = WsClients()
     app[DLQ_START] = []

@@ -19,7 +19,7 @@ from nats.js.kv import KeyValue
 
 from agentops.agents.definitions import AgentSpec
 from agentops.agents.loader import shipped_specs
-from agentops.config_tables import WorkspaceSettings
+from agentops.config_tables import TokenEntry, WorkspaceSettings
 from agentops.core.state import TaskRecord
 from agentops.core.workflow import WorkflowRecord
 from agentops.protocol import subjects as s
@@ -31,7 +31,11 @@ MAX_BODY_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    api_token: str | None = None
+    api_token: str | None = None  # the admin token (AGENTOPS_API_TOKEN)
+    tokens: tuple[TokenEntry, ...] = ()  # [auth] tokens
+    metrics_role: str = "none"  # [auth] metrics: the role GET /metrics needs
+    auth_max_failures: int = 10  # failed attempts per client address per window...
+    auth_window_s: float = 60.0  # ...before 429
     workspaces: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     # The configured agent types (`agents/loader.py`): what may be submitted, listed, expected.
     agent_specs: Mapping[str, AgentSpec] = field(default_factory=shipped_specs)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentops.bus.connection import publish
 from agentops.core.state import TaskRecord
+from agentops.edge.auth import actor
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.data import find_agent, find_task, get_task, wait_for
 from agentops.edge.errors import (
@@ -208,7 +209,7 @@ async def post_message(request: web.Request) -> web.Response:
         message=body.message,
         context=context,
     )
-    await publish(bus.js, s.task_inbox(record.task_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(record.task_id, msg.type), msg, msg.id)
     if record.status not in TERMINAL:
         queued = {"task_id": record.task_id, "status": "message_queued", "run": record.run}
         return web.json_response(queued, status=202)
@@ -257,8 +258,9 @@ async def create_task(request: web.Request) -> web.Response:
         max_steps=body.max_steps,
         budget_usd=body.budget_usd,
         workspace=source,
+        actor=actor(request),
     )
-    await publish(bus.js, s.task_inbox(task_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(task_id, msg.type), msg, msg.id)
     record = await wait_for(lambda: find_task(bus, task_id), lambda r: True, config.submit_wait_s)
     status = record.status if record is not None else "queued"
     spec = specs[body.agent_type]
@@ -313,8 +315,9 @@ async def cancel_task(request: web.Request) -> web.Response:
         task_id=record.task_id,
         agent_id=record.agent_id,
         ts=datetime.now(UTC),
+        actor=actor(request),
     )
-    await publish(bus.js, s.task_inbox(record.task_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(record.task_id, msg.type), msg, msg.id)
     final = await wait_for(
         lambda: find_task(bus, record.task_id), lambda r: r.status in TERMINAL, config.cancel_wait_s
     )
@@ -340,7 +343,7 @@ async def delete_task(request: web.Request) -> web.Response:
         agent_id=record.agent_id,
         ts=datetime.now(UTC),
     )
-    await publish(bus.js, s.task_inbox(record.task_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(record.task_id, msg.type), msg, msg.id)
     gone = await wait_for(
         lambda: _absent(bus, record.task_id), lambda done: done, config.cancel_wait_s
     )

@@ -202,7 +202,7 @@ async def create_workflow(request: web.Request) -> web.Response:
         ),
         workspace=source,
     )
-    await publish(bus.js, s.task_inbox(workflow_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(workflow_id, msg.type), msg, msg.id)
     record = await wait_for(lambda: _find(bus, workflow_id), lambda r: True, config.submit_wait_s)
     status = record.status if record is not None else "queued"
     return web.json_response({"workflow_id": workflow_id, "status": status}, status=201)
@@ -250,7 +250,7 @@ async def cancel_workflow(request: web.Request) -> web.Response:
         id=f"{record.workflow_id}.cancel_request", source=SOURCE, task_id=record.workflow_id,
         ts=datetime.now(UTC),
     )  # fmt: skip
-    await publish(bus.js, s.task_inbox(record.workflow_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(record.workflow_id, msg.type), msg, msg.id)
     final = await wait_for(
         lambda: _find(bus, record.workflow_id), lambda r: r.status in TERMINAL,
         request.app[CONFIG].cancel_wait_s,
@@ -282,7 +282,7 @@ async def answer_gate(request: web.Request) -> web.Response:
         id=f"{record.workflow_id}.gate.{gate}", source=SOURCE, task_id=record.workflow_id,
         ts=datetime.now(UTC), stage_id=gate, approved=answer.approved, comment=answer.comment,
     )  # fmt: skip
-    await publish(bus.js, s.task_inbox(record.workflow_id), msg, msg.id)
+    await publish(bus.js, s.task_inbox(record.workflow_id, msg.type), msg, msg.id)
     later = await wait_for(
         lambda: _find(bus, record.workflow_id), lambda r: r.gate != gate,
         request.app[CONFIG].human_wait_s,

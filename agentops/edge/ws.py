@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from agentops.edge.auth import ws_answer
 from agentops.edge.context import BUS, CONFIG, EdgeConfig
 from agentops.edge.errors import ApiError
 from agentops.edge.metrics import METRICS, EdgeMetrics
@@ -221,8 +222,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     since = query_optional_int(request, "since", 0, MAX_SINCE)
     task_id, agent_id = query_id(request, "task_id"), query_id(request, "agent_id")
     ws = web.WebSocketResponse(
-        compress=False, heartbeat=config.ws_heartbeat_s, max_msg_size=MAX_CLIENT_FRAME
-    )
+        compress=False, heartbeat=config.ws_heartbeat_s, max_msg_size=MAX_CLIENT_FRAME,
+        protocols=ws_answer(request),  # `agentops`, or a `bearer.<token>` offered alone
+    )  # fmt: skip
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "websocket_required", "this endpoint needs a WebSocket upgrade")
     feed = ClientFeed(ws, config, app[METRICS], since)

@@ -8,6 +8,8 @@ Rules:
   same id.
 - Requests carry where to answer as data (`ReplyTo`), never as a subject string; the bus maps
   it through `protocol.subjects`.
+- A human's commands and answers carry `actor`: the name of the API token the edge took them
+  with ("anonymous" without auth); the receiver puts it on the event it emits.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class SubmitTask(Envelope):
     max_steps: int | None = None
     budget_usd: float | None = None
     workspace: WorkspaceSource | None = None
+    actor: str | None = None
     # A child task (delegated, or a workflow's stage) works in its parent's workspace.
     parent: ParentRef | None = None
     depth: int = 0
@@ -208,6 +211,7 @@ class WorkspaceCommitted(Envelope):
 class CancelTask(Envelope):
     type: Literal["task.cancel"] = "task.cancel"
     reason: str = "cancelled by user"
+    actor: str | None = None
 
 
 class FailTask(Envelope):
@@ -224,6 +228,7 @@ class DeleteTask(Envelope):
 
     type: Literal["task.delete"] = "task.delete"
     reason: Literal["requested", "retention"] = "requested"
+    actor: str | None = None
 
 
 class AgentReport(Envelope):
@@ -264,15 +269,18 @@ class UserMessage(Envelope):
 
 class PauseAgent(Envelope):
     type: Literal["agent.pause"] = "agent.pause"
+    actor: str | None = None
 
 
 class ResumeAgent(Envelope):
     type: Literal["agent.resume"] = "agent.resume"
+    actor: str | None = None
 
 
 class CancelAgent(Envelope):
     type: Literal["agent.cancel"] = "agent.cancel"
     reason: str = "cancelled by user"
+    actor: str | None = None
 
 
 class FailAgent(Envelope):
@@ -286,6 +294,7 @@ class HumanResponse(Envelope):
     type: Literal["agent.human_response"] = "agent.human_response"
     response: Any = None
     request_id: str | None = None
+    actor: str | None = None
 
 
 class LLMCompleted(Envelope):

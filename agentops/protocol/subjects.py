@@ -34,12 +34,6 @@ IDEMPOTENCY_BUCKET: Final = "agentops_idempotency"
 PLUGINS_BUCKET: Final = "agentops_plugins"
 UPLOADS_BUCKET: Final = "agentops_uploads"  # an object store: uploaded archives, by upload id
 
-WORK_SUBJECTS: Final = (
-    f"{PREFIX}.task.>",
-    f"{PREFIX}.agent.>",
-    f"{PREFIX}.llm.>",
-    f"{PREFIX}.tool.>",
-)
 EVENTS_SUBJECTS: Final = (f"{PREFIX}.events.>",)
 DLQ_SUBJECTS: Final = (f"{PREFIX}.dlq.>",)
 THREAD_SUBJECTS: Final = (f"{PREFIX}.thread.>",)
@@ -89,25 +83,124 @@ def lane_token(lane: int) -> str:
 
 
 # ---- work subjects (JetStream, stream WORK_STREAM) ----
-def task_inbox(task_id: str) -> str:
+# A task inbox or agent mailbox subject ends with the kind of message it carries, named after
+# the message type, so a NATS permission can let a process send only its own kinds (the edge
+# a human's answer, the tool executor a tool result, never the other way round); the receiver
+# checks that a message's type fits the kind it arrived on. Subjects without the kind are
+# those of older versions, still stored: read, never written (no permission allows them).
+TASK_INBOX_KINDS: Final = {
+    "task.submit": "submit",
+    "task.cancel": "cancel",
+    "task.fail": "fail",
+    "task.delete": "delete",
+    "task.message": "message",
+    "agent.report": "report",
+    "task.delegate": "delegate",
+    "task.child_finished": "child",
+    "workspace.ready": "workspace",
+    "workspace.failed": "workspace",
+    "workspace.committed": "workspace",
+    # A workflow's inbox is a task inbox of its id (`wf_...`).
+    "workflow.submit": "workflow",
+    "workflow.cancel": "workflow",
+    "workflow.human_response": "workflow",
+}
+AGENT_MAILBOX_KINDS: Final = {
+    "agent.start": "start",
+    "agent.pause": "pause",
+    "agent.resume": "resume",
+    "agent.cancel": "cancel",
+    "agent.fail": "fail",
+    "agent.message": "message",
+    "agent.human_response": "human",
+    "llm.completed": "llm",
+    "llm.failed": "llm",
+    "tool.completed": "tool",
+}
+
+
+# The work stream lists each inbox and mailbox kind (and the kind-less subjects of older
+# versions) rather than `agentops.agent.>`: across a leaf node, the hub forwards its interest
+# to a user allowed `agentops.agent.*.*.*.llm` only when a stream subject has that shape.
+WORK_SUBJECTS: Final = (
+    *(f"{PREFIX}.task.*.*.{kind}" for kind in dict.fromkeys(TASK_INBOX_KINDS.values())),
+    f"{PREFIX}.task.*.*",
+    *(f"{PREFIX}.agent.*.*.*.{kind}" for kind in dict.fromkeys(AGENT_MAILBOX_KINDS.values())),
+    f"{PREFIX}.agent.*.*.*",
+    f"{PREFIX}.llm.>",
+    f"{PREFIX}.tool.>",
+)
+TASK_INBOXES: Final = f"{PREFIX}.task.>"  # every task inbox (to watch them all)
+
+
+def _kind(kinds: dict[str, str], message_type: str, where: str) -> str:
+    kind = kinds.get(message_type)
+    if kind is None:
+        raise InvalidName(f"{message_type!r} does not belong in {where}")
+    return kind
+
+
+def task_inbox(task_id: str, message_type: str) -> str:
     """The orchestrator's per-task inbox: submissions, cancels and agent status reports."""
     check_id(task_id, "task id")
-    return f"{PREFIX}.task.{lane_token(lane_of(task_id))}.{task_id}"
+    kind = _kind(TASK_INBOX_KINDS, message_type, "a task inbox")
+    return f"{PREFIX}.task.{lane_token(lane_of(task_id))}.{task_id}.{kind}"
+
+
+def task_inbox_filter(task_id: str) -> str:
+    """Everything sent to one task's inbox (to watch it)."""
+    check_id(task_id, "task id")
+    return f"{PREFIX}.task.{lane_token(lane_of(task_id))}.{task_id}.*"
 
 
 def task_lane_filter(lane: int) -> str:
-    return f"{PREFIX}.task.{lane_token(lane)}.*"
+    return f"{PREFIX}.task.{lane_token(lane)}.>"
 
 
-def agent_mailbox(agent_type: str, agent_id: str) -> str:
+def task_inbox_kind(kind: str) -> str:
+    """Every task inbox, messages of `kind` only (a permission)."""
+    return f"{PREFIX}.task.*.*.{_token(kind, 'kind')}"
+
+
+def agent_mailbox(agent_type: str, agent_id: str, message_type: str) -> str:
     _token(agent_type, "agent type")
     check_id(agent_id, "agent id")
-    return f"{PREFIX}.agent.{agent_type}.{lane_token(lane_of(agent_id))}.{agent_id}"
+    kind = _kind(AGENT_MAILBOX_KINDS, message_type, "an agent mailbox")
+    return f"{PREFIX}.agent.{agent_type}.{lane_token(lane_of(agent_id))}.{agent_id}.{kind}"
+
+
+def agent_mailbox_filter(agent_type: str, agent_id: str) -> str:
+    """Everything sent to one agent (to watch its mailbox)."""
+    _token(agent_type, "agent type")
+    check_id(agent_id, "agent id")
+    return f"{PREFIX}.agent.{agent_type}.{lane_token(lane_of(agent_id))}.{agent_id}.*"
 
 
 def agent_lane_filter(agent_type: str, lane: int) -> str:
     _token(agent_type, "agent type")
-    return f"{PREFIX}.agent.{agent_type}.{lane_token(lane)}.*"
+    return f"{PREFIX}.agent.{agent_type}.{lane_token(lane)}.>"
+
+
+def agent_mailbox_kind(agent_type: str, kind: str) -> str:
+    """Every mailbox of an agent type, messages of `kind` only (a permission)."""
+    return f"{PREFIX}.agent.{_token(agent_type, 'agent type')}.*.*.{_token(kind, 'kind')}"
+
+
+def inbox_owner(subject: str) -> tuple[str, str | None]:
+    """(the task or agent id, the kind or None for an older version's subject) of an inbox
+    or mailbox subject as delivered."""
+    parts = subject.split(".")
+    current = 6 if parts[1:2] == ["agent"] else 5  # tokens of a subject with its kind
+    if len(parts) == current:
+        return parts[-2], parts[-1]
+    return parts[-1], None
+
+
+def kind_fits(subject: str, message_type: str) -> bool:
+    """Does a message of this type belong on this inbox or mailbox subject?"""
+    _, kind = inbox_owner(subject)
+    kinds = AGENT_MAILBOX_KINDS if subject.startswith(f"{PREFIX}.agent.") else TASK_INBOX_KINDS
+    return kind is None or kinds.get(message_type) == kind
 
 
 def llm_requests() -> str:
@@ -135,6 +228,10 @@ def workspace_endpoint(operation: str) -> str:
     """The tool executor's workspace requests (core request-reply, micro endpoints): files,
     read, export, fetch, inspect."""
     return f"{PREFIX}.workspace.{_token(operation, 'workspace operation')}"
+
+
+def workspace_endpoints() -> str:
+    return f"{PREFIX}.workspace.*"
 
 
 def events_of_task(task_id: str) -> str:
@@ -202,6 +299,16 @@ def kv_filter(bucket: str, key_prefix: str) -> str:
 def kv_stream(bucket: str) -> str:
     """The stream behind a KV bucket."""
     return f"KV_{_token(bucket, 'bucket')}"
+
+
+def object_stream(bucket: str) -> str:
+    """The stream behind an object store (`agentops_uploads`)."""
+    return f"OBJ_{_token(bucket, 'bucket')}"
+
+
+def object_subjects(bucket: str) -> str:
+    """Every chunk and metadata subject of an object store (writing objects)."""
+    return f"$O.{_token(bucket, 'bucket')}.>"
 
 
 # ---- dead letters ----
@@ -284,3 +391,123 @@ def control_subject(process: str, endpoint: str) -> str:
 
 SERVICE_PING: Final = "$SRV.PING"
 SERVICE_STATS: Final = "$SRV.STATS"
+SERVICE_INFO: Final = "$SRV.INFO"
+
+
+def plugin_process(tool_name: str) -> str:
+    """A plugin process's name (connection, inbox prefix and credential)."""
+    return f"plugin-{_token(tool_name, 'tool name')}"
+
+
+# ---- what NATS permissions name (protocol/permissions.py) ----
+# Patterns, not subjects to publish on: `*` and `>` are NATS wildcards here.
+STREAMS: Final = (WORK_STREAM, EVENTS_STREAM, THREADS_STREAM, DLQ_STREAM)
+BUCKETS: Final = (
+    AGENTS_BUCKET,
+    TASKS_BUCKET,
+    WORKFLOWS_BUCKET,
+    TOOL_CALLS_BUCKET,
+    IDEMPOTENCY_BUCKET,
+    PLUGINS_BUCKET,
+)
+_NAME_OR_ANY = re.compile(r"^(\*|[A-Za-z0-9_-]{1,64})$")
+
+
+def _name(value: str, what: str) -> str:
+    if not _NAME_OR_ANY.match(value):
+        raise InvalidName(f"invalid {what} {value!r}")
+    return value
+
+
+def js_api(domain: str | None = None) -> str:
+    """The JetStream API prefix: `$JS.API`, or `$JS.<domain>.API` across a leaf node."""
+    return f"$JS.{_token(domain, 'domain')}.API" if domain else "$JS.API"
+
+
+def stream_api(api: str, action: str, stream: str) -> str:
+    """`<api>.STREAM.<CREATE|UPDATE|INFO|PURGE|DELETE>.<stream>`."""
+    return f"{api}.STREAM.{_token(action, 'action')}.{_name(stream, 'stream')}"
+
+
+def consumer_create(
+    api: str, stream: str, name: str | None = None, filter_subject: str | None = None
+) -> str:
+    """Creating a consumer: pinned to its name and filter, or (no name: an ephemeral ordered
+    consumer, e.g. a KV watch) any consumer of the stream."""
+    base = f"{api}.CONSUMER.CREATE.{_name(stream, 'stream')}"
+    if name is None:
+        return base
+    return f"{base}.{_name(name, 'consumer')}" + (f".{filter_subject}" if filter_subject else "")
+
+
+def consumer_api(api: str, action: str, stream: str, name: str) -> str:
+    """`<api>.CONSUMER.<INFO|DELETE>.<stream>.<name or *>`."""
+    return f"{api}.CONSUMER.{_token(action, 'action')}.{_name(stream, 'stream')}.{_name(name, 'consumer')}"
+
+
+def stream_msg_get(api: str, stream: str) -> str:
+    """Getting one stored message through the stream leader (`get_last_msg` without direct)."""
+    return f"{api}.STREAM.MSG.GET.{_name(stream, 'stream')}"
+
+
+def direct_get(api: str, stream: str, by_subject: bool = False) -> str:
+    """Direct gets of a stream's messages: a request naming them in its body (batches), or
+    the last message of any subject given in the request subject (a KV get)."""
+    base = f"{api}.DIRECT.GET.{_name(stream, 'stream')}"
+    return f"{base}.>" if by_subject else base
+
+
+def acks(stream: str, consumer: str) -> str:
+    """Ack, nak, term and in-progress replies of one consumer's messages."""
+    return f"$JS.ACK.{_name(stream, 'stream')}.{_name(consumer, 'consumer')}.>"
+
+
+def flow_control(stream: str) -> str:
+    """Flow-control replies of ordered consumers (KV watches, WebSocket feeds) on a stream."""
+    return f"$JS.FC.{_name(stream, 'stream')}.>"
+
+
+def kv_keys(bucket: str, key: str = ">") -> str:
+    """Writing one key (or every key) of a bucket."""
+    return f"$KV.{_token(bucket, 'bucket')}.{key if key in ('*', '>') else check_id(key, 'key')}"
+
+
+def service_discovery(process: str) -> tuple[str, ...]:
+    """What a micro service subscribes to so `$SRV.PING/INFO/STATS` find it."""
+    name = service_name(process)
+    return (SERVICE_PING, SERVICE_INFO, SERVICE_STATS, f"$SRV.*.{name}", f"$SRV.*.{name}.*")
+
+
+def control_filter(process: str) -> str:
+    return f"{PREFIX}.control.{_token(process, 'process')}.*"
+
+
+def inbox_filter(process: str) -> str:
+    """Every reply, deliver and kick subject of a process."""
+    return f"{inbox_prefix(process)}.>"
+
+
+def kick_filter(process: str) -> str:
+    return f"{inbox_prefix(process)}.deliver.*.kick"
+
+
+def every_inbox() -> str:
+    return "_INBOX.>"
+
+
+def events_of_family(family: str) -> str:
+    """Every event whose type starts with `family` (`task` → task.created, task.failed...)."""
+    return f"{PREFIX}.events.*.*.{_token(family, 'event family')}.>"
+
+
+def events_of_type(event_type: str) -> str:
+    parts = [_token(part, "event type") for part in event_type.split(".")]
+    return f"{PREFIX}.events.*.*.{'.'.join(parts)}"
+
+
+def every_thread_item() -> str:
+    return f"{PREFIX}.thread.>"
+
+
+def plugin_calls_filter() -> str:
+    return f"{PREFIX}.plugin.call.*"

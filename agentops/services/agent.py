@@ -103,8 +103,10 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         if not isinstance(msg, AGENT_MESSAGES):
             raise PermanentError(f"{msg.type} does not belong in an agent mailbox")
         agent_id = msg.agent_id
-        if agent_id is None or delivery.subject.rsplit(".", 1)[-1] != agent_id:
+        if agent_id is None or s.inbox_owner(delivery.subject)[0] != agent_id:
             raise PermanentError("message agent_id does not match its mailbox")
+        if not s.kind_fits(delivery.subject, msg.type):  # sent by a process not allowed to
+            raise PermanentError(f"{msg.type} does not belong on {delivery.subject}")
         cached = cache.get(agent_id)
         if (
             cached is not None
@@ -182,7 +184,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
 
     async def give_up(msg: WorkMessage | None, subject: str, info: ErrorInfo) -> None:
         """A message that cannot be applied ends its agent (or, failing that, its task)."""
-        agent_id = (msg.agent_id if msg is not None else None) or subject.rsplit(".", 1)[-1]
+        agent_id = (msg.agent_id if msg is not None else None) or s.inbox_owner(subject)[0]
         task_id = msg.task_id if msg is not None else None
         try:
             s.check_id(agent_id, "agent id")
@@ -203,11 +205,12 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         common = {"source": SOURCE, "task_id": task_id, "agent_id": agent_id, "ts": now}
         if isinstance(msg, FailAgent):  # the agent cannot even be failed: end its task
             fail_task = FailTask(id=f"{agent_id}.dead.{tag}", error=msg.error, **common)
-            await publish_all(rt.publisher, [(s.task_inbox(task_id), fail_task, fail_task.id)])
+            inbox = s.task_inbox(task_id, fail_task.type)
+            await publish_all(rt.publisher, [(inbox, fail_task, fail_task.id)])
             return
         fail = FailAgent(id=f"{agent_id}.fail.{tag}", error=error, **common)
         await publish_all(
-            rt.publisher, [(s.agent_mailbox(spec.agent_type, agent_id), fail, fail.id)]
+            rt.publisher, [(s.agent_mailbox(spec.agent_type, agent_id, fail.type), fail, fail.id)]
         )
 
     rt.status_extra = lambda: {

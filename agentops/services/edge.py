@@ -7,11 +7,16 @@ registers its cleanup as a shutdown hook (open WebSockets get 1001, then the run
 
 from __future__ import annotations
 
+import sys
+
 import structlog
 from aiohttp import web
 
 from agentops.bus.service import Runtime, run_process
+from agentops.config import load_settings
 from agentops.edge.app import config_from_settings, create_app
+from agentops.edge.auth import require_tokens_off_loopback
+from agentops.protocol.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 PROCESS = "edge"
@@ -32,6 +37,14 @@ async def setup(rt: Runtime) -> None:
 
 
 def main() -> None:
+    # Before connecting: an edge that would listen beyond loopback with no token never starts.
+    try:
+        settings = load_settings()
+        config = config_from_settings(settings)
+        require_tokens_off_loopback(settings.host, config.api_token, config.tokens)
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
     run_process(PROCESS, "AgentOps HTTP/WebSocket edge", setup)
 
 

@@ -135,7 +135,7 @@ async def setup(rt: Runtime) -> None:
         )
 
     async def send(msg: LLMRequested, reply: LLMCompleted | LLMFailed) -> None:
-        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
+        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id, reply.type)
         await publish_all(rt.publisher, [(mailbox, reply, reply.id)])
 
     async def give_up(msg: WorkMessage | None, _: str, info: ErrorInfo) -> None:

@@ -68,6 +68,8 @@ async def setup(rt: Runtime) -> None:
     swept = {"asked": 0, "deleted": 0}
 
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
+        if not s.kind_fits(delivery.subject, msg.type):  # sent by a process not allowed to
+            raise PermanentError(f"{msg.type} does not belong on {delivery.subject}")
         s.check_id(msg.task_id, "task id")
         if msg.task_id.startswith(s.WORKFLOW_PREFIX):
             await handle_workflow(msg)
@@ -106,7 +108,7 @@ async def setup(rt: Runtime) -> None:
             swept["deleted"] += 1
 
     async def give_up(msg: WorkMessage | None, subject: str, info: ErrorInfo) -> None:
-        task_id = msg.task_id if msg is not None else subject.rsplit(".", 1)[-1]
+        task_id = msg.task_id if msg is not None else s.inbox_owner(subject)[0]
         with contextlib.suppress(s.InvalidName):
             s.check_id(task_id, "task id")
             now = datetime.now(UTC)
@@ -121,7 +123,7 @@ async def setup(rt: Runtime) -> None:
                     id=f"{task_id}.dead.{tag}", source=PROCESS, task_id=task_id, ts=now,
                     error=error,
                 )  # fmt: skip
-                await publish_all(rt.publisher, [(s.task_inbox(task_id), fail, fail.id)])
+                await publish_all(rt.publisher, [(s.task_inbox(task_id, fail.type), fail, fail.id)])
                 return
             event = Event(
                 id=f"{task_id}.dead.{tag}", type="task.failed", ts=now, task_id=task_id,
@@ -147,7 +149,7 @@ async def setup(rt: Runtime) -> None:
                 id=f"{record_id}.retention", source=PROCESS, task_id=record_id, ts=now,
                 reason="retention",
             )  # fmt: skip
-            await publish(rt.js, s.task_inbox(record_id), msg, msg.id)
+            await publish(rt.js, s.task_inbox(record_id, msg.type), msg, msg.id)
             swept["asked"] += 1
 
     async def sweeping() -> None:

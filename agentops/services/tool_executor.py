@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,7 @@ import structlog
 from nats.aio.client import Client
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from agentops.bus.auth import secret_paths
 from agentops.bus.connection import publish_all
 from agentops.bus.consumer import Delivery
 from agentops.bus.service import Runtime, run_process
@@ -158,6 +159,8 @@ async def setup(rt: Runtime) -> None:
     )
     settings = load_tools(rt.settings)  # [tools], its agent type names checked
     sandbox = await asyncio.to_thread(probe, settings)
+    # What sandboxed code must never see, should a bound directory contain it.
+    sandbox = replace(sandbox, hidden=tuple(str(p) for p in secret_paths(rt.settings)))
     isolation = sandbox.isolation(settings.network)
     if sandbox.mode == "bwrap":
         log.info("sandbox.isolation", **isolation)
@@ -174,7 +177,7 @@ async def setup(rt: Runtime) -> None:
 
     async def reply(msg: ToolRequested, completed: ToolCompleted) -> None:
         assert msg.reply_to is not None
-        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id)
+        mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id, completed.type)
         await publish_all(rt.publisher, [(mailbox, completed, completed.id)])
 
     def completed(

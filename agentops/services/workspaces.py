@@ -128,7 +128,7 @@ async def setup_workspaces(rt: Runtime, data_dir: Path) -> None:
     counts = {"prepared": 0, "committed": 0, "deleted": 0, "exports": 0}
 
     async def answer(msg: WorkMessage, reply: WorkMessage) -> None:
-        await publish_all(rt.publisher, [(s.task_inbox(msg.task_id), reply, reply.id)])
+        await publish_all(rt.publisher, [(s.task_inbox(msg.task_id, reply.type), reply, reply.id)])
 
     def header(msg: WorkMessage) -> dict[str, Any]:
         return msg.reply_header(PROCESS, datetime.now(UTC))
@@ -330,12 +330,8 @@ async def setup_workspaces(rt: Runtime, data_dir: Path) -> None:
         "inspect": (InspectRequest, inspect),
     }
     for name, (model, handler) in endpoints.items():
-        if rt.micro is None:  # a test's bare runtime: the work consumer alone
-            break
-        await rt.micro.add_endpoint(
-            name=f"workspace_{name}",
-            subject=s.workspace_endpoint(name),
-            handler=_serving(model, handler),
+        rt.endpoints.append(
+            (f"workspace_{name}", s.workspace_endpoint(name), _serving(model, handler))
         )
     await rt.add_consumer(
         rt.consumer(s.WORKSPACE_CONSUMER, s.workspace_requests_filter(), work, concurrency=4)

@@ -272,13 +272,14 @@ async def execute_code(args: ExecuteCodeArgs, ctx: ToolContext) -> dict[str, Any
         baseline = await asyncio.to_thread(sandbox.process_baseline)
         program = [interpreter, os.path.basename(script_name)]
         network = ctx.settings.network_allowed(ctx.agent_type)
-        result = await _run_program(
-            sandbox.argv(program, ctx.workspace, network),
-            ctx.workspace,
-            sandbox.env(ctx.workspace),
-            timeout,
-            _Launch(sandbox.preexec(baseline), sandbox.pass_fds(), limits.output_bytes),
-        )
+        with sandbox.command(program, ctx.workspace, network) as (argv, fds):
+            result = await _run_program(
+                argv,
+                ctx.workspace,
+                sandbox.env(ctx.workspace),
+                timeout,
+                _Launch(sandbox.preexec(baseline), fds, limits.output_bytes),
+            )
     finally:
         with contextlib.suppress(FileNotFoundError):  # the program may have deleted itself
             os.unlink(script_name)

@@ -46,11 +46,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
-from agentops.bus.connection import connect
-from agentops.config import DEFAULT_NATS_URL
+from agentops.bus.auth import Auth, nats_auth
+from agentops.bus.connection import CredentialRefused, connect
+from agentops.bus.setup import bind_bucket
+from agentops.config import load_settings
 from agentops.logging import configure_logging
 from agentops.protocol import subjects as s
-from agentops.protocol.errors import AgentOpsError
+from agentops.protocol.errors import AgentOpsError, ConfigError
 from agentops.tools.plugins import PluginAnnouncement
 
 log = structlog.get_logger(__name__)
@@ -145,7 +147,7 @@ class Plugin:
                 await msg.respond(json.dumps(reply, default=str).encode())
 
         self._sub = await nc.subscribe(self.announcement.subject, queue=s.PLUGIN_QUEUE, cb=on_call)
-        self._kv = await nc.jetstream().key_value(s.PLUGINS_BUCKET)
+        self._kv = bind_bucket(nc.jetstream(), s.PLUGINS_BUCKET)  # its stream info is denied
         await self._announce()
         self._refresh = asyncio.create_task(self._keep_announcing(), name=f"plugin-{self.name}")
 
@@ -177,16 +179,32 @@ class Plugin:
     def run(self) -> None:
         """Run as a process: connect to NATS_URL, serve until SIGINT/SIGTERM, withdraw.
 
+        It authenticates as `bus/auth.py` says for the user `plugin-<name>`: NATS_CREDS,
+        NATS_NKEY_SEED, a user in NATS_URL, or its credential in the data dir
+        (AGENTOPS_DATA_DIR, made by `agentops init --plugin <name>`).
         AGENTOPS_PLUGIN_TTL_S overrides the announcement's TTL (how soon a killed process's
         tool disappears)."""
         ttl = os.environ.get(TTL_ENV, "").strip()
         if ttl:
             self.announcement = self.announcement.model_copy(update={"ttl_s": float(ttl)})
-        configure_logging(f"plugin-{self.name}", "info", "auto")
-        asyncio.run(self._main(os.environ.get("NATS_URL") or DEFAULT_NATS_URL))
+        process = s.plugin_process(self.name)
+        configure_logging(process, "info", "auto")
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc.message}") from None
+        auth = nats_auth(settings, process)
+        try:
+            asyncio.run(self._main(settings.effective_nats_url, auth))
+        except CredentialRefused:
+            raise SystemExit(
+                f"error: NATS refused the credential of {process} ({auth.describe()}): make one "
+                f"with `agentops init --plugin {self.name}` and set AGENTOPS_DATA_DIR"
+            ) from None
 
-    async def _main(self, url: str) -> None:
-        nc = await connect(url, f"plugin-{self.name.replace('_', '-')}")
+    async def _main(self, url: str, auth: Auth) -> None:
+        process = s.plugin_process(self.name)
+        nc = await connect(url, process, auth, inbox_prefix=s.inbox_prefix(process))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

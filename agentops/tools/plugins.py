@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentops.bus.setup import bind_bucket
 from agentops.llm.types import ToolSchema
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ErrorInfo
@@ -133,7 +134,7 @@ class PluginDirectory:
         self.ready = asyncio.Event()  # set once the bucket's current content is loaded
 
     async def start(self, js: JetStreamContext) -> None:
-        kv = await js.key_value(s.PLUGINS_BUCKET)
+        kv = bind_bucket(js, s.PLUGINS_BUCKET)  # no stream info: a process may not see it
         self._watcher = await kv.watchall()
         self._task = asyncio.create_task(self._follow(self._watcher), name="plugin-directory")
 

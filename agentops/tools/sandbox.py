@@ -13,6 +13,10 @@ Rules:
   bound directory, relative to its filesystem, as the kernel does for every bind mount), a
   private `/tmp`, its own pid, IPC, UTS and network namespaces (no network unless the agent
   type is allowed it), no inherited environment, and it runs as an unprivileged uid.
+- It holds nothing to authenticate with: no variable is inherited, the executor's processes
+  are not in its /proc, and any secret path (`hidden`: the data dir with the NATS
+  credentials, NATS_CREDS, the config file) that lies under a directory it sees is masked.
+  With network allowed it reaches NATS and the edge, but can authenticate to neither.
 - Running as root (as in CI), bwrap joins a user namespace made once at start-up that maps
   root and a block of unprivileged uids (`SANDBOX_UIDS`) to themselves: bwrap mounts as
   root, then `setpriv` drops to the task's uid (a stable hash of the task id into the block)
@@ -37,10 +41,10 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from agentops.protocol.errors import ConfigError
 from agentops.tools.policy import Limits, ToolSettings
@@ -53,11 +57,10 @@ _SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/l
 # Readable by root only on the host; bound over with /dev/null as a second line of defence.
 _MASKED = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
 _PROBE_TIMEOUT_S = 10.0
+INSIDE: Final = "/workspace"  # where the task workspace is, as the program sees it
 # (first uid, how many): the block sandboxed code runs as when the executor is root. Above
 # the usual /etc/subuid ranges (100000-165535) and below 2^31, so no real account collides.
 SANDBOX_UIDS = (1_000_000, 1024)
-# Where the task workspace appears inside the sandbox.
-WORKDIR = "/workspace"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Sandbox:
     userns_fd: int | None = None
     ro_binds: tuple[str, ...] = ()
     tmpfs_size: bool = False
+    hidden: tuple[str, ...] = ()  # secret paths masked wherever they fall under a bound dir
 
     def isolation(self, network_for: tuple[str, ...] = ()) -> dict[str, Any]:
         """What is in force, in words an operator can check."""
@@ -121,7 +125,7 @@ class Sandbox:
         path = DEFAULT_PATH if inside else os.environ.get("PATH") or DEFAULT_PATH
         return {
             "PATH": path,
-            "HOME": WORKDIR if inside else str(workspace),
+            "HOME": INSIDE if inside else str(workspace),
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
             # Unbuffered, so a program killed at its timeout still shows what it printed.
@@ -133,17 +137,18 @@ class Sandbox:
         if self.mode != "bwrap":
             return program
         assert self.bwrap is not None
-        # The workspace is bound at WORKDIR, never at its host path: the program cannot learn
+        # The workspace is bound at INSIDE, never at its host path: the program cannot learn
         # where the data directory is, and the paths it prints are the same on every host.
-        where = ["--dir", WORKDIR] if workspace is None else ["--bind", str(workspace), WORKDIR]
+        where = ["--dir", INSIDE] if workspace is None else ["--bind", str(workspace), INSIDE]
         task_key = "probe" if workspace is None else workspace.name
         return [
             *_bwrap_args(self.bwrap, self.userns_fd, self.ro_binds, network),
+            *_masks(self.hidden, (*_SYSTEM_DIRS, *self.ro_binds)),
             *(["--size", str(self.limits.file_size_mb * 1024 * 1024)] if self.tmpfs_size else []),
             *("--tmpfs", "/tmp"),
             *where,
-            *("--chdir", WORKDIR),
-            *_env_args(self.env(Path(WORKDIR))),
+            *("--chdir", INSIDE),
+            *_env_args(self.env(Path(INSIDE))),
             "--",
             *_drop_to(self.uid_for(task_key), self.userns_fd),
             *program,
@@ -151,6 +156,26 @@ class Sandbox:
 
     def pass_fds(self) -> tuple[int, ...]:
         return (self.userns_fd,) if self.userns_fd is not None else ()
+
+    @contextlib.contextmanager
+    def command(
+        self, program: list[str], workspace: Path | None, network: bool
+    ) -> Iterator[tuple[list[str], tuple[int, ...]]]:
+        """(argv, fds to pass) that run `program`: bwrap reads its options from a memfd
+        (`--args`, closed once read), so the sandbox's pid 1 (bwrap) shows no host path in
+        /proc/1/cmdline, only `bwrap --args N -- <program>`."""
+        full = self.argv(program, workspace, network)
+        if self.mode != "bwrap":
+            yield full, self.pass_fds()
+            return
+        cut = full.index("--")
+        fd = os.memfd_create("sandbox-args", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, b"".join(arg.encode() + b"\0" for arg in full[1:cut]))
+            os.lseek(fd, 0, os.SEEK_SET)
+            yield [full[0], "--args", str(fd), *full[cut:]], (*self.pass_fds(), fd)
+        finally:
+            os.close(fd)
 
     def process_baseline(self) -> int:
         """Processes already counted against RLIMIT_NPROC for the uid the code runs as.
@@ -210,6 +235,21 @@ def _bwrap_args(
     for path in ro_binds:
         args += [*_with_parents(path), "--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev"]
+    return args
+
+
+def _masks(hidden: tuple[str, ...], bound: tuple[str, ...]) -> list[str]:
+    """Cover each secret path the sandbox would otherwise see (it lies under a bound dir):
+    an empty tmpfs over a directory, /dev/null over a file."""
+    roots = [os.path.realpath(b) for b in bound if os.path.exists(b)]
+    args: list[str] = []
+    for path in dict.fromkeys(os.path.realpath(h) for h in hidden):
+        if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots):
+            continue
+        if os.path.isdir(path):
+            args += ["--tmpfs", path]
+        elif os.path.exists(path):
+            args += ["--ro-bind", "/dev/null", path]
     return args
 
 
@@ -380,7 +420,8 @@ def _run_inside(
         mode="bwrap", limits=base.limits, bwrap=base.bwrap, uid=base.uid,
         uid_count=base.uid_count, userns_fd=base.userns_fd, ro_binds=binds, tmpfs_size=base.tmpfs_size,
     )  # fmt: skip
-    return _run(sandbox.argv(program, None, network=False), pass_fds=sandbox.pass_fds())
+    with sandbox.command(program, None, network=False) as (argv, fds):
+        return _run(argv, pass_fds=fds)
 
 
 def _run(argv: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,9 @@
-"""Start the real system (`agentops up`: embedded nats-server + every process) for e2e tests."""
+"""Start the real system (`agentops up`: embedded nats-server + every process) for e2e tests.
+
+The embedded server has a user per process (the generated config): a test talks to NATS as
+the operator (`System.admin`), and stopping a system fails the test if the server logged a
+permissions violation by any AgentOps process (what each does must be what it may).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentops import credentials
 from agentops.natsserver import free_port
 from tests.helpers import eventually_sync
 
@@ -41,6 +47,24 @@ class System:
     @property
     def nats_url(self) -> str:
         return self.external_nats or f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """nats.connect options for the operator's credential (the embedded server's)."""
+        if self.external_nats is not None:
+            return {}
+        return {"nkeys_seed": str(credentials.seed_path(self.data_dir, credentials.ADMIN))}
+
+    @property
+    def nats_log(self) -> Path:
+        return self.data_dir / "logs" / "nats.log"
+
+    def violations(self) -> list[str]:
+        """Permissions violations the embedded server logged for AgentOps processes."""
+        if not self.nats_log.exists():
+            return []
+        lines = self.nats_log.read_text(errors="replace").splitlines()
+        return [x for x in lines if "Violation" in x and ":agentops-" in x]
 
     def start(self) -> System:
         cmd = [
@@ -104,6 +128,7 @@ class System:
             if _is_ours(pid):
                 os.kill(pid, signal.SIGKILL)
         self.proc = None
+        assert self.violations() == [], "a process did what its NATS user may not"
 
 
 def _is_ours(pid: int) -> bool:

@@ -1,8 +1,9 @@
 """Two nats-servers from deploy/hybrid's templates, for tests/e2e/test_hybrid.py.
 
 Only what a loopback test must change is rewritten (the JetStream store directory and the
-hub's leaf node port); client and monitoring ports are given as flags, and secrets arrive
-through the environment exactly as the templates expect them.
+hub's leaf node port); client and monitoring ports are given as flags, secrets arrive through
+the environment exactly as the templates expect them, and the hub's users file is written by
+`agentops init --hub-users` from the local system's data dir, as AGENT_OPS_DEPLOY.md says.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from agentops import credentials
 from agentops.natsserver import die_with_parent, find_binary, free_port
 from tests.helpers import eventually_sync
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "hybrid"
-LOCAL_PASSWORD = f"local{secrets.token_hex(12)}"
 GATEWAY_PASSWORD = f"gateway{secrets.token_hex(12)}"
 # A leaf.conf whose operator removed the local restrictions: only the hub's checks remain.
 LEAF_INCLUDE = "include ./gateway-permissions.conf   # defines $GATEWAY_PERMISSIONS"
@@ -104,6 +106,10 @@ class ConfServer:
         auth = f"{user}:{password}@" if user else ""
         return f"nats://{auth}127.0.0.1:{self.port}"
 
+    def admin(self, data_dir: Path) -> dict[str, str]:
+        """nats.connect options of the operator's credential in the local data dir."""
+        return {"nkeys_seed": str(credentials.seed_path(data_dir, credentials.ADMIN))}
+
     def start(self) -> ConfServer:
         cmd = [find_binary(), "-c", str(self.conf), "-p", str(self.port)]
         with self.log.open("ab") as out:
@@ -142,8 +148,16 @@ class ConfServer:
             self.proc = None
 
 
-def start_hub(root: Path, tls_dir: Path | None = None) -> tuple[ConfServer, int]:
+def start_hub(root: Path, data_dir: Path, tls_dir: Path | None = None) -> tuple[ConfServer, int]:
+    """The hub, its users written from `data_dir`'s credentials (made if missing)."""
     leaf_port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (root / "hub").mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "agentops.cli", "init", "--data-dir", str(data_dir),
+         "--hub-users", str(root / "hub" / "agentops-users.conf")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
     conf = render(
         "hub.conf",
         root / "hub",
@@ -153,7 +167,7 @@ def start_hub(root: Path, tls_dir: Path | None = None) -> tuple[ConfServer, int]
         },
         tls_dir,
     )
-    env = {"AGENTOPS_NATS_PASSWORD": LOCAL_PASSWORD, "GATEWAY_NATS_PASSWORD": GATEWAY_PASSWORD}
+    env = {"GATEWAY_NATS_PASSWORD": GATEWAY_PASSWORD}
     return ConfServer(conf, env, root / "hub.log").start(), leaf_port
 
 

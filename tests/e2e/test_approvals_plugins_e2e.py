@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import start_system
+from tests.e2e.conftest import System, start_system
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -108,8 +108,19 @@ async def test_a_held_call_runs_only_after_a_human_approves_it(
         system.stop()
 
 
-def start_plugin(nats_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NATS_URL": nats_url, "AGENTOPS_PLUGIN_TTL_S": "3"}
+def start_plugin(system: System, log: Path) -> subprocess.Popen[bytes]:
+    """The example plugin, with a credential `agentops init --plugin` made (and put in force)."""
+    subprocess.run(
+        [sys.executable, "-m", "agentops.cli", "init", "--plugin", "word_count",
+         "--data-dir", str(system.data_dir)],
+        check=True, capture_output=True, timeout=150,
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "NATS_URL": system.nats_url,
+        "AGENTOPS_DATA_DIR": str(system.data_dir),
+        "AGENTOPS_PLUGIN_TTL_S": "3",
+    }
     return subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "plugins" / "word_count.py")],
         env=env,
@@ -123,7 +134,7 @@ async def test_plugin_tool_appears_without_restart_and_goes_with_its_process(
 ) -> None:
     """A plugin's tool is served without a restart and becomes unknown once its process dies."""
     system = start_system(tmp_path / "data")
-    plugin = start_plugin(system.nats_url, tmp_path / "plugin.log")
+    plugin = start_plugin(system, tmp_path / "plugin.log")
     try:
         async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
             call = [{"tool": "word_count", "args": {"text": "to be or not to be"}}]

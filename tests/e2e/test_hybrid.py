@@ -1,9 +1,11 @@
 """Hybrid: the LLM gateway on "another machine" behind a NATS leaf node, the rest on the hub.
 
 Two real nats-servers on loopback run deploy/hybrid's hub.conf and leaf.conf (only the store
-directory and leaf node port rewritten; client and monitoring ports given as flags). The local
-system (`agentops up --nats-url <hub> --without llm-gateway`) runs on the hub; the gateway
-(`agentops run llm-gateway`) connects to the leaf as the restricted `gateway` user.
+directory and leaf node port rewritten; client and monitoring ports given as flags), the hub
+with the users file `agentops init --hub-users` writes. The local system (`agentops up
+--nats-url <hub> --without llm-gateway`) runs on the hub, each process as its own nkey user
+from the data dir; the gateway (`agentops run llm-gateway`) connects to the leaf as the
+restricted `gateway` user.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import ServiceUnavailableError
 
+from agentops import credentials
 from agentops.bus.connection import ERROR_CODE, MSG_ID
 from agentops.natsserver import die_with_parent
 from agentops.protocol import subjects as s
 from tests.e2e.conftest import System, start_system
 from tests.e2e.hybrid_nats import (
     GATEWAY_PASSWORD,
-    LOCAL_PASSWORD,
     ConfServer,
     make_certificates,
     start_hub,
@@ -64,7 +66,7 @@ class Hybrid:
 def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hybrid]:
     root = tmp_path_factory.mktemp("hybrid")
     with ExitStack() as stack:
-        hub, hub_leaf_port = start_hub(root)
+        hub, hub_leaf_port = start_hub(root, root / "data")
         stack.callback(hub.stop)
         leaf = start_leaf(root, "agentops-leaf", hub_leaf_port)
         stack.callback(leaf.stop)
@@ -88,11 +90,14 @@ def hybrid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hybrid]:
                 preexec_fn=die_with_parent,
             )
         stack.callback(stop_process, gateway)
-        system = start_system(
-            root / "data", nats_url=hub.url("agentops", LOCAL_PASSWORD), without=("llm-gateway",)
-        )
+        system = start_system(root / "data", nats_url=hub.url(), without=("llm-gateway",))
         stack.callback(system.stop)
         yield Hybrid(hub, leaf, hub_leaf_port, gateway, gateway_log, system, root)
+
+
+async def admin(hybrid: Hybrid) -> Client:
+    """The operator on the hub (the `admin` credential of the local data dir)."""
+    return await nats.connect(hybrid.hub.url(), **hybrid.hub.admin(hybrid.system.data_dir))
 
 
 async def run_task(system: System) -> dict[str, Any]:
@@ -108,7 +113,7 @@ async def run_task(system: System) -> dict[str, Any]:
 
 async def gateway_status(hybrid: Hybrid) -> dict[str, Any]:
     """The gateway's status endpoint, asked from the hub side (crossing the leaf node)."""
-    nc = await nats.connect(hybrid.hub.url("agentops", LOCAL_PASSWORD))
+    nc = await admin(hybrid)
     try:
         reply = await nc.request(s.control_subject("llm-gateway", "status"), b"", timeout=5)
     finally:
@@ -130,7 +135,12 @@ async def test_task_completes_served_by_the_gateway_behind_the_leaf(hybrid: Hybr
     mine = [c for c in leaf_conns if c.get("name") == s.connection_name("llm-gateway")]
     assert [c.get("authorized_user") for c in mine] == ["gateway"]
     assert s.connection_name("llm-gateway") not in hybrid.hub.connection_names()
-    assert s.connection_name("edge") in hybrid.hub.connection_names()
+    # Each local process is on the hub as its own nkey user (its own permissions).
+    hub_conns = hybrid.hub.monitor("/connz?auth=1&limit=1000")["connections"]
+    users = {c.get("name"): c.get("authorized_user") for c in hub_conns}
+    for process in hybrid.system.pids():
+        seed = credentials.seed_path(hybrid.system.data_dir, process)
+        assert users[s.connection_name(process)] == credentials.load(seed).public_key
     links = [x for x in hybrid.hub.monitor("/leafz")["leafs"] if x["name"] == "agentops-leaf"]
     assert [x["account"] for x in links] == ["AGENTOPS"]
     assert "llm-gateway" not in hybrid.system.pids()
@@ -141,7 +151,7 @@ async def test_task_completes_served_by_the_gateway_behind_the_leaf(hybrid: Hybr
 
 async def test_remote_gateway_dead_letters_what_it_cannot_decode(hybrid: Hybrid) -> None:
     """A garbled LLM request is dead-lettered on the hub by the remote gateway and acked."""
-    hub = await nats.connect(hybrid.hub.url("agentops", LOCAL_PASSWORD))
+    hub = await admin(hybrid)
     try:
         js = hub.jetstream()
         marker = secrets.token_hex(8)
@@ -179,11 +189,13 @@ async def collect_errors(url: str) -> tuple[Client, list[str]]:
 
 
 async def test_gateway_user_on_the_leaf_cannot_touch_tasks_state_or_replies(hybrid: Hybrid) -> None:
-    """As `gateway` on the leaf: task submits, KV reads, other replies are permission violations."""
+    """As `gateway` on the leaf: task submits, human answers, KV reads, other replies: refused."""
     nc, errors = await collect_errors(hybrid.leaf.url("gateway", GATEWAY_PASSWORD))
     try:
         js = nc.jetstream(domain="hub", timeout=1)
-        await nc.publish(s.task_inbox("hybrid-denied"), b"{}")
+        await nc.publish(s.task_inbox("hybrid-denied", "task.submit"), b"{}")
+        human = s.agent_mailbox("backend_developer", "agent_hybrid", "agent.human_response")
+        await nc.publish(human, b"{}")  # its answers are LLM answers, never a human's
         with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
             await js.stream_info(f"KV_{s.TASKS_BUCKET}")
         with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
@@ -198,6 +210,7 @@ async def test_gateway_user_on_the_leaf_cannot_touch_tasks_state_or_replies(hybr
                 f'permissions violation for {what} to "{subject}' in text
                 for what, subject in (
                     ("publish", "agentops.task."),
+                    ("publish", human.lower()),
                     ("publish", f"$js.hub.api.stream.info.kv_{s.TASKS_BUCKET}"),
                     ("publish", "agentops.control.edge.status"),
                     ("subscription", "_inbox.>"),
@@ -205,14 +218,14 @@ async def test_gateway_user_on_the_leaf_cannot_touch_tasks_state_or_replies(hybr
                 )
             )
 
-        await until(violations, timeout=10, what="five permission violations")
+        await until(violations, timeout=10, what="six permission violations")
     finally:
         await nc.close()
     # Nothing reached the hub, the violations are in the leaf's log, and the gateway still works.
-    hub = await nats.connect(hybrid.hub.url("agentops", LOCAL_PASSWORD))
+    hub = await admin(hybrid)
     try:
         info = await hub.jetstream().stream_info(
-            s.WORK_STREAM, subjects_filter=s.task_inbox("hybrid-denied")
+            s.WORK_STREAM, subjects_filter=s.task_inbox("hybrid-denied", "task.submit")
         )
         assert not info.state.subjects
     finally:
@@ -246,7 +259,7 @@ async def test_hub_enforces_the_permissions_even_when_the_leaf_is_opened(hybrid:
     leaf = start_leaf(hybrid.root, "open-leaf", hybrid.hub_leaf_port, open_locally=True)
     try:
         remote = await nats.connect(leaf.url(), inbox_prefix=s.inbox_prefix("llm-gateway"))
-        hub = await nats.connect(hybrid.hub.url("agentops", LOCAL_PASSWORD))
+        hub = await admin(hybrid)
         try:
             await _check_open_leaf(remote, hub)
         finally:
@@ -259,20 +272,20 @@ async def test_hub_enforces_the_permissions_even_when_the_leaf_is_opened(hybrid:
 async def _check_open_leaf(remote: Client, hub: Client) -> None:
     # Leaf -> hub: a denied publish is not delivered; an allowed one after it is (same link).
     seen: list[str] = []
-    await hub.subscribe(s.task_inbox("hybrid-open"), cb=recorder(seen))
+    await hub.subscribe(s.task_inbox("hybrid-open", "task.submit"), cb=recorder(seen))
     marker = f"{s.inbox_prefix('hybrid-test')}.marker"
     await hub.subscribe(marker, cb=recorder(seen))
     await hub.flush()
 
     async def marker_arrives() -> bool:
-        await remote.publish(s.task_inbox("hybrid-open"), b"{}")
+        await remote.publish(s.task_inbox("hybrid-open", "task.submit"), b"{}")
         await remote.publish(marker, b"")
         await remote.flush()
         return marker in seen
 
     # Retried: the hub's interest may reach the leaf a moment after the subscription.
     await eventually(marker_arrives, timeout=10, interval=0.1, what="allowed publish to the hub")
-    assert s.task_inbox("hybrid-open") not in seen
+    assert s.task_inbox("hybrid-open", "task.submit") not in seen
     # JetStream requests outside the allow list go unanswered: no stream or KV read.
     js = remote.jetstream(domain="hub", timeout=2)
     with pytest.raises((TimeoutError, nats.errors.TimeoutError, ServiceUnavailableError)):
@@ -311,7 +324,7 @@ async def test_gateway_user_cannot_connect_to_the_hub_directly(hybrid: Hybrid) -
 
 
 def test_passwords_never_reach_logs_banner_or_health(hybrid: Hybrid) -> None:
-    """No NATS password in any log, the banner or /health; the banner names what runs elsewhere."""
+    """No NATS password or seed in any log, the banner or /health; the banner names the rest."""
     texts = {
         "gateway log": hybrid.gateway_log.read_text(),
         "banner": hybrid.system.output.read_text(),
@@ -319,10 +332,11 @@ def test_passwords_never_reach_logs_banner_or_health(hybrid: Hybrid) -> None:
     }
     for log in [*(hybrid.system.data_dir / "logs").glob("*.log"), *hybrid.root.glob("*.log")]:
         texts[log.name] = log.read_text()  # ours and the nats-servers' (leaf URL included)
+    seeds = [c.seed.decode() for c in credentials.existing(hybrid.system.data_dir).values()]
     for where, text in texts.items():
-        assert LOCAL_PASSWORD not in text, where
         assert GATEWAY_PASSWORD not in text, where
-    assert f"agentops:***@127.0.0.1:{hybrid.hub.port}" in texts["banner"]
+        assert not [seed for seed in seeds if seed in text], where
+    assert f"nats://127.0.0.1:{hybrid.hub.port} (external)" in texts["banner"]
     assert "elsewhere  llm-gateway" in texts["banner"]
     assert '"jetstream_domain": "hub"' in texts["gateway log"]
     assert "gateway:***@" in texts["gateway log"]
@@ -332,7 +346,7 @@ def test_passwords_never_reach_logs_banner_or_health(hybrid: Hybrid) -> None:
 def test_documented_tls_blocks_link_hub_and_leaf_over_tls(tmp_path: Path) -> None:
     """hub.conf's and leaf.conf's commented TLS blocks, enabled, carry the leaf link over TLS."""
     certs = make_certificates(tmp_path / "certs")
-    hub, leaf_port = start_hub(tmp_path, tls_dir=certs)
+    hub, leaf_port = start_hub(tmp_path, tmp_path / "data", tls_dir=certs)
     try:
         assert hub.monitor("/varz")["leaf"]["tls_required"] is True
         # Returns once the leaf reports its link up; it dials tls://, so only over TLS.

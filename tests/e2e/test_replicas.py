@@ -28,7 +28,12 @@ def replica(system: System, tmp_path: Path) -> Iterator[Path]:
             [sys.executable, "-m", "agentops.services.agent", "--agent-type", "backend_developer"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "NATS_URL": system.nats_url, "AGENTOPS_LOG_LEVEL": "info"},
+            env={
+                **os.environ,
+                "NATS_URL": system.nats_url,
+                "AGENTOPS_DATA_DIR": str(system.data_dir),  # its credential
+                "AGENTOPS_LOG_LEVEL": "info",
+            },
         )
     try:
         eventually_sync(

@@ -158,7 +158,7 @@ async def test_human_in_the_loop_answer_reaches_the_model(system: System) -> Non
             "choices": ["postgres", "sqlite"],
         },
     }
-    nc = await nats.connect(system.nats_url)
+    nc = await nats.connect(system.nats_url, **system.admin)
     requests: list[dict[str, Any]] = []
 
     async def capture(msg: Any) -> None:
@@ -259,11 +259,11 @@ async def test_three_llm_errors_escalate_to_a_human_who_can_unblock_it(system: S
 async def test_garbage_on_every_subject_is_dead_lettered(system: System) -> None:
     """Junk published on AgentOps subjects goes to the DLQ; no process crashes or restarts."""
     before = system.pids()
-    nc = await nats.connect(system.nats_url)
+    nc = await nats.connect(system.nats_url, **system.admin)
     js = nc.jetstream()
     junk_subjects = [
-        s.task_inbox("task_junk"),
-        s.agent_mailbox("backend_developer", "agent_junk"),
+        s.task_inbox("task_junk", "task.submit"),
+        s.agent_mailbox("backend_developer", "agent_junk", "agent.start"),
         s.llm_requests(),
         s.tool_requests("write_file"),
     ]

@@ -70,7 +70,7 @@ async def test_lane_delivers_one_agents_messages_in_order_across_replicas(nc: Cl
     replicas = [await lane_consumer(nc, lane, handler) for _ in range(2)]
     for n in range(40):
         m = pause(agent_id, n)
-        await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
+        await publish(js, s.agent_mailbox("backend_developer", agent_id, m.type), m, m.id)
     await until(lambda: len(seen) == 40, what="40 messages handled")
     assert seen == list(range(40))
     assert peak == 1
@@ -97,7 +97,7 @@ async def test_a_lane_delivery_is_sole_only_when_no_other_replica_got_one_in_bet
 
     async def send(n: int) -> None:
         m = pause(agent_id, n)
-        await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
+        await publish(js, s.agent_mailbox("backend_developer", agent_id, m.type), m, m.id)
 
     first = await lane_consumer(nc, lane, handler(0))
     for n in range(5):
@@ -147,7 +147,7 @@ async def test_a_kick_drops_every_replicas_interest_at_once_and_the_lane_moves_o
         r._sub is not None and r._sub is not b for r, b in zip(replicas, before, strict=True)
     )
     m = pause(agent_id, 1)
-    await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
+    await publish(js, s.agent_mailbox("backend_developer", agent_id, m.type), m, m.id)
     await until(lambda: seen == [m.id], what="the lane delivers after the kick")
     for r in replicas:
         await r.stop()
@@ -159,8 +159,8 @@ async def test_duplicate_publish_is_dropped_by_message_id(nc: Client) -> None:
     js = nc.jetstream()
     await ensure_jetstream(js)
     m = pause("agent_dup", 1)
-    first = await publish(js, s.agent_mailbox("backend_developer", "agent_dup"), m, m.id)
-    second = await publish(js, s.agent_mailbox("backend_developer", "agent_dup"), m, m.id)
+    first = await publish(js, s.agent_mailbox("backend_developer", "agent_dup", m.type), m, m.id)
+    second = await publish(js, s.agent_mailbox("backend_developer", "agent_dup", m.type), m, m.id)
     assert second.duplicate and not first.duplicate
 
 
@@ -169,7 +169,7 @@ async def test_garbage_is_dead_lettered_and_the_lane_moves_on(nc: Client) -> Non
     js = nc.jetstream()
     await ensure_jetstream(js)
     agent_id = "agent_junk"
-    subject = s.agent_mailbox("backend_developer", agent_id)
+    subject = s.agent_mailbox("backend_developer", agent_id, "agent.pause")
     handled: list[str] = []
 
     async def handler(msg: WorkMessage, d: Delivery) -> None:
@@ -203,7 +203,7 @@ async def test_retryable_failure_is_redelivered_then_handled(nc: Client) -> None
 
     consumer = await lane_consumer(nc, s.lane_of(agent_id), handler)
     m = pause(agent_id, 1)
-    await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
+    await publish(js, s.agent_mailbox("backend_developer", agent_id, m.type), m, m.id)
     await until(lambda: attempts == [1, 2, 3], what="three deliveries")
     await consumer.stop()
 
@@ -229,7 +229,7 @@ async def test_a_pull_consumer_of_an_older_version_is_replaced_and_nothing_is_lo
     )
     for n in range(3):
         m = pause(agent_id, n)
-        await publish(js, s.agent_mailbox("backend_developer", agent_id), m, m.id)
+        await publish(js, s.agent_mailbox("backend_developer", agent_id, m.type), m, m.id)
     handled: list[str] = []
 
     async def handler(msg: WorkMessage, d: Delivery) -> None:
@@ -319,7 +319,7 @@ async def test_publisher_waits_for_every_ack_and_jetstream_drops_duplicates(nc: 
     js = nc.jetstream()
     await ensure_jetstream(js)
     publisher = Publisher(nc)
-    mailbox = s.agent_mailbox("backend_developer", "agent_pub")
+    mailbox = s.agent_mailbox("backend_developer", "agent_pub", "agent.pause")
     items = [(mailbox, b'{"n": %d}' % n, {MSG_ID: f"pub.{n}"}) for n in range(3)]
     first = await publisher.publish_many(items)
     again = await publisher.publish_many(items[:1])

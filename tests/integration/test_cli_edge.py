@@ -97,7 +97,9 @@ async def test_respond_yes_answers_the_open_yes_no_question(edge: Edge) -> None:
     thread = api.human_thread()
     question = thread[-1].model_copy(update={"format": "yes_no"})
     await edge.put_agent(agent_state(status="awaiting_human", thread=(thread[0], question)))
-    seen, sub = await play(edge.nc, s.agent_mailbox("backend_developer", "agent_a1"), nothing)
+    seen, sub = await play(
+        edge.nc, s.agent_mailbox_filter("backend_developer", "agent_a1"), nothing
+    )
     code, out, err = await cli(edge, "respond", "agent_a1", "--yes")
     assert (code, err) == (0, "")
     assert out == "response_queued: agent agent_a1 is awaiting_human\n"  # nobody plays the agent

@@ -54,7 +54,7 @@ async def test_a_wrong_answer_is_400_saying_what_to_send(
 ) -> None:
     """Nothing is published for an answer that does not fit; the 400 names the fitting ones."""
     await edge.put_agent(agent_state(status="awaiting_human", thread=asked(fmt, choices)))
-    mailbox = s.agent_mailbox("backend_developer", "agent_a1")
+    mailbox = s.agent_mailbox_filter("backend_developer", "agent_a1")
     seen, sub = await play(edge.nc, mailbox, nothing)
     resp = await edge.client.post("/agents/agent_a1/human-response", json={"response": bad})
     assert resp.status == 400
@@ -83,7 +83,7 @@ async def test_a_fitting_answer_is_published_normalised(
     thread = asked(fmt, choices)
     request = thread[-1].model_copy(update={"reason": reason})
     await edge.put_agent(agent_state(status="awaiting_human", thread=(thread[0], request)))
-    mailbox = s.agent_mailbox("backend_developer", "agent_a1")
+    mailbox = s.agent_mailbox_filter("backend_developer", "agent_a1")
     seen, sub = await play(edge.nc, mailbox, nothing)
     resp = await edge.client.post("/agents/agent_a1/human-response", json={"response": given})
     assert resp.status == 202  # nobody plays the agent here: queued, not confirmed

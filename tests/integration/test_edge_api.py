@@ -268,7 +268,7 @@ async def test_post_task_publishes_submit_to_task_inbox_and_returns_201(edge: Ed
     assert out["status"] == "queued"
     assert out["task_id"].startswith("task_") and len(out["task_id"]) == 25
     assert out["agent_id"].startswith("agent_") and len(out["agent_id"]) == 26
-    stored = await edge.js.get_last_msg(s.WORK_STREAM, s.task_inbox(out["task_id"]))
+    stored = await edge.js.get_last_msg(s.WORK_STREAM, s.task_inbox(out["task_id"], "task.submit"))
     assert stored.data is not None
     msg = WORK_ADAPTER.validate_json(stored.data)
     assert isinstance(msg, SubmitTask)
@@ -296,7 +296,7 @@ async def test_post_task_answers_with_the_status_the_orchestrator_recorded(
         assert isinstance(msg, SubmitTask) and msg.agent_id is not None
         await edge.put_task(task_record(msg.task_id, msg.agent_id, status="running"))
 
-    _, sub = await play(edge.nc, s.WORK_SUBJECTS[0], orchestrate)
+    _, sub = await play(edge.nc, s.TASK_INBOXES, orchestrate)
     resp = await edge.client.post("/tasks", json=TASK)
     assert resp.status == 201
     assert (await resp.json())["status"] == "running"
@@ -324,8 +324,10 @@ async def test_idempotency_key_returns_the_same_task_and_publishes_once(edge: Ed
     second = await again.json()
     assert (second["task_id"], second["agent_id"]) == (first["task_id"], first["agent_id"])
     assert again.headers["Idempotent-Replayed"] == "true"
-    info = await edge.js.stream_info(s.WORK_STREAM, subjects_filter=s.task_inbox(first["task_id"]))
-    assert info.state.subjects == {s.task_inbox(first["task_id"]): 1}
+    info = await edge.js.stream_info(
+        s.WORK_STREAM, subjects_filter=s.task_inbox(first["task_id"], "task.submit")
+    )
+    assert info.state.subjects == {s.task_inbox(first["task_id"], "task.submit"): 1}
     other = await edge.client.post("/tasks", json={**TASK, "description": "else"}, headers=headers)
     assert other.status == 422
     assert_error(await other.json(), "idempotency_key_reused")
@@ -434,7 +436,7 @@ async def test_cancel_publishes_cancel_and_reports_the_terminal_status(
         if isinstance(msg, CancelTask):
             await edge.put_task(task_record(status="cancelled"))
 
-    seen, sub = await play(edge.nc, s.task_inbox("task_t1"), orchestrate)
+    seen, sub = await play(edge.nc, s.task_inbox_filter("task_t1"), orchestrate)
     resp = await edge.client.post("/tasks/task_t1/cancel")
     assert resp.status == 200
     assert await resp.json() == {"task_id": "task_t1", "status": "cancelled"}
@@ -525,7 +527,7 @@ async def test_pause_sends_pause_to_the_mailbox_and_waits_for_paused(make_edge: 
     """POST pause publishes PauseAgent to the agent's mailbox and answers when it is paused."""
     edge = await make_edge(**PATIENT)
     await edge.put_agent(agent_state())
-    mailbox = s.agent_mailbox("backend_developer", "agent_a1")
+    mailbox = s.agent_mailbox_filter("backend_developer", "agent_a1")
     seen, sub = await play(edge.nc, mailbox, set_status(edge, "paused"))
     resp = await edge.client.post("/agents/agent_a1/pause")
     assert resp.status == 200
@@ -546,7 +548,7 @@ async def test_resume_sends_resume_and_waits_until_not_paused(make_edge: MakeEdg
     conflict = await edge.client.post("/agents/agent_a1/resume")
     assert conflict.status == 409
     await edge.put_agent(agent_state(status="paused"))
-    mailbox = s.agent_mailbox("backend_developer", "agent_a1")
+    mailbox = s.agent_mailbox_filter("backend_developer", "agent_a1")
     seen, sub = await play(edge.nc, mailbox, set_status(edge, "running"))
     resp = await edge.client.post("/agents/agent_a1/resume")
     assert resp.status == 200
@@ -582,7 +584,7 @@ async def test_human_response_is_delivered_to_the_open_request(make_edge: MakeEd
         new = stored.state.model_copy(update={"status": "running", "thread": thread})
         await edge.agents.save(new.with_tallies(), stored)
 
-    mailbox = s.agent_mailbox("backend_developer", "agent_a1")
+    mailbox = s.agent_mailbox_filter("backend_developer", "agent_a1")
     seen, sub = await play(edge.nc, mailbox, answer)
     resp = await edge.client.post(
         "/agents/agent_a1/human-response", json={"response": {"db": "postgres"}}
@@ -729,7 +731,9 @@ async def test_unicode_escapes_that_make_text_are_kept_and_lone_surrogates_are_4
     pair = json.dumps(TASK)[:-1] + ', "context": {"face": "\\ud83d\\ude00"}}'
     ok = await edge.client.post("/tasks", data=pair)
     assert ok.status == 201
-    stored = await edge.js.get_last_msg(s.WORK_STREAM, s.task_inbox((await ok.json())["task_id"]))
+    stored = await edge.js.get_last_msg(
+        s.WORK_STREAM, s.task_inbox((await ok.json())["task_id"], "task.submit")
+    )
     msg = WORK_ADAPTER.validate_json(stored.data or b"")
     assert isinstance(msg, SubmitTask) and msg.context == {"face": "\U0001f600"}
     lone = json.dumps(TASK)[:-1] + ', "context": {"k": "\\udfff"}}'

@@ -63,7 +63,7 @@ async def start_gateway(
     async def on_event(msg: Any) -> None:
         events.append(json.loads(msg.data))
 
-    await nc.subscribe(s.agent_mailbox("backend_developer", "agent_x"), cb=on_reply)
+    await nc.subscribe(s.agent_mailbox_filter("backend_developer", "agent_x"), cb=on_reply)
     await nc.subscribe(s.events_filter(), cb=on_event)
     await llm_gateway.setup(rt)
     return rt, replies, events

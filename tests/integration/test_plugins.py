@@ -60,7 +60,7 @@ async def start_executor(nc: Client, data_dir: Path) -> tuple[Runtime, dict[str,
         doc = json.loads(msg.data)
         replies[doc["call_id"]] = doc
 
-    await nc.subscribe(s.agent_mailbox("backend_developer", AGENT), cb=on_reply)
+    await nc.subscribe(s.agent_mailbox_filter("backend_developer", AGENT), cb=on_reply)
     await tool_executor.setup(rt)
     return rt, replies
 
@@ -162,7 +162,7 @@ async def test_bad_announcements_are_ignored(nc: Client) -> None:
     )
     await kv.put(
         "sneaky",
-        good.model_copy(update={"name": "sneaky", "subject": s.task_inbox("t1")})
+        good.model_copy(update={"name": "sneaky", "subject": s.task_inbox("t1", "task.submit")})
         .model_dump_json()
         .encode(),
     )

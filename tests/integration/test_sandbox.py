@@ -11,6 +11,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ async def test_etc_shadow_is_not_readable(ctx: ToolContext) -> None:
 
 
 async def test_files_outside_the_workspace_are_invisible(ctx: ToolContext, tmp_path: Path) -> None:
-    """Another task's workspace, home directories and the executor's source are not there."""
+    """Another task's workspace, the data dir, home dirs and the executor's source are not there."""
     other = tmp_path / "data" / "workspaces" / "task_b"
     other.mkdir()
     (other / "secret.txt").write_text("other task's secret")
@@ -285,6 +286,34 @@ async def test_environment_holds_no_secrets(
     assert "sk-sandbox-secret" not in result["stdout"]
     assert "HOME=/workspace" in result["stdout"]
     assert str(ctx.workspace) not in result["stdout"]
+
+
+async def test_no_host_path_credential_or_executor_process_is_visible(
+    ctx: ToolContext, tmp_path: Path
+) -> None:
+    """The workspace is /workspace; a secret under a bound dir is masked; /proc holds the run only."""
+    secret_dir = tmp_path / "bound" / "credentials"
+    secret_dir.mkdir(parents=True)
+    (secret_dir / "edge.nk").write_text("SUSECRETSEED")
+    (tmp_path / "bound" / "creds.txt").write_text("SUSECRETTOO")
+    box = replace(
+        ctx.sandbox,
+        ro_binds=(*ctx.sandbox.ro_binds, str(tmp_path / "bound")),
+        hidden=(str(secret_dir), str(tmp_path / "bound" / "creds.txt"), str(tmp_path / "data")),
+    )
+    seen = replace(ctx, sandbox=box)
+    code = (
+        f"pwd; echo HOME=$HOME; ls {secret_dir} | wc -l; cat {tmp_path}/bound/creds.txt | wc -c; "
+        f"test -e {ctx.workspace} && echo host-path-visible; "
+        "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '"
+    )
+    result = await run(seen, "bash", code)
+    lines = result["stdout"].splitlines()
+    assert lines[:4] == ["/workspace", "HOME=/workspace", "0", "0"], result
+    assert "host-path-visible" not in result["stdout"]
+    assert "SUSECRET" not in result["stdout"]
+    out = result["stdout"]
+    assert "pytest" not in out and "agentops.services" not in out and "--bind" not in out, out
 
 
 async def test_a_private_workspace_directory_works(tmp_path: Path, sandbox: Sandbox) -> None:

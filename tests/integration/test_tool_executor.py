@@ -50,7 +50,7 @@ async def start_executor(
     async def on_reply(msg: Any) -> None:
         replies.append(json.loads(msg.data))
 
-    await nc.subscribe(s.agent_mailbox("backend_developer", "agent_x"), cb=on_reply)
+    await nc.subscribe(s.agent_mailbox_filter("backend_developer", "agent_x"), cb=on_reply)
     await tool_executor.setup(rt)
     return rt, replies
 
@@ -76,7 +76,7 @@ async def test_redelivered_call_does_not_run_again_and_the_agent_gets_one_answer
     await until(lambda: len(replies) == 2, what="second reply")
     assert replies[0]["ok"] is True and replies[0]["id"] == replies[1]["id"]
     assert (tmp_path / "workspaces" / "task_x" / "out.txt").read_text() == "once\n"
-    mailbox = s.agent_mailbox("backend_developer", "agent_x")
+    mailbox = s.agent_mailbox("backend_developer", "agent_x", "tool.completed")
     stored = await nc.jetstream().get_last_msg(s.WORK_STREAM, mailbox)
     assert stored.seq is not None and json.loads(stored.data or b"{}") == replies[0]
     info = await nc.jetstream().stream_info(s.WORK_STREAM, subjects_filter=mailbox)

@@ -42,11 +42,11 @@ def test_nats_password_is_masked_in_repr_safe_dict_and_errors() -> None:
 
 
 def test_remote_jetstream_settings_are_read_validated_and_round_trip() -> None:
-    """AGENTOPS_JETSTREAM_DOMAIN/DECLARE parse, default to local declaring, reach children."""
+    """AGENTOPS_JETSTREAM_DOMAIN/DECLARE parse, are unset by default, and reach children."""
     assert (
         load_settings(environ={}).jetstream_domain,
         load_settings(environ={}).jetstream_declare,
-    ) == (None, True)
+    ) == (None, None)
     env = {"AGENTOPS_JETSTREAM_DOMAIN": "hub", "AGENTOPS_JETSTREAM_DECLARE": " False "}
     settings = load_settings(environ=env)
     assert (settings.jetstream_domain, settings.jetstream_declare) == ("hub", False)
