@@ -1,14 +1,12 @@
 """The tool executor process: runs tool calls in the task's workspace, at most once each.
 
-Before a call runs it is claimed in the `agentops_tool_calls` bucket under (agent, step, call
-id): only the first delivery can create the claim. A delivery that finds the claim taken does
-not run a tool with side effects again; it answers `interrupted` under the reply's fixed
-message id, so when the first delivery's answer was published JetStream drops this one as a
-duplicate and the agent sees the real result (and an agent ignores any answer to a call it
-no longer waits for). So a reply lost after its tool ran (NATS failing at that instant)
-reaches the agent as `interrupted`: the side effect is never repeated. A call without side
-effects (`idempotent`) is not claimed: it simply runs again. Claims written by older versions
-with the result in them are answered from that result.
+A call with side effects is claimed in the `agentops_tool_calls` bucket before it runs, and
+its answer is stored with the claim before it is sent (`services/tool_calls.py`): a
+redelivery (the reply lost, the ack lost, NATS restarted) sends the stored answer again under
+the reply's fixed message id, so the agent gets the real result exactly as if the first send
+had arrived. Only a call whose executor died while it ran is answered `interrupted`, and it
+is not run again, so its side effects never happen twice. A call without side effects
+(`idempotent`) is not claimed: it simply runs again.
 
 At start-up it reads `[tools]`, probes the sandbox (`tools.sandbox`) and logs the isolation in
 force, which its status (and so `GET /health`) also shows. Builtin tools run here; a plugin
@@ -20,17 +18,14 @@ same claim, so a plugin's side effect is not repeated either. Tools from install
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from nats.aio.client import Client
-from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from agentops.bus.auth import secret_paths
 from agentops.bus.connection import publish_all
@@ -40,8 +35,9 @@ from agentops.config import load_tools
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
 from agentops.protocol.messages import ToolCompleted, ToolRequested, WorkMessage
+from agentops.services.tool_calls import RECORD_ADAPTER, Calls, ToolCallRecord, interrupted_error
 from agentops.services.workspaces import setup_workspaces
-from agentops.store.kv import Conflict, DocumentStore
+from agentops.store.kv import DocumentStore
 from agentops.tools.handlers import ToolContext, run_tool
 from agentops.tools.plugin_sdk import load_entry_points
 from agentops.tools.plugins import PluginDirectory, call_plugin
@@ -53,34 +49,6 @@ from agentops.tools.workspace import workspace_for
 log = structlog.get_logger(__name__)
 PROCESS = "tool-executor"
 CONCURRENCY = 16
-_KEY_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class ToolCallRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    state: Literal["started", "done"]
-    request_id: str
-    reply: ToolCompleted | None = None
-
-
-RECORD_ADAPTER: TypeAdapter[ToolCallRecord] = TypeAdapter(ToolCallRecord)
-
-
-def INTERRUPTED(msg: ToolRequested) -> ErrorInfo:
-    return ErrorInfo(
-        code="interrupted",
-        message=f"the executor stopped while {msg.name} was running; it was not run again so "
-        "that its side effects do not happen twice. Check the workspace and retry if needed.",
-    )
-
-
-def record_key(msg: ToolRequested) -> str:
-    call = (
-        msg.call_id
-        if _KEY_SAFE.match(msg.call_id)
-        else hashlib.sha256(msg.call_id.encode()).hexdigest()[:32]
-    )
-    return f"{msg.agent_id}.{msg.step}.{call}"
 
 
 def executor_tools() -> tuple[str, ...]:
@@ -173,7 +141,7 @@ async def setup(rt: Runtime) -> None:
         await plugin.start(rt.nc)
         rt.on_shutdown.append(plugin.stop)
     ex = Executor(Path(rt.settings.data_dir), settings, sandbox, plugins, rt.nc)
-    counts = {"ok": 0, "failed": 0, "replayed": 0}
+    counts = {"ok": 0, "failed": 0}
 
     async def reply(msg: ToolRequested, completed: ToolCompleted) -> None:
         assert msg.reply_to is not None
@@ -194,26 +162,22 @@ async def setup(rt: Runtime) -> None:
             duration_ms=round(ms, 3),
         )
 
+    calls = Calls(store, lambda msg: completed(msg, False, None, interrupted_error(msg), 0.0))
+
+    async def run(msg: ToolRequested) -> ToolCompleted:
+        started = time.perf_counter()
+        ok, value, error = await execute(msg, ex)
+        return completed(msg, ok, value, error, (time.perf_counter() - started) * 1000)
+
     async def handle(msg: WorkMessage, delivery: Delivery) -> None:
         if not isinstance(msg, ToolRequested):
             raise PermanentError(f"{msg.type} is not a tool request")
         if msg.agent_id is None:
             raise PermanentError("tool request without agent_id")
-        key = record_key(msg)
-        try:  # claim the call: only the first delivery gets to create its record
-            if not msg.idempotent:  # a call without side effects simply runs again
-                await store.save(key, ToolCallRecord(state="started", request_id=msg.id), 0)
-        except Conflict:
-            record, _ = await store.load(key)
-            if record is not None and record.reply is not None:  # an older version's record
-                counts["replayed"] += 1
-                await reply(msg, record.reply)
-                return
-            await finish(msg, completed(msg, False, None, INTERRUPTED(msg), 0.0))
-            return
-        started = time.perf_counter()
-        ok, value, error = await execute(msg, ex)
-        await finish(msg, completed(msg, ok, value, error, (time.perf_counter() - started) * 1000))
+        if msg.idempotent:  # a call without side effects simply runs again: no claim
+            await finish(msg, await run(msg))
+        else:  # claimed, run once, its answer stored before it is sent
+            await finish(msg, await calls.answer(msg, lambda: run(msg)))
 
     async def finish(msg: ToolRequested, result: ToolCompleted) -> None:
         counts["ok" if result.ok else "failed"] += 1
@@ -231,7 +195,7 @@ async def setup(rt: Runtime) -> None:
     rt.status_extra = lambda: {
         "tools": list(executor_tools()),
         "plugins": plugins.names(),
-        "tool_calls": dict(counts),
+        "tool_calls": {**counts, **calls.counts},
         "isolation": isolation,
     }
     await rt.serve_pool(

@@ -19,7 +19,7 @@ from agentops.config import load_settings
 from agentops.edge.health import executor_isolation
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import ReplyTo, ToolRequested
-from agentops.services import tool_executor
+from agentops.services import tool_calls, tool_executor
 from agentops.store.kv import DocumentStore
 from tests.helpers import until
 
@@ -88,11 +88,11 @@ async def test_redelivered_call_does_not_run_again_and_the_agent_gets_one_answer
 async def test_call_interrupted_mid_run_is_not_run_again(nc: Client, tmp_path: Path) -> None:
     """A side-effecting call claimed before a crash answers `interrupted` and does not run."""
     rt, replies = await start_executor(nc, tmp_path)
-    store = DocumentStore(rt.buckets[s.TOOL_CALLS_BUCKET], tool_executor.RECORD_ADAPTER)
+    store = DocumentStore(rt.buckets[s.TOOL_CALLS_BUCKET], tool_calls.RECORD_ADAPTER)
     append, rewrite = request("c2"), request("c3", mode="write", content="whole\n")
     for msg in (append, rewrite):  # what a crash between claim and result leaves behind
-        claimed = tool_executor.ToolCallRecord(state="started", request_id=msg.id)
-        await store.save(tool_executor.record_key(msg), claimed, 0)
+        claimed = tool_calls.ToolCallRecord(state="started", request_id=msg.id)
+        await store.save(tool_calls.record_key(msg), claimed, 0)
         await send_as_redelivery(nc, msg, 1)
     await until(lambda: len(replies) == 2, what="two replies")
     by_call = {r["call_id"]: r for r in replies}
@@ -107,14 +107,14 @@ async def test_a_call_without_side_effects_runs_without_a_claim(nc: Client, tmp_
     """A whole-file rewrite runs on each delivery with no claim; an append is claimed first."""
     # Rewriting a whole file is safe to repeat; an append is not.
     rt, replies = await start_executor(nc, tmp_path)
-    store = DocumentStore(rt.buckets[s.TOOL_CALLS_BUCKET], tool_executor.RECORD_ADAPTER)
+    store = DocumentStore(rt.buckets[s.TOOL_CALLS_BUCKET], tool_calls.RECORD_ADAPTER)
     rewrite, append = request("c6", mode="write", content="whole\n"), request("c7")
     for n, msg in enumerate((rewrite, rewrite, append)):
         await send_as_redelivery(nc, msg, n)
         await until(lambda n=n: len(replies) == n + 1, what=f"reply {n + 1}")
     assert [r["ok"] for r in replies] == [True, True, True]
-    assert (await store.load(tool_executor.record_key(rewrite)))[0] is None
-    assert (await store.load(tool_executor.record_key(append)))[0] is not None
+    assert (await store.load(tool_calls.record_key(rewrite)))[0] is None
+    assert (await store.load(tool_calls.record_key(append)))[0] is not None
     for consumer in rt.consumers:
         await consumer.stop()
 
