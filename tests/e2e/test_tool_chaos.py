@@ -228,4 +228,4 @@ async def test_smoke_chaos_every_task_completes_and_no_call_runs_twice(
 async def test_chaos_60_tasks_kill_9_every_2_to_4_s(system: System) -> None:
     """kill -9 of random processes (nats-server too) every 2-4 s under 60 tasks: all complete,
     no duplicate side effect, `interrupted` only for calls cut off while running."""
-    await run_chaos(system, tasks=60, steps=16, chaos_s=120, seed=int(time.time()))
+    await run_chaos(system, tasks=60, steps=20, chaos_s=120, seed=int(time.time()), delay_ms=200)
