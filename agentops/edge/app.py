@@ -8,6 +8,8 @@ Rules:
   becomes the JSON error shape) → auth (bearer token).
 - Bodies over `client_max_size` (1 MiB) are refused with 413 when read.
 - Open WebSockets are closed with 1001 on shutdown.
+- Every handler declares its operation (`@operation`, `edge/apispec.py`): `/openapi.json` is
+  built from this table, and fails on a route that does not.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agentops.config import Settings, load_workspaces
-from agentops.edge import agents, dashboard, tasks, workflows, workspaces
+from agentops.edge import agents, dashboard, openapi, tasks, workflows, workspaces
 from agentops.edge.auth import auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
@@ -55,6 +57,7 @@ def create_app(
     app[WS_CLIENTS] = WsClients()
     app[DLQ_START] = []
     app[SEEN] = {}
+    openapi.setup(app)
     app.on_startup.append(remember_dlq_start)
     app.on_shutdown.append(_close_websockets)
     app.router.add_routes(
@@ -90,4 +93,6 @@ def create_app(
     )
     # ---- the dashboard: its page and static assets (edge/dashboard.py, files in edge/ui/) ----
     app.router.add_routes(dashboard.routes())
+    # ---- the API's own description: /openapi.json and the /docs page (edge/openapi.py) ----
+    app.router.add_routes(openapi.routes())
     return app

@@ -3,8 +3,9 @@
 Rules:
 - No token configured: everything is open (the local default).
 - Token configured: every request needs `Authorization: Bearer <token>`, except `GET /health`
-  and `GET /metrics` (probes and scrapers) and the dashboard, `GET /` and its static files
-  under `GET /ui/` (they hold no data).
+  and `GET /metrics` (probes and scrapers), the dashboard, `GET /` and its static files
+  under `GET /ui/`, and the API's description, `GET /openapi.json`, `GET /docs` and its
+  files under `GET /docs/` (they hold no data).
   The WebSocket may pass `?token=` instead, since browsers cannot set headers on a WebSocket
   handshake.
 - Tokens are compared in constant time; a missing or wrong token is 401 with
@@ -22,16 +23,18 @@ from agentops.edge.context import CONFIG
 from agentops.edge.errors import ApiError
 
 EXEMPT: frozenset[tuple[str, str]] = frozenset(
-    (method, path) for method in ("GET", "HEAD") for path in ("/", "/health", "/metrics")
+    (method, path)
+    for method in ("GET", "HEAD")
+    for path in ("/", "/health", "/metrics", "/openapi.json", "/docs")
 )
 WS_PATH = "/ws"
-PUBLIC_PREFIX = "/ui/"  # the dashboard's static files
+PUBLIC_PREFIXES = ("/ui/", "/docs/")  # the dashboard's and the API docs' static files
 
 
 def _exempt(request: web.Request) -> bool:
     if (request.method, request.path) in EXEMPT:
         return True
-    return request.method in ("GET", "HEAD") and request.path.startswith(PUBLIC_PREFIX)
+    return request.method in ("GET", "HEAD") and request.path.startswith(PUBLIC_PREFIXES)
 
 
 def _presented(request: web.Request) -> str | None:

@@ -30,6 +30,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agentops.core.state import OTHER_TOOL, TASK_RECORD_ADAPTER, AgentState
+from agentops.edge.apispec import Resp, operation
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import scan_heads
 from agentops.edge.discovery import gather
@@ -255,6 +256,12 @@ async def _bus_families(out: Exposition, bus: Bus, window_s: float) -> None:
     )
 
 
+@operation(
+    "Prometheus metrics", "system",
+    {200: Resp("the text format 0.0.4 (README: Metrics lists every family)",
+               media={"text/plain": {"type": "string"}})},
+    public=True, bus=False,
+)  # fmt: skip
 async def metrics(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     out = Exposition()
