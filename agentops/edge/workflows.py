@@ -62,7 +62,7 @@ from agentops.store.kv import scan
 
 SOURCE = "edge"
 MAX_STAGES = 50
-_STAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_STAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")  # fullmatch: `$` would let "a\n" through
 
 
 class StageBody(_Body):
@@ -76,7 +76,7 @@ class StageBody(_Body):
     @field_validator("id")
     @classmethod
     def _token(cls, value: str) -> str:
-        if not _STAGE_ID.match(value):
+        if not _STAGE_ID.fullmatch(value):
             raise ValueError("must be 1-32 of [A-Za-z0-9_-]")
         return value
 

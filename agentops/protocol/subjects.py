@@ -48,8 +48,9 @@ LANES: Final = 16
 
 AGENT_TYPES: Final = ("backend_developer", "devops_engineer", "frontend_developer")
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Matched whole (`fullmatch`): `^...$` with `match` lets a trailing newline through.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class InvalidName(ValueError):
@@ -57,13 +58,13 @@ class InvalidName(ValueError):
 
 
 def check_id(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidName(f"invalid {what} {value!r}: use 1-128 of [A-Za-z0-9_-]")
     return value
 
 
 def _token(value: str, what: str) -> str:
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise InvalidName(f"invalid {what} {value!r}")
     return value
 

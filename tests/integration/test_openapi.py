@@ -178,3 +178,15 @@ def test_docs_page_renders_the_document_as_text_only() -> None:
         assert banned not in source, banned
     assert re.findall(r'fetch\("([^"]+)"', source) == ["/openapi.json"]
     assert not re.search(r"https?://", source)
+
+
+async def test_an_id_with_a_trailing_newline_is_not_found_not_unavailable(edge: Edge) -> None:
+    """Schemathesis found it: `agent_x\\n` passed the id check (`$` allows a final newline)
+    and reached NATS as a subject, answering 503; ids are matched whole now: 404."""
+    for url in ("/agents/g%0A/status", "/tasks/t%0A", "/workflows/wf_x%0A"):
+        resp = await edge.client.get(url)
+        assert resp.status == 404, url
+    resp = await edge.client.post("/agents/g%0A/human-response", json={"response": 1})
+    assert resp.status == 404
+    resp = await edge.client.get("/tasks?limit=5%0A")
+    assert resp.status == 400
