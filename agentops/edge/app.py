@@ -28,7 +28,8 @@ from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
 from agentops.edge.health import DLQ_START, health, remember_dlq_start
 from agentops.edge.liveness import SEEN
-from agentops.edge.metrics import METRICS, EdgeMetrics, metrics, metrics_middleware
+from agentops.edge.metrics import metrics, metrics_middleware
+from agentops.edge.metrics import setup as setup_metrics
 from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
 
@@ -53,7 +54,7 @@ def create_app(
     )
     app[BUS] = Bus(nc=nc, js=js, buckets=buckets)
     app[CONFIG] = config
-    app[METRICS] = EdgeMetrics()
+    setup_metrics(app)
     app[WS_CLIENTS] = WsClients()
     app[DLQ_START] = []
     app[SEEN] = {}

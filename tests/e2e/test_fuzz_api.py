@@ -1,5 +1,6 @@
 """Schemathesis against `/openapi.json` with the whole system up (`agentops up`): no answer is a
 500 and every answer fits the document (status, schema), for generated valid and invalid input.
+First, the metrics of the seeded runs: the processes' histograms and counters at `/metrics`.
 
 Bounded for the default run (`FUZZ_EXAMPLES` per operation and generation mode, no
 shrinking); `AGENTOPS_FUZZ_EXAMPLES=200 pytest -m fuzz` digs deeper. Path ids are sometimes
@@ -95,6 +96,34 @@ def api_schema(fuzz_system: System) -> Any:
 
     loaded.hook(flatmap_path_parameters)
     return loaded
+
+
+def metric(text: str, series: str) -> float:
+    found = [ln for ln in text.splitlines() if ln.startswith(series + " ")]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+def test_real_runs_show_in_the_processes_histograms_and_counters(
+    api_schema: Any, fuzz_system: System
+) -> None:
+    """The seeded runs' steps, LLM calls and tool calls are in the duration histograms, and
+    the finished one in the runs ended by type and status, summed from the processes."""
+    kind = 'agent_type="backend_developer"'
+    wanted = {
+        f"agentops_steps_total{{{kind}}}": 2,
+        f"agentops_step_duration_seconds_count{{{kind}}}": 2,
+        f'agentops_llm_call_duration_seconds_count{{{kind},outcome="ok"}}': 2,
+        f'agentops_llm_calls_total{{{kind},outcome="ok"}}': 2,
+        f'agentops_tasks_finished_total{{{kind},status="completed"}}': 1,
+        'agentops_tool_call_duration_seconds_count{tool="write_file",outcome="ok"}': 1,
+        'agentops_tool_calls_total{tool="write_file",outcome="ok"}': 1,
+    }
+
+    def counted() -> bool:
+        text = httpx.get(f"{fuzz_system.url}/metrics", timeout=30).text
+        return all(metric(text, series) >= least for series, least in wanted.items())
+
+    wait_for(counted, timeout=30, what="the seeded runs in /metrics")
 
 
 def failure_text(group: BaseExceptionGroup[Any]) -> str:
