@@ -85,18 +85,27 @@ async def index(request: web.Request) -> web.Response:
     return serve(request, ASSETS[INDEX])
 
 
-@operation(
-    "A file of the dashboard", "dashboard",
-    {200: Resp("a module, the stylesheet or the icon", media={"*/*": _TEXT}),
-     304: Resp("unchanged since the ETag sent in If-None-Match")},
-    {404: "no such file"}, public=True, bus=False,
-)  # fmt: skip
-async def asset(request: web.Request) -> web.Response:
-    """`GET /ui/{name}`: one of the page's modules or its stylesheet."""
-    found = ASSETS.get(request.match_info["name"])
+def serve_named(request: web.Request, assets: dict[str, Asset]) -> web.Response:
+    """The asset `{name}` of the path, or 404."""
+    found = assets.get(request.match_info["name"])
     if found is None:
         raise web.HTTPNotFound()
     return serve(request, found)
+
+
+FILE_ANSWERS = {
+    200: Resp("the file (a module, a stylesheet, an icon)", media={"*/*": _TEXT}),
+    304: Resp("unchanged since the ETag sent in If-None-Match"),
+}
+
+
+@operation(
+    "A file of the dashboard", "dashboard", FILE_ANSWERS, {404: "no such file"},
+    public=True, bus=False,
+)  # fmt: skip
+async def asset(request: web.Request) -> web.Response:
+    """`GET /ui/{name}`: one of the page's modules or its stylesheet."""
+    return serve_named(request, ASSETS)
 
 
 def routes() -> list[web.RouteDef]:

@@ -204,7 +204,6 @@ def setup(app: web.Application) -> None:
 
 _OPENAPI = {"application/json": {"type": "object", "description": "an OpenAPI 3.1 document"}}
 _HTML = {"text/html": {"type": "string"}}
-_FILE = {"*/*": {"type": "string"}}
 
 
 @operation(
@@ -232,17 +231,12 @@ async def docs_page(request: web.Request) -> web.Response:
 
 
 @operation(
-    "A file of the documentation page", "meta",
-    {200: Resp("the module or stylesheet", media=_FILE),
-     304: Resp("unchanged since the ETag sent in If-None-Match")},
-    {404: "no such file"}, public=True, bus=False,
+    "A file of the documentation page", "meta", dashboard.FILE_ANSWERS, {404: "no such file"},
+    public=True, bus=False,
 )  # fmt: skip
 async def docs_asset(request: web.Request) -> web.Response:
     """The documentation page's script and stylesheet."""
-    found = DOCS_ASSETS.get(request.match_info["name"])
-    if found is None:
-        raise web.HTTPNotFound()
-    return dashboard.serve(request, found)
+    return dashboard.serve_named(request, DOCS_ASSETS)
 
 
 def routes() -> list[web.RouteDef]:

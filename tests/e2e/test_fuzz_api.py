@@ -11,7 +11,6 @@ so the handlers behind a 404 are fuzzed too.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.e2e.conftest import System, start_system, wait_for
+from tests.e2e.conftest import System, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 
@@ -72,18 +71,9 @@ def seed(base: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    system = start_system(tmp_path_factory.mktemp("fuzz") / "data")
-    try:
-        yield system
-    finally:
-        system.stop()
-
-
-@pytest.fixture(scope="module")
-def api_schema(fuzz_system: System) -> Any:
-    real = seed(fuzz_system.url)
-    loaded = schemathesis.openapi.from_url(f"{fuzz_system.url}/openapi.json")
+def api_schema(system: System) -> Any:
+    real = seed(system.url)
+    loaded = schemathesis.openapi.from_url(f"{system.url}/openapi.json")
 
     def flatmap_path_parameters(context: Any, params: dict[str, Any]) -> Any:
         if not params:
@@ -104,7 +94,7 @@ def metric(text: str, series: str) -> float:
 
 
 def test_real_runs_show_in_the_processes_histograms_and_counters(
-    api_schema: Any, fuzz_system: System
+    api_schema: Any, system: System
 ) -> None:
     """The seeded runs' steps, LLM calls and tool calls are in the duration histograms, and
     the finished one in the runs ended by type and status, summed from the processes."""
@@ -120,7 +110,7 @@ def test_real_runs_show_in_the_processes_histograms_and_counters(
     }
 
     def counted() -> bool:
-        text = httpx.get(f"{fuzz_system.url}/metrics", timeout=30).text
+        text = httpx.get(f"{system.url}/metrics", timeout=30).text
         return all(metric(text, series) >= least for series, least in wanted.items())
 
     wait_for(counted, timeout=30, what="the seeded runs in /metrics")
