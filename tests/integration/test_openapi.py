@@ -4,6 +4,8 @@ served without a token, and a route without a declaration refused."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +180,17 @@ def test_docs_page_renders_the_document_as_text_only() -> None:
         assert banned not in source, banned
     assert re.findall(r'fetch\("([^"]+)"', source) == ["/openapi.json"]
     assert not re.search(r"https?://", source)
+
+
+def test_docs_module_parses(tmp_path: Path) -> None:
+    """The docs module is valid JavaScript (checked with node as an ES module, when installed)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    copy = tmp_path / "docs.mjs"
+    copy.write_text((DOCS / "docs.js").read_text())
+    check = subprocess.run([node, "--check", str(copy)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
 
 
 async def test_an_id_with_a_trailing_newline_is_not_found_not_unavailable(edge: Edge) -> None:

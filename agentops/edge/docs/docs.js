@@ -12,7 +12,7 @@ function h(tag, props, ...children) {
     else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
     else el.setAttribute(key, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child == null || child === false) continue;
     el.append(typeof child === "string" ? document.createTextNode(child) : child);
   }
@@ -20,6 +20,12 @@ function h(tag, props, ...children) {
 }
 
 const METHODS = ["get", "post", "put", "patch", "delete"];
+
+/** Text with `code` spans as <code> elements (still text: each part through textContent). */
+function prose(tag, text, cls) {
+  return h(tag, { class: cls }, String(text || "").split("`").map((part, i) =>
+    (i % 2 ? h("code", { text: part }) : part)));
+}
 let components = {};
 
 function refName(ref) {
@@ -78,7 +84,7 @@ function schemaNode(schema) {
     list.append(h("li", {},
       h("code", { text: name }), required.has(name) ? h("span", { class: "req", text: " *" }) : null,
       " ", h("span", { class: "type", text: typeText(prop) }),
-      prop.description ? h("span", { class: "muted", text: ` — ${prop.description}` }) : null,
+      prop.description ? prose("span", ` — ${prop.description}`, "muted") : null,
       nested(prop).map((s) => refNode(s.$ref))));
   }
   if (schema.additionalProperties === false) list.append(h("li", { class: "muted", text: "no other fields" }));
@@ -94,17 +100,17 @@ function operation(path, method, op, doc) {
   const secured = (op.security || doc.security || []).length > 0;
   const params = op.parameters || [];
   const body = h("div", { class: "body" },
-    op.description ? h("p", { text: op.description }) : null,
+    op.description ? prose("p", op.description) : null,
     params.length ? [h("h4", { text: "Parameters" }), h("table", {}, params.map((p) => h("tr", {},
       h("td", {}, h("code", { text: p.name }), p.required ? h("span", { class: "req", text: " *" }) : null),
       h("td", { class: "muted", text: p.in }),
       h("td", { class: "type", text: typeText(p.schema) }),
-      h("td", { text: p.description || "" }))))] : null,
+      prose("td", p.description))))] : null,
     op.requestBody ? [h("h4", { text: "Body" }), content(op.requestBody.content)] : null,
     h("h4", { text: "Answers" }),
     h("table", {}, Object.entries(op.responses || {}).map(([status, resp]) => h("tr", {},
       h("td", { class: "status", text: status }),
-      h("td", {}, h("div", { text: resp.description || "" }), content(resp.content))))));
+      h("td", {}, prose("div", resp.description), content(resp.content))))));
   return h("details", { class: "op", id: op.operationId },
     h("summary", {}, h("span", { class: `method ${method}`, text: method.toUpperCase() }),
       h("span", { class: "path", text: path }), h("span", { text: op.summary || "" }),
@@ -115,7 +121,7 @@ function operation(path, method, op, doc) {
 function render(doc) {
   components = (doc.components && doc.components.schemas) || {};
   document.getElementById("title").textContent = `${doc.info.title} API ${doc.info.version}`;
-  document.getElementById("intro").textContent = doc.info.description || "";
+  document.getElementById("intro").replaceChildren(prose("span", doc.info.description));
   const byTag = new Map((doc.tags || []).map((t) => [t.name, []]));
   for (const [path, item] of Object.entries(doc.paths)) {
     for (const method of METHODS) {
