@@ -36,7 +36,9 @@ DOCS_ASSETS = dashboard.load_assets(DOCS_DIR)
 
 # What every route of a kind may answer (apispec's rules).
 UNAUTHORIZED = "missing or invalid API token (only when the edge has tokens configured)"
-FORBIDDEN = "the token's role is not enough (`details`: `{needed, role}`; viewer < operator < admin)"
+FORBIDDEN = (
+    "the token's role is not enough (`details`: `{needed, role}`; viewer < operator < admin)"
+)
 RATE_LIMITED = "too many failed authentication attempts from this address (`Retry-After`)"
 UNAVAILABLE = "NATS, or the process that would answer, is away: retry (check first, for a write)"
 INVALID_JSON = "the body is not JSON (`invalid_json`) or cannot be read (`invalid_body`)"
