@@ -234,6 +234,9 @@ def _llm_gateway(r: _Rights) -> None:
 def _edge(r: _Rights) -> None:
     r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)  # and stream sizes in /metrics
     r.publish(s.stream_msg_get(r.api, s.DLQ_STREAM))  # /health: the last dead letter
+    # `waiting_for`: is anyone serving the LLM and tool consumers (edge/liveness.py)?
+    for consumer in (s.LLM_GATEWAY_CONSUMER, s.TOOL_EXECUTOR_CONSUMER):
+        r.publish(s.consumer_api(r.api, "INFO", s.WORK_STREAM, consumer))
     r.reads(s.AGENTS_BUCKET, watch=True)
     r.reads(s.TASKS_BUCKET, watch=True)
     r.reads(s.WORKFLOWS_BUCKET, watch=True)
