@@ -145,8 +145,9 @@ class _Rights:
             self.publish(
                 s.object_subjects(s.UPLOADS_BUCKET), s.stream_api(self.api, "PURGE", stream)
             )
-        else:
+        else:  # nats-py's get subscribes by subject, finding the stream by name first
             self.follows(stream)
+            self.publish(s.stream_names(self.api))
 
     def mailboxes(self, *kinds: str) -> None:
         for agent_type in self.scope.agent_types:

@@ -446,6 +446,11 @@ def consumer_api(api: str, action: str, stream: str, name: str) -> str:
     return f"{api}.CONSUMER.{_token(action, 'action')}.{_name(stream, 'stream')}.{_name(name, 'consumer')}"
 
 
+def stream_names(api: str) -> str:
+    """Listing stream names (nats-py finds an object store's stream by subject this way)."""
+    return f"{api}.STREAM.NAMES"
+
+
 def stream_msg_get(api: str, stream: str) -> str:
     """Getting one stored message through the stream leader (`get_last_msg` without direct)."""
     return f"{api}.STREAM.MSG.GET.{_name(stream, 'stream')}"
