@@ -220,12 +220,10 @@ class Calls:
                 await self.store.save(key, done, revision)
                 self.counts["stored"] += 1
                 return answer
-            except Conflict:
+            except Conflict:  # `_stored` raises `ClaimTaken` out of this loop
                 stored = await self._stored(key, answer)
                 if stored is not None:
                     return stored
-            except ClaimTaken:
-                raise
             except Exception as exc:  # NATS away (a timeout, a closed connection): again
                 log.warning("tool_call.store_retry", key=key, error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(delay)

@@ -240,3 +240,17 @@ def test_this_process_is_alive_and_an_exited_one_is_dead() -> None:
     assert not tool_calls.owner_dead(f"elsewhere.example:{os.getpid()}:1")  # only time tells
     pid, start = tool_calls.this_process().split(":")[1:]
     assert tool_calls.owner_dead(f"{socket.gethostname()}:{pid}:{int(start) + 1}")  # PID reused
+
+
+async def test_a_run_that_raises_is_answered_with_its_error_and_not_run_again(nc: Client) -> None:
+    """A run that fails unexpectedly may have had effects: its error is stored, never rerun."""
+    calls = await calls_on(nc)
+    msg, runs = request("crash"), []
+
+    async def run() -> ToolCompleted:
+        runs.append(1)
+        raise RuntimeError("handler bug")
+
+    answer = await calls.answer(msg, run)
+    assert answer.error is not None and answer.error.code == "tool_crashed"
+    assert (await calls.answer(msg, run)) == answer and runs == [1]
