@@ -126,6 +126,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"plugin {tool}: run it with AGENTOPS_DATA_DIR={data_dir} (or NATS_NKEY_SEED={seed})")
     if _tell_supervisor(data_dir, found):
         print("agentops up (running on this data dir) has put them in force")
+    elif args.cluster_out:
+        node = Path(args.cluster_out) / natsconf.deploy_node_file(1)
+        print(f"start each node with: nats-server -c {node} (node-2.conf, ... on the others)")
     else:
         print(f"start NATS with: nats-server -c {config}   (the Procfile's `nats` line)")
     return 0

@@ -6,7 +6,10 @@ remote LLM gateway's permission list (`gateway_permissions`, checked in as
 deploy/hybrid/gateway-permissions.conf; a test compares the file with this output). A
 cluster config is assembled from the same pieces: `principals` gives each replica
 (`<process>@<n>`) its process's rights, `users_list` renders them, and the routes' own
-credentials (one per node) go beside them in the `cluster {}` block.
+credentials (one per node) go beside them in the `cluster {}` block. A deployment's cluster
+(compose, machines with systemd, the Helm chart) is written by `agentops init --cluster-nodes`
+from the same principals: `cluster_node_config` per node, `auth_config` (the users, public
+keys only, included by each node and by the chart) and `cluster_routes` (the one secret).
 
 Rules:
 - A user is an nkey public key (or a password taken from an environment variable) with the

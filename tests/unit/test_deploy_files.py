@@ -22,6 +22,7 @@ import yaml
 from agentops import credentials, natsconf
 from agentops.cli import build_parser, main, shipped_types
 from agentops.config import ENV_VARS
+from agentops.edge.auth import OPEN
 from agentops.llm import settings as llm_settings
 from agentops.natsserver import find_binary
 from agentops.processes import service_entry
@@ -95,6 +96,7 @@ def test_dockerfile_has_the_sandbox_and_git_and_checks_the_edges_health() -> Non
         assert package in installs
     (check,) = [a for w, a in runtime if w == "HEALTHCHECK"]
     assert re.search(r"CMD curl -f\w* .*http://127\.0\.0\.1:\$\{AGENTOPS_PORT\}/health", check)
+    assert ("GET", "/health") in OPEN  # the check needs no token
     env = " ".join(a for w, a in runtime if w == "ENV")
     assert "AGENTOPS_PORT=8000" in env and f"AGENTOPS_DATA_DIR={IMAGE_DATA_DIR}" in env
     (cmd,) = [a for w, a in runtime if w == "CMD"]
@@ -307,13 +309,14 @@ def unit(path: Path) -> dict[str, dict[str, list[str]]]:
 HARDENING = {
     "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
     "PrivateTmp": "yes", "CapabilityBoundingSet": "", "DynamicUser": "yes",
-    "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes",
+    "ProtectKernelModules": "yes", "ProtectControlGroups": "yes",
 }  # fmt: skip
 
 
 def test_systemd_units_parse_and_are_hardened() -> None:
     """Both units have [Unit], [Service] and [Install], start an absolute path, and set the
-    hardening options; the process template leaves namespaces to bubblewrap."""
+    hardening options; the process template leaves namespaces and /proc to bubblewrap, the
+    NATS node's takes those too."""
     for name in ("agentops@.service", "agentops-nats@.service"):
         sections = unit(SYSTEMD / name)
         assert {"Unit", "Service", "Install"} <= set(sections)
@@ -322,7 +325,11 @@ def test_systemd_units_parse_and_are_hardened() -> None:
         for key, value in HARDENING.items():
             assert service.get(key) == [value], (name, key)
     process = unit(SYSTEMD / "agentops@.service")["Service"]
-    assert not {"RestrictNamespaces", "PrivateUsers", "SystemCallFilter"} & set(process)
+    # bwrap: namespaces, mounts, and a procfs of its own (nothing mounted over /proc)
+    loosened = {"RestrictNamespaces", "PrivateUsers", "SystemCallFilter", "ProtectProc"}
+    assert not (loosened | {"ProtectKernelTunables", "ProtectKernelLogs"}) & set(process)
+    nats_only = unit(SYSTEMD / "agentops-nats@.service")["Service"]
+    assert {*loosened, "ProtectKernelTunables", "MemoryDenyWriteExecute"} <= set(nats_only)
     assert "AF_NETLINK" in process["RestrictAddressFamilies"][0].split()
     assert process["LoadCredential"] == ["nats-nkey:/etc/agentops/credentials/%i.nk"]
     assert process["ExecStart"] == ["/usr/local/libexec/agentops-run %i"]
@@ -404,6 +411,8 @@ def test_kubernetes_deployments_run_every_process_with_its_own_secret() -> None:
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert f"--from-file={seed.name}=" in readme
     assert seen == PROCESSES
+    (edge,) = deployments()["agentops-edge"]["spec"]["template"]["spec"]["containers"]
+    assert ("GET", edge["readinessProbe"]["httpGet"]["path"]) in OPEN  # no token needed
     loop = re.search(r"for p in ([^;]+);", readme)
     assert loop is not None and set(loop.group(1).replace("\\", " ").split()) == PROCESSES
 
