@@ -447,6 +447,7 @@ def test_deploy_files_use_only_documented_ports() -> None:
     ports = documented_ports()
     assert {8000, 4222, 6222, 8222} <= ports
     files = [ROOT / "Dockerfile", COMPOSE, *SYSTEMD.iterdir(), *K8S.iterdir()]
+    files += [p for p in (DEPLOY / "hybrid").iterdir() if p.suffix == ".conf"]
     pattern = re.compile(r"(?::|port:\s*|EXPOSE\s+|PORT=|containerPort:\s*)(\d{2,5})\b")
     found = {int(m) for f in files for m in pattern.findall(f.read_text())}
     assert found and found <= ports, found - ports
