@@ -409,12 +409,29 @@ def test_kubernetes_deployments_run_every_process_with_its_own_secret() -> None:
         assert Path(mount["mountPath"]) == seed.parent
         assert container["securityContext"]["runAsNonRoot"] is True
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
-        assert f"--from-file={seed.name}=" in readme
     assert seen == PROCESSES
     (edge,) = deployments()["agentops-edge"]["spec"]["template"]["spec"]["containers"]
     assert ("GET", edge["readinessProbe"]["httpGet"]["path"]) in OPEN  # no token needed
-    loop = re.search(r"for p in ([^;]+);", readme)
-    assert loop is not None and set(loop.group(1).replace("\\", " ").split()) == PROCESSES
+    assert "kubectl apply -k deploy/kubernetes" in readme
+
+
+def test_kubernetes_secrets_are_made_from_the_seeds_init_writes(tmp_path: Path) -> None:
+    """kustomization.yaml generates `agentops-nats-P` for every process from the seed file
+    `agentops init` writes for P, under the key the pods read (NATS_NKEY_SEED)."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["agentops.yaml"]
+    docs = [d for d in yaml.safe_load_all((K8S / "agentops.yaml").read_text()) if d]
+    seed = Path(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["NATS_NKEY_SEED"])
+    assert main(["init", "--data-dir", str(tmp_path)]) == 0
+    written = set(credentials.existing(tmp_path))
+    made = {}
+    for generator in kustomization["secretGenerator"]:
+        (entry,) = generator["files"]
+        key, _, path = entry.partition("=")
+        assert key == seed.name and path.startswith("generated/credentials/")
+        made[generator["name"]] = Path(path).name.removesuffix(credentials.SUFFIX)
+    assert made == {f"agentops-nats-{p}": p for p in PROCESSES}
+    assert set(made.values()) <= written
 
 
 def test_kubernetes_nats_values_make_a_3_node_jetstream_cluster_with_our_users() -> None:
@@ -447,6 +464,7 @@ def test_deploy_files_use_only_documented_ports() -> None:
     ports = documented_ports()
     assert {8000, 4222, 6222, 8222} <= ports
     files = [ROOT / "Dockerfile", COMPOSE, *SYSTEMD.iterdir(), *K8S.iterdir()]
+    files = [f for f in files if f.is_file()]  # not an operator's generated/
     files += [p for p in (DEPLOY / "hybrid").iterdir() if p.suffix == ".conf"]
     pattern = re.compile(r"(?::|port:\s*|EXPOSE\s+|PORT=|containerPort:\s*)(\d{2,5})\b")
     found = {int(m) for f in files for m in pattern.findall(f.read_text())}
