@@ -336,7 +336,17 @@ def test_systemd_units_parse_and_are_hardened() -> None:
     nats = unit(SYSTEMD / "agentops-nats@.service")["Service"]
     cmd = shlex.split(nats["ExecStart"][0])
     assert Path(cmd[0]).name == "nats-server"
-    assert cmd[1:] == ["-c", "/etc/agentops/cluster/node-%i.conf"]
+    assert cmd[1:] == ["-c", "%d/node.conf"]
+    # the node's config and the two files it includes, under the names the includes use
+    loaded = dict(c.split(":", 1) for c in nats["LoadCredential"])
+    folder = "/etc/agentops/cluster"
+    assert loaded == {
+        "node.conf": f"{folder}/node-%i.conf",
+        natsconf.AUTH_FILE: f"{folder}/{natsconf.AUTH_FILE}",
+        natsconf.ROUTES_FILE: f"{folder}/{natsconf.ROUTES_FILE}",
+    }
+    included = re.findall(r"include \./(\S+)", natsconf.cluster_node_config("n"))
+    assert sorted(included) == sorted([natsconf.AUTH_FILE, natsconf.ROUTES_FILE])
     assert natsconf.deploy_node_file(2) == "node-2.conf"
 
 
