@@ -6,10 +6,7 @@ remote LLM gateway's permission list (`gateway_permissions`, checked in as
 deploy/hybrid/gateway-permissions.conf; a test compares the file with this output). A
 cluster config is assembled from the same pieces: `principals` gives each replica
 (`<process>@<n>`) its process's rights, `users_list` renders them, and the routes' own
-credentials (one per node) go beside them in the `cluster {}` block. A deployment's cluster
-(compose, machines with systemd, the Helm chart) is written by `agentops init --cluster-nodes`
-from the same principals: `cluster_node_config` per node, `auth_config` (the users, public
-keys only, included by each node and by the chart) and `cluster_routes` (the one secret).
+credentials (one per node) go beside them in the `cluster {}` block.
 
 Rules:
 - A user is an nkey public key (or a password taken from an environment variable) with the
@@ -26,7 +23,7 @@ Rules:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -249,6 +246,8 @@ include ./gateway-permissions.conf   # defines ${GATEWAY_PERMISSIONS_VAR}
 
 
 # ---- a deployment's cluster (compose, systemd on several machines, the Helm chart) ----
+# Made from the same pieces as the embedded server's config (`principals`, `users_list`,
+# `base_settings`), so there is still one generator of NATS users.
 # `agentops init --cluster-nodes N --cluster-out DIR` writes, from the same principals:
 # DIR/node-<i>.conf per node, DIR/agentops-auth.conf (every user, public keys only: also what
 # the NATS Helm chart includes) and DIR/cluster-routes.conf (the route user's password and the
@@ -290,7 +289,7 @@ system_account: {SYSTEM_ACCOUNT}
 
 
 def cluster_routes(
-    secret: str, hosts: Sequence[str], route_port: int = DEPLOY_ROUTE_PORT, user: str = "route"
+    secret: str, hosts: Iterable[str], route_port: int = DEPLOY_ROUTE_PORT, user: str = "route"
 ) -> str:
     """cluster-routes.conf, included inside each node's `cluster {}`: the route user (nats-server
     allows one user and no nkeys for routes) and a route to every node (a node recognises the one to itself)."""
