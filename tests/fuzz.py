@@ -156,6 +156,36 @@ EXTRAS: dict[str, dict[str, Any]] = {
         "reply_to": REPLY,
     },
     "workspace.delete": {"workspace_id": "task_fz1"},
+    "workspace.prepare": {"workspace_id": "task_fz1"},
+    "workspace.commit": {"workspace_id": "task_fz1", "author": "fuzz", "message": "fuzz"},
+    "workspace.ready": {"workspace_id": "task_fz1", "base": "0" * 40},
+    "workspace.failed": {"workspace_id": "task_fz1", "error": ERROR},
+    "workspace.committed": {"workspace_id": "task_fz1", "head": "0" * 40},
+    "task.message": {"message": "fuzz"},
+    "agent.message": {"message": "fuzz"},
+    "task.delegate": {
+        "child_task_id": "task_fz2",
+        "child_agent_id": "agent_fz2",
+        "agent_type": "frontend_developer",
+        "description": "fuzz",
+        "step": 1,
+        "call_id": "c1",
+        "parent_agent_type": "backend_developer",
+    },
+    "task.child_finished": {
+        "child_task_id": "task_fz2",
+        "status": "completed",
+        "parent": {
+            "task_id": "task_fz1",
+            "agent_id": "agent_fz1",
+            "agent_type": "backend_developer",
+        },
+    },
+    "workflow.submit": {
+        "stages": [{"id": "a", "agent_type": "backend_developer", "description": "fuzz"}]
+    },
+    "workflow.cancel": {},
+    "workflow.human_response": {"stage_id": "a", "approved": True},
 }
 
 
@@ -183,6 +213,8 @@ def subject_for(message_type: str, task_id: str, agent_id: str, agent_type: str)
         "llm.request": s.llm_requests(),
         "tool.request": s.tool_requests("read_file"),
         "workspace.delete": s.workspace_requests("delete"),
+        "workspace.prepare": s.workspace_requests("prepare"),
+        "workspace.commit": s.workspace_requests("commit"),
     }[message_type]
 
 

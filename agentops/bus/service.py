@@ -7,6 +7,9 @@ them,
 registers a NATS micro service (so `nats micro ls` and `$SRV.PING` find it), calls `setup` to
 start consumers, then waits for SIGINT/SIGTERM and shuts down in reverse: consumers finish
 their current message, the micro service stops, the connection drains.
+
+A process's own metrics (`rt.metrics`, `bus/metrics.py`) are the `data` of its `status`
+endpoint in `$SRV.STATS`, where the edge reads and sums them at scrape time.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request
-from nats.micro.service import Service
+from nats.micro.service import EndpointStats, Service
 
 from agentops import __version__
 from agentops.bus.auth import nats_auth
 from agentops.bus.connection import CredentialRefused, connect
 from agentops.bus.consumer import Consumer, GiveUp, Handler
+from agentops.bus.metrics import ProcessMetrics
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import attach_jetstream, ensure_jetstream
 from agentops.config import Settings, load_retention, load_settings, mask_url
@@ -63,6 +67,7 @@ class Runtime:
     endpoints: list[tuple[str, str, Callable[[Request], Awaitable[None]]]] = field(
         default_factory=list
     )
+    metrics: ProcessMetrics = field(default_factory=ProcessMetrics)  # in $SRV.STATS (status)
     # The step path's JetStream publishes and state writes (acks on one subscription).
     publisher: Publisher = field(init=False)
 
@@ -124,20 +129,29 @@ class Runtime:
 Setup = Callable[[Runtime], Awaitable[None]]
 
 
+STATUS_ENDPOINT = "status"
+
+
 async def register_micro(rt: Runtime, description: str) -> Service:
+    def stats(endpoint: EndpointStats) -> Any:
+        if endpoint.name != STATUS_ENDPOINT:
+            return None
+        return {"metrics": rt.metrics.snapshot()}
+
     service = await add_service(
         rt.nc,
         name=s.service_name(rt.process),
         version=__version__,
         description=description,
         metadata={"process": rt.process, "pid": str(os.getpid())},
+        stats_handler=stats,
     )
 
     async def status(req: Request) -> None:
         await req.respond(json.dumps(rt.status()).encode())
 
     await service.add_endpoint(
-        name="status", subject=s.control_subject(rt.process, "status"), handler=status
+        name=STATUS_ENDPOINT, subject=s.control_subject(rt.process, "status"), handler=status
     )
     for name, subject, handler in rt.endpoints:
         await service.add_endpoint(name=name, subject=subject, handler=handler)

@@ -155,6 +155,7 @@ class AgentState(BaseModel):
     max_steps: int
     budget_usd: float | None = None
     step: int = 0
+    step_started_at: datetime | None = None  # when the current step's LLM call was first sent
     inflight: Inflight | None = None
     thread: tuple[ThreadItem, ...] = ()
     result: TaskResult | None = None

@@ -163,7 +163,7 @@ class Transition:
             self.ask_budget(estimate)
             return
         if attempt == 0:
-            self.update(step=step)
+            self.update(step=step, step_started_at=self.now)
             self.emit(
                 "agent.step",
                 {

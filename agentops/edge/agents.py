@@ -29,6 +29,8 @@ from agentops.bus.connection import publish
 from agentops.core.answers import BadAnswer, answer_json, parse_answer
 from agentops.core.delegation import spent_usd
 from agentops.core.state import AgentState
+from agentops.edge import responses as r
+from agentops.edge.apispec import INVALID_QUERY, OFFSET, choice, json_resp, limit, operation
 from agentops.edge.auth import actor
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import find_agent, get_agent, open_request, scan_heads, wait_for
@@ -69,6 +71,11 @@ def _finished(state: AgentState, action: str) -> NoReturn:
     )
 
 
+@operation(
+    "List agents", "agents", {200: json_resp(r.AgentList, "every agent, newest first")},
+    {400: INVALID_QUERY},
+    params=(choice("status", get_args(AgentStatus), "only agents with this status"),),
+)  # fmt: skip
 async def list_agents(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     status = query_choice(request, "status", get_args(AgentStatus))
@@ -80,6 +87,12 @@ async def list_agents(request: web.Request) -> web.Response:
     return web.json_response({"agents": [agent_summary(a, specs) for a in states]})
 
 
+@operation(
+    "An agent's status", "agents",
+    {200: json_resp(r.AgentStatusView, "status, step, the open human request, counts and "
+                    "what it waits for")},
+    {404: "no such agent"},
+)  # fmt: skip
 async def get_agent_status(request: web.Request) -> web.Response:
     bus, head = await _agent_from_path(request)
     found = await open_request(bus, head)
@@ -88,6 +101,11 @@ async def get_agent_status(request: web.Request) -> web.Response:
     return web.json_response(agent_status(head.state, found[1] if found else None, specs, process))
 
 
+@operation(
+    "An agent's whole state", "agents",
+    {200: json_resp(r.AgentStateView, "the head's fields and the whole thread")},
+    {404: "no such agent"},
+)  # fmt: skip
 async def get_agent_state(request: web.Request) -> web.StreamResponse:
     """The head's fields and the whole thread, streamed: a long run is never one JSON value
     in the edge's memory."""
@@ -101,6 +119,11 @@ async def get_agent_state(request: web.Request) -> web.StreamResponse:
     return await _json_with_items(request, body, "thread", items)
 
 
+@operation(
+    "A page of an agent's thread", "agents", {200: json_resp(r.ThreadPage, "the items")},
+    {400: INVALID_QUERY, 404: "no such agent"},
+    params=(OFFSET, limit(THREAD_PAGE, MAX_THREAD_PAGE)),
+)  # fmt: skip
 async def get_agent_thread(request: web.Request) -> web.StreamResponse:
     """`?offset=&limit=`: a page of the thread (`total` items in all)."""
     bus, head = await _agent_from_path(request)
@@ -146,6 +169,12 @@ async def _json_with_items(
     return response
 
 
+@operation(
+    "Pause an agent", "agents",
+    {200: json_resp(r.ControlDone, "paused"),
+     202: json_resp(r.ControlQueued, "`pause_requested`: on its way, not yet confirmed")},
+    {404: "no such agent", 409: "the agent is not running or awaiting_human (or finished)"},
+)  # fmt: skip
 async def pause_agent(request: web.Request) -> web.Response:
     return await _control(
         request, "pause", PauseAgent, ("running", "awaiting_human"), "a running or awaiting_human",
@@ -153,6 +182,12 @@ async def pause_agent(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
+@operation(
+    "Resume a paused agent", "agents",
+    {200: json_resp(r.ControlDone, "resumed"),
+     202: json_resp(r.ControlQueued, "`resume_requested`: on its way, not yet confirmed")},
+    {404: "no such agent", 409: "the agent is not paused (or finished)"},
+)  # fmt: skip
 async def resume_agent(request: web.Request) -> web.Response:
     return await _control(
         request, "resume", ResumeAgent, ("paused",), "a paused",
@@ -217,6 +252,15 @@ def _answered(head: Head, index: int) -> bool:
     return index < head.thread_len and index not in head.state.open_requests
 
 
+@operation(
+    "Answer an agent's open question", "agents",
+    {200: json_resp(r.HumanAnswered, "received: the agent has it in its thread"),
+     202: json_resp(r.HumanAnswered, "`response_queued`: on its way")},
+    {400: "not JSON, or the answer does not fit the question (the message says what to send)",
+     404: "no such agent",
+     409: "the agent is not awaiting a human, or `request_id` is not the open request"},
+    body=HumanAnswer,
+)  # fmt: skip
 async def human_response(request: web.Request) -> web.Response:
     agent_id = checked_id(request.match_info["agent_id"], "agent")
     body = parse_model(HumanAnswer, await read_json(request))
@@ -269,6 +313,12 @@ async def human_response(request: web.Request) -> web.Response:
     return web.json_response(out, status=200 if answered else 202)
 
 
+@operation(
+    "The agent types",
+    "agents",
+    {200: json_resp(r.AgentTypes, "every configured type")},
+    bus=False,
+)
 async def agent_types(request: web.Request) -> web.Response:
     specs = request.app[CONFIG].agent_specs
     return web.json_response({"agent_types": [spec.public() for spec in specs.values()]})

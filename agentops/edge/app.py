@@ -8,6 +8,8 @@ Rules:
   becomes the JSON error shape) → auth (bearer token and its role, `edge/auth.py`).
 - Bodies over `client_max_size` (1 MiB) are refused with 413 when read.
 - Open WebSockets are closed with 1001 on shutdown.
+- Every handler declares its operation (`@operation`, `edge/apispec.py`): `/openapi.json` is
+  built from this table, and fails on a route that does not.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from nats.js.kv import KeyValue
 
 from agentops.agents.loader import load_agent_specs
 from agentops.config import Settings, load_auth, load_workspaces
-from agentops.edge import agents, dashboard, tasks, workflows, workspaces
+from agentops.edge import agents, dashboard, openapi, tasks, workflows, workspaces
 from agentops.edge.auth import TOKENS, Tokens, auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
 from agentops.edge.health import DLQ_START, health, remember_dlq_start
 from agentops.edge.liveness import SEEN
-from agentops.edge.metrics import METRICS, EdgeMetrics, metrics, metrics_middleware
+from agentops.edge.metrics import metrics, metrics_middleware
+from agentops.edge.metrics import setup as setup_metrics
 from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
 
@@ -62,10 +65,11 @@ def create_app(
     app[TOKENS] = Tokens(
         config.api_token, config.tokens, config.auth_max_failures, config.auth_window_s
     )
-    app[METRICS] = EdgeMetrics()
+    setup_metrics(app)
     app[WS_CLIENTS] = WsClients()
     app[DLQ_START] = []
     app[SEEN] = {}
+    openapi.setup(app)
     app.on_startup.append(remember_dlq_start)
     app.on_shutdown.append(_close_websockets)
     app.router.add_routes(
@@ -101,4 +105,6 @@ def create_app(
     )
     # ---- the dashboard: its page and static assets (edge/dashboard.py, files in edge/ui/) ----
     app.router.add_routes(dashboard.routes())
+    # ---- the API's own description: /openapi.json and the /docs page (edge/openapi.py) ----
+    app.router.add_routes(openapi.routes())
     return app

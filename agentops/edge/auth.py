@@ -11,8 +11,9 @@ Rules:
 - A token is sent as `Authorization: Bearer <token>`. The WebSocket also takes it as a
   subprotocol `bearer.<token>` (offer `agentops` too and that one is chosen; alone, it is
   echoed), and, for browsers only, as `?token=`.
-- `GET /` and `GET /ui/...` (the dashboard's page and static files, no data) and `GET
-  /health` need nothing; `GET /metrics` needs
+- `GET /` and `GET /ui/...` (the dashboard's page and static files), `GET /openapi.json`,
+  `GET /docs` and `GET /docs/...` (the API's description; none holds data) and `GET /health`
+  need nothing; `GET /metrics` needs
   the role `[auth] metrics` names ("none": open). A method that only reads needs `viewer`,
   anything else `operator`, a route in `ADMIN_ONLY` `admin`.
 - Unknown or missing token: 401 with `WWW-Authenticate: Bearer`; a known token without the
@@ -47,8 +48,12 @@ log = structlog.get_logger(__name__)
 
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 ANONYMOUS: Final = "anonymous"
-OPEN: Final = (("GET", "/"), ("HEAD", "/"), ("GET", "/health"), ("HEAD", "/health"))
-PUBLIC_PREFIX: Final = "/ui/"  # the dashboard's static files
+OPEN: Final = frozenset(
+    (method, path)
+    for method in ("GET", "HEAD")
+    for path in ("/", "/health", "/openapi.json", "/docs")
+)
+PUBLIC_PREFIXES: Final = ("/ui/", "/docs/")  # the dashboard's and the API docs' static files
 READS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # Routes only an admin may use, as (method, path pattern); every other command is an
 # operator's. (None yet: credentials, configuration and the like go here.)
@@ -126,7 +131,7 @@ TOKENS = web.AppKey("tokens", Tokens)
 
 def required_role(method: str, path: str, metrics: str) -> Role | None:
     """The role a request needs, or None when it needs none."""
-    if (method, path) in OPEN or (method in ("GET", "HEAD") and path.startswith(PUBLIC_PREFIX)):
+    if (method, path) in OPEN or (method in ("GET", "HEAD") and path.startswith(PUBLIC_PREFIXES)):
         return None
     if path == "/metrics" and method in READS:
         return next((r for r in ROLES if r == metrics), None)

@@ -19,6 +19,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from agentops.edge.apispec import Resp, operation
+
 UI_PACKAGE_DIR = "ui"
 UI_PREFIX = "/ui/"
 INDEX = "index.html"
@@ -47,10 +49,10 @@ class Asset:
     etag: str
 
 
-def load_assets() -> dict[str, Asset]:
-    """Every file of `edge/ui/` with a known type, by file name."""
+def load_assets(directory: str = UI_PACKAGE_DIR) -> dict[str, Asset]:
+    """Every file of `edge/<directory>/` with a known type, by file name."""
     out: dict[str, Asset] = {}
-    for entry in resources.files("agentops.edge").joinpath(UI_PACKAGE_DIR).iterdir():
+    for entry in resources.files("agentops.edge").joinpath(directory).iterdir():
         suffix = "." + entry.name.rsplit(".", 1)[-1]
         if not entry.is_file() or suffix not in CONTENT_TYPES:
             continue
@@ -61,9 +63,10 @@ def load_assets() -> dict[str, Asset]:
 
 
 ASSETS = load_assets()
+_TEXT = {"type": "string"}
 
 
-def _serve(request: web.Request, asset: Asset) -> web.Response:
+def serve(request: web.Request, asset: Asset) -> web.Response:
     headers = {**HEADERS, "ETag": asset.etag}
     if asset.etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
@@ -72,17 +75,37 @@ def _serve(request: web.Request, asset: Asset) -> web.Response:
     )
 
 
+@operation(
+    "The dashboard", "dashboard", {200: Resp("the dashboard's page", media={"text/html": _TEXT}),
+                                   304: Resp("unchanged since the ETag sent in If-None-Match")},
+    public=True, bus=False,
+)  # fmt: skip
 async def index(request: web.Request) -> web.Response:
     """`GET /`: the dashboard page."""
-    return _serve(request, ASSETS[INDEX])
+    return serve(request, ASSETS[INDEX])
 
 
-async def asset(request: web.Request) -> web.Response:
-    """`GET /ui/{name}`: one of the page's modules or its stylesheet."""
-    found = ASSETS.get(request.match_info["name"])
+def serve_named(request: web.Request, assets: dict[str, Asset]) -> web.Response:
+    """The asset `{name}` of the path, or 404."""
+    found = assets.get(request.match_info["name"])
     if found is None:
         raise web.HTTPNotFound()
-    return _serve(request, found)
+    return serve(request, found)
+
+
+FILE_ANSWERS = {
+    200: Resp("the file (a module, a stylesheet, an icon)", media={"*/*": _TEXT}),
+    304: Resp("unchanged since the ETag sent in If-None-Match"),
+}
+
+
+@operation(
+    "A file of the dashboard", "dashboard", FILE_ANSWERS, {404: "no such file"},
+    public=True, bus=False,
+)  # fmt: skip
+async def asset(request: web.Request) -> web.Response:
+    """`GET /ui/{name}`: one of the page's modules or its stylesheet."""
+    return serve_named(request, ASSETS)
 
 
 def routes() -> list[web.RouteDef]:

@@ -27,8 +27,10 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from agentops.bus.connection import ERROR_CODE, ERROR_MESSAGE, ORIGINAL_SUBJECT
+from agentops.edge.apispec import Resp, operation
 from agentops.edge.context import BUS, CONFIG
 from agentops.edge.discovery import gather, instances_by_name
+from agentops.edge.responses import Health
 from agentops.protocol import subjects as s
 
 SELF = "edge"
@@ -106,6 +108,13 @@ async def dead_letters(
     return out
 
 
+@operation(
+    "Is everything up?", "system",
+    {200: Resp("healthy: NATS connected and every process has a live instance", model=Health),
+     503: Resp("degraded: what is missing (or the error shape, if NATS fails mid-request)",
+               model=Health, also_error=True)},
+    public=True, bus=False,
+)  # fmt: skip
 async def health(request: web.Request) -> web.Response:
     nc = request.app[BUS].nc
     nats = nats_status(nc)

@@ -3,47 +3,34 @@
 Rules:
 - The edge counts what only it sees (HTTP requests by method/route/status, WebSocket clients
   and frames) in memory, per process; Prometheus sums replicas.
-- Everything else is read from NATS at scrape time, so no process has to push metrics: task
-  and agent counts by status from KV, and from the same agent states what they used (LLM
-  tokens, cost) and did (LLM calls, tool calls by tool and outcome); stream sizes from the
-  JetStream API, per-service request counts from `$SRV.STATS`. If NATS is away, the edge still answers with its own
-  counters and `agentops_nats_connected 0`.
+- Everything else comes from NATS (`edge/metrics_bus.py`): the processes' own histograms and
+  counters (steps, LLM and tool calls, tokens, cost, task runs ended) summed from
+  `$SRV.STATS`, tasks and agents by status from KV heads, stream sizes. No process pushes
+  anything. Those figures are rendered by a background refresh and served ready, so a scrape
+  costs the same with 10 tasks or 10,000; if NATS is away, the edge still answers with its
+  own counters and `agentops_nats_connected 0`.
 - Routes are labelled by their pattern (`/tasks/{task_id}`), unknown paths as `unmatched`, so
   clients cannot blow up the label cardinality; likewise a tool name the model made up (a
   failed call to no builtin tool) is labelled `other`.
 - Every request gets one canonical log line (method, route, status, duration) here.
-- Label values are escaped (backslash, quote, newline); every family has HELP and TYPE.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, get_args
 
-import nats.errors
-import nats.js.errors
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agentops.core.state import OTHER_TOOL, TASK_RECORD_ADAPTER, AgentState
-from agentops.edge.context import BUS, CONFIG, Bus
-from agentops.edge.data import scan_heads
-from agentops.edge.discovery import gather
-from agentops.protocol import subjects as s
-from agentops.protocol.messages import AgentStatus, TaskStatus
-from agentops.store.kv import scan
-from agentops.tools.registry import BUILTIN_TOOLS
+from agentops.edge.apispec import Resp, operation
+from agentops.edge.context import BUS, CONFIG
+from agentops.edge.exposition import CONTENT_TYPE, Exposition
+from agentops.edge.metrics_bus import BusFigures
 
 log = structlog.get_logger(__name__)
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STREAMS = (s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)
-
-Sample = tuple[dict[str, str], float]
 
 
 @dataclass
@@ -55,35 +42,21 @@ class EdgeMetrics:
 
 
 METRICS = web.AppKey("metrics", EdgeMetrics)
+BUS_FIGURES = web.AppKey("bus_figures", BusFigures)
 
 
-def escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def setup(app: web.Application) -> None:
+    """The edge's counters and the NATS figures' cache (closed on shutdown)."""
+    config = app[CONFIG]
+    app[METRICS] = EdgeMetrics()
+    app[BUS_FIGURES] = BusFigures(
+        config.metrics_max_age_s, config.metrics_stale_s, tuple(config.agent_specs)
+    )
 
+    async def close(app: web.Application) -> None:
+        await app[BUS_FIGURES].close()
 
-def _number(value: float) -> str:
-    if isinstance(value, int) or value.is_integer():
-        return str(int(value))
-    return repr(value)
-
-
-class Exposition:
-    """Builds the text format one metric family at a time."""
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
-        help_text = help_text.replace("\\", "\\\\").replace("\n", "\\n")
-        self._lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        for labels, value in samples:
-            rendered = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
-            self._lines.append(
-                f"{name}{{{rendered}}} {_number(value)}" if rendered else f"{name} {_number(value)}"
-            )
-
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
+    app.on_cleanup.append(close)
 
 
 def route_label(request: web.Request) -> str:
@@ -147,129 +120,34 @@ def _edge_families(out: Exposition, m: EdgeMetrics) -> None:
     )
 
 
-def _work_families(out: Exposition, states: Iterable[AgentState]) -> None:
-    """What the agents in the KV bucket have used and done, by agent type: LLM tokens, cost,
-    LLM answers and failures, tool calls by outcome. Gauges: deleting agents lowers them."""
-    tokens: Counter[tuple[str, str]] = Counter()
-    cost: dict[str, float] = {}
-    llm: Counter[tuple[str, str]] = Counter()
-    tools: Counter[tuple[str, str, str]] = Counter()
-    for state in states:
-        kind = state.agent_type
-        tokens[kind, "input"] += state.usage.input_tokens
-        tokens[kind, "output"] += state.usage.output_tokens
-        cost[kind] = cost.get(kind, 0.0) + state.usage.cost_usd
-        llm[kind, "ok"] += state.llm_answers
-        llm[kind, "error"] += state.llm_errors
-        for name, tally in state.tool_results.items():
-            if tally.ok:
-                tools[kind, name, "ok"] += tally.ok
-            if tally.failed:
-                label = name if name in BUILTIN_TOOLS else OTHER_TOOL
-                tools[kind, label, "error"] += tally.failed
-    out.family(
-        "agentops_llm_tokens",
-        "gauge",
-        "LLM tokens used by the agents in the agents KV bucket.",
-        (({"agent_type": k, "direction": d}, n) for (k, d), n in sorted(tokens.items())),
-    )
-    out.family(
-        "agentops_llm_cost_usd",
-        "gauge",
-        "LLM cost in USD of the agents in the agents KV bucket.",
-        (({"agent_type": k}, round(v, 6)) for k, v in sorted(cost.items())),
-    )
-    out.family(
-        "agentops_llm_calls",
-        "gauge",
-        "LLM calls of the agents in the agents KV bucket, by outcome.",
-        (({"agent_type": k, "outcome": o}, n) for (k, o), n in sorted(llm.items())),
-    )
-    out.family(
-        "agentops_tool_calls",
-        "gauge",
-        "Tool calls of the agents in the agents KV bucket, by tool and outcome.",
-        (({"agent_type": k, "tool": t, "outcome": o}, n) for (k, t, o), n in sorted(tools.items())),
-    )
-
-
-async def _bus_families(out: Exposition, bus: Bus, window_s: float) -> None:
-    tasks = Counter(r.status for r in await scan(bus.tasks.kv, TASK_RECORD_ADAPTER))
-    states = [head.state for head in await scan_heads(bus.agents.kv)]
-    agents = Counter(a.status for a in states)
-    out.family(
-        "agentops_tasks",
-        "gauge",
-        "Tasks by status (from the tasks KV bucket).",
-        (({"status": st}, tasks.get(st, 0)) for st in get_args(TaskStatus)),
-    )
-    out.family(
-        "agentops_agents",
-        "gauge",
-        "Agents by status (from the agents KV bucket).",
-        (({"status": st}, agents.get(st, 0)) for st in get_args(AgentStatus)),
-    )
-    _work_families(out, states)
-    streams: list[tuple[str, Any]] = []
-    for name in STREAMS:
-        try:
-            streams.append((name, (await bus.js.stream_info(name)).state))
-        except nats.js.errors.NotFoundError:
-            continue
-    out.family(
-        "agentops_stream_messages",
-        "gauge",
-        "Messages stored in each JetStream stream.",
-        (({"stream": n}, st.messages) for n, st in streams),
-    )
-    out.family(
-        "agentops_stream_bytes",
-        "gauge",
-        "Bytes stored in each JetStream stream.",
-        (({"stream": n}, st.bytes) for n, st in streams),
-    )
-    requests: list[Sample] = []
-    errors: list[Sample] = []
-    for reply in await gather(bus.nc, s.SERVICE_STATS, window_s):
-        for endpoint in reply.get("endpoints") or ():
-            if not isinstance(endpoint, dict):
-                continue
-            labels = {
-                "service": str(reply.get("name", "")),
-                "instance": str(reply.get("id", "")),
-                "endpoint": str(endpoint.get("name", "")),
-            }
-            requests.append((labels, float(endpoint.get("num_requests", 0) or 0)))
-            errors.append((labels, float(endpoint.get("num_errors", 0) or 0)))
-    out.family(
-        "agentops_service_requests_total",
-        "counter",
-        "Requests handled per micro-service endpoint instance ($SRV.STATS).",
-        requests,
-    )
-    out.family(
-        "agentops_service_errors_total",
-        "counter",
-        "Errors per micro-service endpoint instance ($SRV.STATS).",
-        errors,
-    )
-
-
+@operation(
+    "Prometheus metrics", "system",
+    {200: Resp("the text format 0.0.4 (README: Metrics lists every family)",
+               media={"text/plain": {"type": "string"}})},
+    errors={
+        401: "`[auth] metrics` names a role and no known token was sent",
+        403: "`[auth] metrics` names a role this token does not have",
+    },
+    public=True, bus=False,
+)  # fmt: skip
 async def metrics(request: web.Request) -> web.Response:
-    bus = request.app[BUS]
+    """The edge's own counters, then the figures read from NATS as of the last refresh
+    (`agentops_edge_metrics_age_seconds` says how old)."""
+    bus, config, figures = request.app[BUS], request.app[CONFIG], request.app[BUS_FIGURES]
     out = Exposition()
     _edge_families(out, request.app[METRICS])
-    connected = bus.nc.is_connected
-    if connected:
-        try:
-            await _bus_families(out, bus, request.app[CONFIG].health_window_s)
-        except nats.errors.Error as exc:
-            log.warning("edge.metrics_unavailable", error=repr(exc))
-            connected = False
+    from_nats = await figures.current(bus, config.health_window_s) if bus.nc.is_connected else None
     out.family(
         "agentops_nats_connected",
         "gauge",
         "Whether this edge is connected to NATS.",
-        [({}, 1 if connected else 0)],
+        [({}, 1 if bus.nc.is_connected else 0)],
     )
-    return web.Response(body=out.text().encode(), headers={"Content-Type": CONTENT_TYPE})
+    out.family(
+        "agentops_edge_metrics_age_seconds",
+        "gauge",
+        "Age of the figures read from NATS in this answer (refreshed in the background).",
+        [({}, round(time.monotonic() - figures.taken_at, 3))] if from_nats else [],
+    )
+    body = out.text() + (from_nats or "")
+    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})

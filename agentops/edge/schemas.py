@@ -39,7 +39,7 @@ V = TypeVar("V")
 MAX_JSON_DEPTH = 32
 MAX_DESCRIPTION = 100_000
 MAX_STEPS = 10_000  # a run has no size limit but the disk (DESIGN §4a); steps are a budget
-_UINT = re.compile(r"^[0-9]{1,19}$")
+_UINT = re.compile(r"[0-9]{1,19}")  # fullmatch: `$` would let "5\n" through
 
 
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
@@ -200,7 +200,7 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not _UINT.match(raw) or not lo <= int(raw) <= hi:
+    if not _UINT.fullmatch(raw) or not lo <= int(raw) <= hi:
         raise _invalid_query(name, f"must be an integer from {lo} to {hi}")
     return int(raw)
 

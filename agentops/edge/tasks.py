@@ -30,6 +30,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentops.bus.connection import publish
 from agentops.core.state import TaskRecord
+from agentops.edge import responses as r
+from agentops.edge.apispec import (
+    INVALID_QUERY,
+    OFFSET,
+    Param,
+    choice,
+    id_param,
+    json_resp,
+    limit,
+    operation,
+)
 from agentops.edge.auth import actor
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.data import find_agent, find_task, get_task, wait_for
@@ -184,6 +195,15 @@ def _valid(ident: str) -> bool:
     return True
 
 
+@operation(
+    "Send a task a message (a follow-up run, or steering)", "tasks",
+    {200: json_resp(r.MessageAccepted, "the finished task runs again"),
+     202: json_resp(r.MessageAccepted, "on its way: `message_queued` for a running or paused "
+                    "task (read before its next LLM call), `resume_queued` for a finished one")},
+    {404: "no such task", 409: "the task is being deleted, or has not started yet",
+     422: "the body does not fit, or `context.mock` is no valid mock script"},
+    body=PostMessage,
+)  # fmt: skip
 async def post_message(request: web.Request) -> web.Response:
     """`POST /tasks/{id}/messages {"message", "context"?}`: a finished task runs again with its
     whole thread and workspace (200 once it is running again); a running or paused one gets
@@ -226,6 +246,23 @@ async def post_message(request: web.Request) -> web.Response:
     return web.json_response(out, status=200 if resumed else 202)
 
 
+@operation(
+    "Submit a task", "tasks",
+    {201: json_resp(r.TaskCreated, "submitted (`status` is `queued` until the orchestrator "
+                    "has recorded it)", headers={"Idempotent-Replayed": "`true` on a retry "
+                    "with an Idempotency-Key already used for this body"})},
+    {400: "not JSON, or a bad Idempotency-Key (`invalid_idempotency_key`)",
+     404: "unknown agent type (`unknown_agent_type`), upload (`unknown_upload`) or task "
+          "(`workspace.from_task`)",
+     409: "`workspace.from_task` names a task that has not finished",
+     422: "the body does not fit; a workspace source the operator does not allow; an "
+          "Idempotency-Key used for another body (`idempotency_key_reused`)"},
+    body=CreateTask,
+    params=(Param(IDEMPOTENCY_HEADER, {"type": "string", "minLength": 1,
+                                       "maxLength": MAX_IDEMPOTENCY_KEY},
+                  "a retried POST with the same key and body returns the same task",
+                  location="header"),),
+)  # fmt: skip
 async def create_task(request: web.Request) -> web.Response:
     bus, config = request.app[BUS], request.app[CONFIG]
     data = await read_json(request)
@@ -279,6 +316,12 @@ async def _with_agent_step(bus: Bus, record: TaskRecord) -> dict[str, Any]:
     return task_view(record, head.state if head is not None else None)
 
 
+@operation(
+    "List tasks", "tasks", {200: json_resp(r.TaskList, "a page of tasks, newest first")},
+    {400: INVALID_QUERY},
+    params=(choice("status", get_args(TaskStatus), "only tasks with this status"),
+            id_param("agent_type", "only tasks of this agent type"), limit(100, 500), OFFSET),
+)  # fmt: skip
 async def list_tasks(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     status = query_choice(request, "status", get_args(TaskStatus))
@@ -296,6 +339,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     return web.json_response({"tasks": list(tasks), "total": len(records)})
 
 
+@operation("Read a task", "tasks", {200: json_resp(r.TaskView, "the task")}, {404: "no such task"})
 async def get_task_route(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     record = await get_task(bus, checked_id(request.match_info["task_id"], "task"))
@@ -304,6 +348,11 @@ async def get_task_route(request: web.Request) -> web.Response:
     return web.json_response(task_view(record, head.state if head is not None else None))
 
 
+@operation(
+    "Cancel a task (and its descendants)", "tasks",
+    {200: json_resp(r.TaskCancelled, "its status once cancelled, or still on its way")},
+    {404: "no such task", 409: "the task already finished"},
+)  # fmt: skip
 async def cancel_task(request: web.Request) -> web.Response:
     bus, config = request.app[BUS], request.app[CONFIG]
     record = await get_task(bus, checked_id(request.match_info["task_id"], "task"))
@@ -325,6 +374,12 @@ async def cancel_task(request: web.Request) -> web.Response:
     return web.json_response({"task_id": record.task_id, "status": status})
 
 
+@operation(
+    "Delete a finished task and everything it holds", "tasks",
+    {200: json_resp(r.TaskDeleted, "deleted"),
+     202: json_resp(r.TaskDeleted, "`deleting`: still on its way")},
+    {404: "no such task", 409: "the task has not finished"},
+)  # fmt: skip
 async def delete_task(request: web.Request) -> web.Response:
     """`DELETE /tasks/{id}`: a finished task and everything it holds, now (409 while it runs).
     The orchestrator deletes; this waits a bounded time for the record to be gone: 200

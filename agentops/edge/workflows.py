@@ -27,6 +27,8 @@ from agentops.agents.definitions import AgentSpec
 from agentops.bus.connection import publish
 from agentops.core.answers import BadAnswer, approval
 from agentops.core.workflow import WORKFLOW_ADAPTER, WorkflowRecord
+from agentops.edge import responses as r
+from agentops.edge.apispec import INVALID_QUERY, OFFSET, choice, json_resp, limit, operation
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import wait_for
 from agentops.edge.errors import (
@@ -61,7 +63,7 @@ from agentops.store.kv import scan
 
 SOURCE = "edge"
 MAX_STAGES = 50
-_STAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_STAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")  # fullmatch: `$` would let "a\n" through
 
 
 class StageBody(_Body):
@@ -75,7 +77,7 @@ class StageBody(_Body):
     @field_validator("id")
     @classmethod
     def _token(cls, value: str) -> str:
-        if not _STAGE_ID.match(value):
+        if not _STAGE_ID.fullmatch(value):
             raise ValueError("must be 1-32 of [A-Za-z0-9_-]")
         return value
 
@@ -170,6 +172,15 @@ def workflow_view(record: WorkflowRecord) -> dict[str, Any]:
     }
 
 
+@operation(
+    "Start a workflow", "workflows",
+    {201: json_resp(r.WorkflowCreated, "submitted (`queued` until the orchestrator has it)")},
+    {404: "an unknown upload or task as the workspace source",
+     409: "`workspace.from_task` names a task that has not finished",
+     422: "the body does not fit: stage ids, dependencies (unknown, cyclic), agent types, "
+          "mock scripts, workspace source; each problem names its field"},
+    body=CreateWorkflow,
+)  # fmt: skip
 async def create_workflow(request: web.Request) -> web.Response:
     bus, config = request.app[BUS], request.app[CONFIG]
     body = parse_model(CreateWorkflow, await read_json(request))
@@ -222,6 +233,12 @@ async def _get(request: web.Request) -> tuple[Bus, WorkflowRecord]:
     return bus, record
 
 
+@operation(
+    "List workflows", "workflows", {200: json_resp(r.WorkflowList, "a page, newest first")},
+    {400: INVALID_QUERY},
+    params=(choice("status", get_args(TaskStatus), "only workflows with this status"),
+            limit(100, 500), OFFSET),
+)  # fmt: skip
 async def list_workflows(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     status = query_choice(request, "status", get_args(TaskStatus))
@@ -235,11 +252,20 @@ async def list_workflows(request: web.Request) -> web.Response:
     return web.json_response({"workflows": page, "total": len(records)})
 
 
+@operation(
+    "Read a workflow", "workflows", {200: json_resp(r.WorkflowView, "the workflow and stages")},
+    {404: "no such workflow"},
+)  # fmt: skip
 async def get_workflow(request: web.Request) -> web.Response:
     _, record = await _get(request)
     return web.json_response(workflow_view(record))
 
 
+@operation(
+    "Cancel a workflow and what runs in it", "workflows",
+    {200: json_resp(r.WorkflowCancelled, "its status once cancelled, or still on its way")},
+    {404: "no such workflow", 409: "the workflow already finished"},
+)  # fmt: skip
 async def cancel_workflow(request: web.Request) -> web.Response:
     bus, record = await _get(request)
     if record.status in TERMINAL:
@@ -260,6 +286,15 @@ async def cancel_workflow(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Approve or refuse the stage waiting for approval", "workflows",
+    {200: json_resp(r.GateAnswered, "received"),
+     202: json_resp(r.GateAnswered, "`response_queued`: on its way")},
+    {400: "not JSON, or not an approval (`{\"approved\": bool, \"comment\"?}` or yes/no)",
+     404: "no such workflow",
+     409: "no stage awaits approval, or `request_id` is not the stage that does"},
+    body=HumanAnswer,
+)  # fmt: skip
 async def answer_gate(request: web.Request) -> web.Response:
     """`POST /workflows/{id}/human-response {"response": {"approved": bool, "comment"?}}`."""
     bus, record = await _get(request)

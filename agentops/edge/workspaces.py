@@ -30,6 +30,8 @@ from aiohttp import web
 from nats.js.errors import NotFoundError
 
 from agentops.core.state import TaskRecord
+from agentops.edge import responses as r
+from agentops.edge.apispec import INVALID_QUERY, Param, Resp, json_resp, operation
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import get_task
 from agentops.edge.errors import ApiError, bad_request, checked_id
@@ -90,6 +92,15 @@ async def _task(request: web.Request) -> tuple[Bus, TaskRecord, str]:
     return bus, record, record.workspace_id or record.task_id
 
 
+_BYTES = {"type": "string", "format": "binary"}
+NO_EXECUTOR = "the tool executor did not answer (is it running?)"
+
+
+@operation(
+    "A task's files", "workspaces",
+    {200: json_resp(r.FileList, "the workspace's regular files, sorted by path")},
+    {404: "no such task"},
+)  # fmt: skip
 async def list_files(request: web.Request) -> web.Response:
     """`GET /tasks/{id}/files`: `{files: [{path, size, modified}], truncated}`."""
     bus, record, workspace = await _task(request)
@@ -102,6 +113,12 @@ async def list_files(request: web.Request) -> web.Response:
     return web.json_response({"task_id": record.task_id, **json.loads(body)})
 
 
+@operation(
+    "One file's bytes", "workspaces",
+    {200: Resp("the file, its type guessed from its name", media={"*/*": _BYTES})},
+    {400: "a path the workspace refuses", 404: "no such task, file or workspace (or a path "
+     "outside it, or through a link out)"},
+)  # fmt: skip
 async def get_file(request: web.Request) -> web.StreamResponse:
     """`GET /tasks/{id}/files/{path}`: the file's bytes, a chunk at a time."""
     bus, _, workspace = await _task(request)
@@ -136,6 +153,11 @@ def _read(workspace: str, path: str, offset: int) -> dict[str, Any]:
     return {"workspace_id": workspace, "path": path, "offset": offset, "length": CHUNK}
 
 
+@operation(
+    "The task's work as a unified diff", "workspaces",
+    {200: Resp("from the task's base", media={"text/x-diff": {"type": "string"}})},
+    {404: "no such task or workspace"},
+)  # fmt: skip
 async def get_diff(request: web.Request) -> web.StreamResponse:
     """`GET /tasks/{id}/diff`: the unified diff of the task's work, `base..head` once the
     task ended and was committed, `base..`the work tree while it runs."""
@@ -145,6 +167,14 @@ async def get_diff(request: web.Request) -> web.StreamResponse:
     return await _export(request, bus, spec, "text/x-diff; charset=utf-8", None)
 
 
+@operation(
+    "The workspace as an archive", "workspaces",
+    {200: Resp("the workspace without .git, streamed",
+               media={"application/gzip": _BYTES, "application/zip": _BYTES})},
+    {400: INVALID_QUERY, 404: "no such task or workspace"},
+    params=(Param("format", {"type": "string", "enum": ["tar.gz", "zip"], "default": "tar.gz"},
+                  "the archive's format"),),
+)  # fmt: skip
 async def get_archive(request: web.Request) -> web.StreamResponse:
     """`GET /tasks/{id}/archive?format=tar.gz|zip`: the workspace without `.git`."""
     bus, record, workspace = await _task(request)
@@ -186,6 +216,15 @@ async def _fetched(bus: Bus, token: str, size: int) -> AsyncIterator[bytes]:
         offset += len(data)
 
 
+@operation(
+    "Upload an archive to start a workspace from", "workspaces",
+    {201: json_resp(r.UploadCreated, "stored and checked; kept 24 h")},
+    {400: "an empty body (`empty_upload`) or one that cannot be read (`invalid_body`)",
+     413: "over `[workspaces] max_upload_mb`",
+     422: "not an archive, or an unsafe entry (named in the message)"},
+    raw_body={"application/octet-stream": _BYTES, "application/gzip": _BYTES,
+              "application/zip": _BYTES},
+)  # fmt: skip
 async def upload(request: web.Request) -> web.Response:
     """`POST /uploads` (a `.tar.gz` or `.zip` body) → 201 `{upload_id, size, files,
     expires_at}`; the archive is checked now, so a bad entry is a 422 naming it."""

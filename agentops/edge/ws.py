@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from agentops.edge.apispec import INVALID_QUERY, Param, Resp, id_param, operation
 from agentops.edge.auth import ws_answer
 from agentops.edge.context import BUS, CONFIG, EdgeConfig
 from agentops.edge.errors import ApiError
@@ -216,6 +217,22 @@ async def _subscribe(
     )
 
 
+@operation(
+    "Events over a WebSocket", "events",
+    {101: Resp("switching to the WebSocket: frames `{seq, type, ts, task_id, agent_id, data}`; "
+               'send `{"type": "ping"}` for a pong')},
+    {400: f"not a WebSocket upgrade (`websocket_required`), or {INVALID_QUERY}"},
+    params=(
+        Param("since", {"type": "integer", "minimum": 0, "maximum": MAX_SINCE},
+              "replay every event after this stream sequence, then go on live"),
+        id_param("task_id", "only this task's events"),
+        id_param("agent_id", "only this agent's events"),
+        Param("token", {"type": "string"}, "the API token (browsers cannot set headers on a "
+              "WebSocket handshake)"),
+    ),
+    description="Without `since`, new events only. A client too slow to read is closed with "
+    "1013 and a reason naming the `since` to reconnect with.",
+)  # fmt: skip
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     config = app[CONFIG]

@@ -145,8 +145,9 @@ class _Rights:
             self.publish(
                 s.object_subjects(s.UPLOADS_BUCKET), s.stream_api(self.api, "PURGE", stream)
             )
-        else:
+        else:  # nats-py's get subscribes by subject, finding the stream by name first
             self.follows(stream)
+            self.publish(s.stream_names(self.api))
 
     def mailboxes(self, *kinds: str) -> None:
         for agent_type in self.scope.agent_types:
@@ -233,6 +234,10 @@ def _llm_gateway(r: _Rights) -> None:
 
 def _edge(r: _Rights) -> None:
     r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)  # and stream sizes in /metrics
+    r.publish(s.stream_msg_get(r.api, s.DLQ_STREAM))  # /health: the last dead letter
+    # `waiting_for`: is anyone serving the LLM and tool consumers (edge/liveness.py)?
+    for consumer in (s.LLM_GATEWAY_CONSUMER, s.TOOL_EXECUTOR_CONSUMER):
+        r.publish(s.consumer_api(r.api, "INFO", s.WORK_STREAM, consumer))
     r.reads(s.AGENTS_BUCKET, watch=True)
     r.reads(s.TASKS_BUCKET, watch=True)
     r.reads(s.WORKFLOWS_BUCKET, watch=True)

@@ -41,12 +41,13 @@ THREAD_SUBJECTS: Final = (f"{PREFIX}.thread.>",)
 # Lanes per mailbox family. Changing it re-routes mailboxes, so it is a deploy-time constant.
 LANES: Final = 16
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Matched whole (`fullmatch`): `^...$` with `match` lets a trailing newline through.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Agent types are configured (`agents/loader.py`), not listed here. A type name is a subject
 # token, and `agent-<type>-l00` (its consumers) must still fit a 64-character token.
 AGENT_TYPE_MAX: Final = 64 - len("agent--l00")
-_AGENT_TYPE = re.compile(rf"^[A-Za-z0-9_-]{{1,{AGENT_TYPE_MAX}}}$")
+_AGENT_TYPE = re.compile(rf"[A-Za-z0-9_-]{{1,{AGENT_TYPE_MAX}}}")
 
 
 class InvalidName(ValueError):
@@ -54,14 +55,14 @@ class InvalidName(ValueError):
 
 
 def check_id(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidName(f"invalid {what} {value!r}: use 1-128 of [A-Za-z0-9_-]")
     return value
 
 
 def check_agent_type(value: str) -> str:
     """An agent type name as subjects, consumer names and KV keys take it, or `InvalidName`."""
-    if not isinstance(value, str) or not _AGENT_TYPE.match(value):
+    if not isinstance(value, str) or not _AGENT_TYPE.fullmatch(value):
         raise InvalidName(
             f"invalid agent type name {value!r}: use 1-{AGENT_TYPE_MAX} of [A-Za-z0-9_-]"
         )
@@ -69,7 +70,7 @@ def check_agent_type(value: str) -> str:
 
 
 def _token(value: str, what: str) -> str:
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise InvalidName(f"invalid {what} {value!r}")
     return value
 
@@ -410,11 +411,11 @@ BUCKETS: Final = (
     IDEMPOTENCY_BUCKET,
     PLUGINS_BUCKET,
 )
-_NAME_OR_ANY = re.compile(r"^(\*|[A-Za-z0-9_-]{1,64})$")
+_NAME_OR_ANY = re.compile(r"\*|[A-Za-z0-9_-]{1,64}")
 
 
 def _name(value: str, what: str) -> str:
-    if not _NAME_OR_ANY.match(value):
+    if not _NAME_OR_ANY.fullmatch(value):
         raise InvalidName(f"invalid {what} {value!r}")
     return value
 
@@ -443,6 +444,11 @@ def consumer_create(
 def consumer_api(api: str, action: str, stream: str, name: str) -> str:
     """`<api>.CONSUMER.<INFO|DELETE>.<stream>.<name or *>`."""
     return f"{api}.CONSUMER.{_token(action, 'action')}.{_name(stream, 'stream')}.{_name(name, 'consumer')}"
+
+
+def stream_names(api: str) -> str:
+    """Listing stream names (nats-py finds an object store's stream by subject this way)."""
+    return f"{api}.STREAM.NAMES"
 
 
 def stream_msg_get(api: str, stream: str) -> str:

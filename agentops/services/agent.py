@@ -12,6 +12,10 @@ A transition is stored as its new thread items, then its head (the commit point,
 its events with the head (two round trips); otherwise everything is saved before any effect is
 published, so a stale state never leaks effects.
 
+Each stored transition that starts a step, or ends the current one (the next step starts, or
+the run ends), is counted in the process's metrics (`bus/metrics.py`): steps, their duration
+from the state's `step_started_at` (the reducer's clock), and runs ended by status.
+
 A message that cannot be applied after its retries ends its agent `failed` with
 `internal_error` (a `FailAgent` to its own mailbox); if even that cannot be applied, its task
 is told directly (`FailTask`), so nothing stays `running` with nothing in flight.
@@ -33,6 +37,7 @@ from agentops.agents.loader import load_agent_specs
 from agentops.bus.connection import publish_all
 from agentops.bus.consumer import Delivery
 from agentops.bus.effects import effect_items, perform
+from agentops.bus.metrics import STEP_DURATION, STEPS, TASKS_FINISHED, ProcessMetrics
 from agentops.bus.publisher import WrongLastSequence
 from agentops.bus.service import Runtime, run_process
 from agentops.config import Settings, load_llm, load_settings, load_tools
@@ -42,6 +47,7 @@ from agentops.core.state import AgentState
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import ConfigError, ErrorInfo, PermanentError
 from agentops.protocol.messages import (
+    TERMINAL,
     AgentInbound,
     FailAgent,
     FailTask,
@@ -62,6 +68,22 @@ SOURCE = "agent"
 def _hand_over(effect: Effect) -> bool:
     """Work for another process (an LLM or tool call), sent before the head is written."""
     return not isinstance(effect, Emit | ReportToTask)
+
+
+def count_transition(metrics: ProcessMetrics, before: AgentState | None, after: AgentState) -> None:
+    """The steps this stored transition started and the one it ended, and a run's end."""
+    kind = (after.agent_type,)
+    started = after.step - (before.step if before is not None else 0)
+    if started > 0:
+        metrics.inc(STEPS, kind, started)
+    if before is None or before.status in TERMINAL:
+        return  # nothing was running (a follow-up run starts from a finished state)
+    ended = after.status in TERMINAL
+    if before.step_started_at is not None and (started > 0 or ended):
+        seconds = (after.updated_at - before.step_started_at).total_seconds()
+        metrics.observe(STEP_DURATION, kind, seconds)
+    if ended:
+        metrics.inc(TASKS_FINISHED, (after.agent_type, after.status))
 
 
 def bind_spec(spec: AgentSpec, settings: Settings) -> AgentSpec:
@@ -175,6 +197,7 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                 cache.drop(agent_id)
             else:
                 cache.put(agent_id, saved)
+            count_transition(rt.metrics, state, decision.state)
             structlog.contextvars.bind_contextvars(
                 status=decision.state.status, step=decision.state.step, one_batch=from_cache
             )

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from agentops.bus.connection import publish_all, publish_event
 from agentops.bus.consumer import Delivery
 from agentops.bus.conversation import MISS, ConversationCache
+from agentops.bus.metrics import LLM_CALLS, LLM_COST, LLM_DURATION, LLM_TOKENS
 from agentops.bus.service import Runtime, run_process
 from agentops.config import load_llm
 from agentops.llm.gateway import LLMGateway
@@ -122,6 +123,7 @@ async def setup(rt: Runtime) -> None:
             reply = LLMFailed(**msg.reply_header(PROCESS, datetime.now(UTC)), **common, error=info)
             calls["failed"] += 1
         await deltas.flush()
+        count(msg, reply, time.perf_counter() - started)
         if isinstance(reply, LLMCompleted):  # before sending: the send may fail and come back
             answers[msg.id] = reply
             if len(answers) > ANSWERS_KEPT:
@@ -133,6 +135,18 @@ async def setup(rt: Runtime) -> None:
             llm_ms=round((time.perf_counter() - started) * 1000, 3),
             llm_provider=gateway.route_for(msg.request).provider,
         )
+
+    def count(msg: LLMRequested, reply: LLMCompleted | LLMFailed, seconds: float) -> None:
+        """One provider call in the process's metrics (an answer from memory is none)."""
+        kind = msg.reply_to.agent_type
+        outcome = "ok" if isinstance(reply, LLMCompleted) else "error"
+        rt.metrics.observe(LLM_DURATION, (kind, outcome), seconds)
+        rt.metrics.inc(LLM_CALLS, (kind, outcome))
+        if isinstance(reply, LLMCompleted):
+            usage = reply.result.usage
+            rt.metrics.inc(LLM_TOKENS, (kind, "input"), usage.input_tokens)
+            rt.metrics.inc(LLM_TOKENS, (kind, "output"), usage.output_tokens)
+            rt.metrics.inc(LLM_COST, (kind,), usage.cost_usd)
 
     async def send(msg: LLMRequested, reply: LLMCompleted | LLMFailed) -> None:
         mailbox = s.agent_mailbox(msg.reply_to.agent_type, msg.reply_to.agent_id, reply.type)

@@ -35,8 +35,10 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from agentops.bus.auth import secret_paths
 from agentops.bus.connection import publish_all
 from agentops.bus.consumer import Delivery
+from agentops.bus.metrics import TOOL_CALLS, TOOL_DURATION
 from agentops.bus.service import Runtime, run_process
 from agentops.config import load_tools
+from agentops.core.state import OTHER_TOOL
 from agentops.protocol import subjects as s
 from agentops.protocol.errors import AgentOpsError, ErrorInfo, PermanentError
 from agentops.protocol.messages import ToolCompleted, ToolRequested, WorkMessage
@@ -213,10 +215,17 @@ async def setup(rt: Runtime) -> None:
             return
         started = time.perf_counter()
         ok, value, error = await execute(msg, ex)
-        await finish(msg, completed(msg, ok, value, error, (time.perf_counter() - started) * 1000))
+        seconds = time.perf_counter() - started
+        rt.metrics.observe(TOOL_DURATION, (tool_label(msg.name), "ok" if ok else "error"), seconds)
+        await finish(msg, completed(msg, ok, value, error, seconds * 1000))
+
+    def tool_label(name: str) -> str:
+        """The tool's name when it is one this executor serves, else `other` (bounded)."""
+        return name if name in BUILTIN_TOOLS or name in plugins.names() else OTHER_TOOL
 
     async def finish(msg: ToolRequested, result: ToolCompleted) -> None:
         counts["ok" if result.ok else "failed"] += 1
+        rt.metrics.inc(TOOL_CALLS, (tool_label(msg.name), "ok" if result.ok else "error"))
         await reply(msg, result)
         # Facts for the consumer's one canonical log line of this message.
         structlog.contextvars.bind_contextvars(

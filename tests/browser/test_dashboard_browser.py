@@ -8,10 +8,13 @@ import json
 import os
 import re
 import signal
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.browser.conftest import Dashboard
+from tests.e2e.conftest import System
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 from playwright.sync_api import Request, expect
@@ -176,3 +179,23 @@ def test_the_page_resumes_from_its_last_event_after_the_edge_restarts(dashboard:
     expect(page.locator(f"#task-rows tr[data-key={after['task_id']}] .badge")).to_have_text(
         "completed"
     )
+
+
+def test_the_api_docs_page_renders_every_operation(browser: Any, system: System) -> None:
+    """/docs loads without a token and renders every operation of /openapi.json; a schema
+    opens on demand; nothing is refused by the CSP (no console error)."""
+    doc = httpx.get(f"{system.url}/openapi.json", timeout=30).json()
+    operations = sum(len(item) for item in doc["paths"].values())
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(f"{system.url}/docs")
+        expect(page.locator("details.op")).to_have_count(operations)
+        create = page.locator("details#post_tasks")
+        create.locator("summary").first.click()
+        create.locator("details.ref", has_text="CreateTask").first.locator("summary").click()
+        expect(create.locator("code", has_text="agent_type").first).to_be_visible()
+        assert errors == []
+    finally:
+        page.close()

@@ -122,7 +122,7 @@ async def test_a_message_that_cannot_be_applied_fails_the_task(system: System) -
 
         await eventually(asking, timeout=60, what="the question")
         # Lose item 1 of the thread, and make the agent process read it again (a new process).
-        nc = await nats.connect(system.nats_url)
+        nc = await nats.connect(system.nats_url, **system.admin)
         await nc.jetstream().purge_stream(s.THREADS_STREAM, subject=s.thread_item(agent_id, 1))
         await nc.close()
         old = system.pids()["agent-backend_developer"]
@@ -163,7 +163,7 @@ async def test_delete_removes_a_finished_task_and_everything_it_holds(system: Sy
         return not workspace.exists()
 
     await eventually(workspace_gone, timeout=30, what="the workspace deleted")
-    nc = await nats.connect(system.nats_url)
+    nc = await nats.connect(system.nats_url, **system.admin)
     js = nc.jetstream()
     threads = await js.stream_info(s.THREADS_STREAM, subjects_filter=s.thread_filter(agent_id))
     events = await js.stream_info(s.EVENTS_STREAM, subjects_filter=s.events_of_task(task_id))

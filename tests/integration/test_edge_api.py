@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -921,25 +922,29 @@ async def test_metrics_are_prometheus_text_with_edge_kv_and_stream_figures(edge:
         'agentops_edge_http_requests_total{method="GET",route="/tasks/{task_id}",status="200"} 1'
         in text
     )
-    assert 'agentops_tasks{status="running"} 1' in text
+    assert 'agentops_tasks{agent_type="backend_developer",status="running"} 1' in text
     assert 'agentops_agents{status="paused"} 1' in text
-    assert 'agentops_llm_tokens{agent_type="backend_developer",direction="input"} 10' in text
-    assert 'agentops_llm_cost_usd{agent_type="backend_developer"} 0.01' in text
+    assert 'agentops_stored_llm_tokens{agent_type="backend_developer",direction="input"} 10' in text
+    assert 'agentops_stored_llm_cost_usd{agent_type="backend_developer"} 0.01' in text
     assert f'agentops_stream_messages{{stream="{s.WORK_STREAM}"}} 1' in text
     assert "agentops_nats_connected 1" in text
     for line in text.splitlines():
         if line.startswith("# TYPE"):
-            assert line.split()[3] in ("counter", "gauge")
+            assert line.split()[3] in ("counter", "gauge", "histogram")
+            if line.split()[3] == "counter":
+                assert line.split()[2].endswith("_total"), line
     families = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP")}
     samples = {
-        line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")
+        re.sub(r"_(bucket|sum|count)$", "", line.split("{")[0].split(" ")[0])
+        for line in text.splitlines()
+        if not line.startswith("#")
     }
     assert samples <= families
 
 
 async def test_metrics_count_llm_and_tool_calls_by_type_tool_and_outcome(edge: Edge) -> None:
-    """/metrics sums the agents' tokens and counts their LLM and tool calls; a tool name the
-    model made up is `other`, so it cannot add labels."""
+    """/metrics sums the stored agents' tokens and counts their LLM and tool calls (gauges);
+    a tool name the model made up is `other`, so it cannot add labels."""
     error = ErrorInfo(code="not_found", message="no such tool")
     thread = (
         AssistantItem(at=NOW, step=1),
@@ -954,13 +959,13 @@ async def test_metrics_count_llm_and_tool_calls_by_type_tool_and_outcome(edge: E
     await edge.put_agent(agent_state("agent_a2"))
     text = await (await edge.client.get("/metrics")).text()
     kind = 'agent_type="backend_developer"'
-    assert f'agentops_llm_tokens{{{kind},direction="output"}} 10' in text  # 5 + 5
-    assert f"agentops_llm_cost_usd{{{kind}}} 0.02" in text
-    assert f'agentops_llm_calls{{{kind},outcome="ok"}} 2' in text
-    assert f'agentops_llm_calls{{{kind},outcome="error"}} 1' in text
-    assert f'agentops_tool_calls{{{kind},tool="write_file",outcome="ok"}} 1' in text
-    assert f'agentops_tool_calls{{{kind},tool="write_file",outcome="error"}} 1' in text
-    assert f'agentops_tool_calls{{{kind},tool="other",outcome="error"}} 2' in text
+    assert f'agentops_stored_llm_tokens{{{kind},direction="output"}} 10' in text  # 5 + 5
+    assert f"agentops_stored_llm_cost_usd{{{kind}}} 0.02" in text
+    assert f'agentops_stored_llm_calls{{{kind},outcome="ok"}} 2' in text
+    assert f'agentops_stored_llm_calls{{{kind},outcome="error"}} 1' in text
+    assert f'agentops_stored_tool_calls{{{kind},tool="write_file",outcome="ok"}} 1' in text
+    assert f'agentops_stored_tool_calls{{{kind},tool="write_file",outcome="error"}} 1' in text
+    assert f'agentops_stored_tool_calls{{{kind},tool="other",outcome="error"}} 2' in text
     assert "made_up" not in text
 
 

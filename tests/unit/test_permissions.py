@@ -222,3 +222,17 @@ def test_a_replica_credential_gets_its_process_rights_and_its_own_key(tmp_path: 
     by_name = {u.name: u for u in users}
     first, second = by_name["agent-backend_developer"], by_name["agent-backend_developer@2"]
     assert first.nkey != second.nkey and first.permissions == second.permissions
+
+
+def test_only_the_edge_reads_stored_dead_letters() -> None:
+    """/health shows the last dead letter: the edge may get one DLQ message, no other reader."""
+    assert senders(f"{API}.STREAM.MSG.GET.{s.DLQ_STREAM}") == {"edge"}
+
+
+def test_the_edge_may_look_at_the_llm_and_tool_consumers_only() -> None:
+    """waiting_for asks who serves the LLM and tool consumers; an agent lane stays closed."""
+    edge = perms.for_process("edge")
+    for consumer in (s.LLM_GATEWAY_CONSUMER, s.TOOL_EXECUTOR_CONSUMER):
+        assert edge.may_publish(s.consumer_api(API, "INFO", s.WORK_STREAM, consumer))
+    lane = s.agent_consumer("backend_developer", 0)
+    assert not edge.may_publish(s.consumer_api(API, "INFO", s.WORK_STREAM, lane))
