@@ -5,7 +5,10 @@
   (`<data-dir>/nats/nats.conf`), which the Procfile's `nats-server -c` line reads; `agentops
   run <process>` then finds its credential in the same data dir. `--plugin NAME` adds a
   plugin's credential, `--hub-users FILE` writes the hybrid hub's users file, and
-  `--hybrid-files DIR` the checked-in gateway permissions (deploy/hybrid).
+  `--hybrid-files DIR` the checked-in gateway permissions (deploy/hybrid). `--replicas N`
+  adds a credential per replica (`P@2` .. `P@N`, each P's rights), and `--cluster-nodes N
+  --cluster-out DIR` the configs of an N-node cluster for compose or machines of their own
+  (`natsconf.cluster_node_config`: node-<i>.conf, the users, the secret routes file).
 - `rotate-credentials` gives every credential a new seed. With `agentops up` running on the
   data dir it is told (SIGHUP) and puts them in force itself (`embedded.py`): this command
   returns once it has. Otherwise it rewrites the config and says what to reload.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -25,7 +29,7 @@ from agentops import credentials, embedded, natsconf, pidfile
 from agentops.agents.loader import agent_types
 from agentops.cli_args import port
 from agentops.config import Settings, load_nats, load_settings, validate_sections
-from agentops.protocol import subjects
+from agentops.protocol import permissions, subjects
 from agentops.protocol.errors import ConfigError
 from agentops.protocol.permissions import Scope
 
@@ -46,6 +50,23 @@ def add_nats_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )  # fmt: skip
     init.add_argument("--hub-users", metavar="FILE", help="hybrid: write the hub's users file")
     init.add_argument("--hybrid-files", metavar="DIR", help=argparse.SUPPRESS)
+    init.add_argument(
+        "--cluster-nodes", type=_count, metavar="N",
+        help="with --cluster-out: write the configs of an N-node NATS cluster (compose, systemd)",
+    )  # fmt: skip
+    init.add_argument("--cluster-out", metavar="DIR", help="where the cluster's configs go")
+    init.add_argument(
+        "--cluster-hosts", metavar="H1,H2,...",
+        help="the nodes' host names, which routes dial (default nats-1,...,nats-N)",
+    )  # fmt: skip
+    init.add_argument(
+        "--cluster-store-dir", default="/data/jetstream", metavar="PATH",
+        help="each node's JetStream store (default /data/jetstream, the compose volume)",
+    )  # fmt: skip
+    init.add_argument(
+        "--replicas", type=_count, default=1, metavar="N",
+        help="a credential for N replicas of every process: P, P@2, ... P@N (default 1)",
+    )  # fmt: skip
     init.set_defaults(func=cmd_init, client=False)
     rotate = sub.add_parser(
         "rotate-credentials", help="new NATS credentials for every process, plugin and operator"
@@ -76,6 +97,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     data_dir = settings.data_dir
     scope = Scope(agent_types=agent_types(settings))
     names = embedded.standard_names(scope)
+    names += natsconf.replica_names(permissions.processes(scope), args.replicas)
     for tool in args.plugin:
         try:
             names.append(subjects.plugin_process(tool))
@@ -96,11 +118,17 @@ def cmd_init(args: argparse.Namespace) -> int:
         target = Path(args.hybrid_files) / "gateway-permissions.conf"
         _write_public(target, natsconf.gateway_permissions_file())
         print(f"gateway      {target}")
+    if args.cluster_nodes is not None or args.cluster_out is not None:
+        out = _write_cluster(args, found, scope)
+        print(f"cluster      {out}/ ({args.cluster_nodes} nodes; {natsconf.ROUTES_FILE} is secret)")
     for tool in args.plugin:
         seed = credentials.seed_path(data_dir, subjects.plugin_process(tool))
         print(f"plugin {tool}: run it with AGENTOPS_DATA_DIR={data_dir} (or NATS_NKEY_SEED={seed})")
     if _tell_supervisor(data_dir, found):
         print("agentops up (running on this data dir) has put them in force")
+    elif args.cluster_out:
+        node = Path(args.cluster_out) / natsconf.deploy_node_file(1)
+        print(f"start each node with: nats-server -c {node} (node-2.conf, ... on the others)")
     else:
         print(f"start NATS with: nats-server -c {config}   (the Procfile's `nats` line)")
     return 0
@@ -150,6 +178,43 @@ def _tell_supervisor(data_dir: Path, found: dict[str, credentials.Credential]) -
             )
         time.sleep(0.2)  # polling another process's progress
     return True
+
+
+def _count(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a count from 1 to 64")
+    return int(raw)
+
+
+_ROUTE_PASSWORD = re.compile(r'password: "([0-9a-f]{32,})"')
+
+
+def _write_cluster(
+    args: argparse.Namespace, found: dict[str, credentials.Credential], scope: Scope
+) -> Path:
+    """The configs of a deployment's cluster (natsconf: node-<i>.conf, the users, the routes);
+    the route password is kept from an earlier run into the same directory."""
+    if args.cluster_nodes is None or args.cluster_out is None:
+        raise ConfigError("--cluster-nodes and --cluster-out go together")
+    nodes = args.cluster_nodes
+    hosts = [h.strip() for h in (args.cluster_hosts or "").split(",") if h.strip()]
+    hosts = hosts or [f"nats-{i}" for i in range(1, nodes + 1)]
+    if len(hosts) != nodes or len(set(hosts)) != nodes:
+        raise ConfigError(f"--cluster-hosts: give {nodes} different host names")
+    out = Path(args.cluster_out)
+    out.mkdir(parents=True, exist_ok=True)
+    routes = out / natsconf.ROUTES_FILE
+    try:
+        kept = _ROUTE_PASSWORD.search(routes.read_text())
+    except OSError:
+        kept = None
+    secret = kept.group(1) if kept else secrets.token_hex(24)  # hex: safe in a route URL
+    credentials.write_private(routes, natsconf.cluster_routes(secret, hosts).encode())
+    _write_public(out / natsconf.AUTH_FILE, natsconf.auth_config(found, scope))
+    for i, host in enumerate(hosts, 1):
+        text = natsconf.cluster_node_config(host, store_dir=args.cluster_store_dir)
+        _write_public(out / natsconf.deploy_node_file(i), text)
+    return out
 
 
 def _write_public(path: Path, text: str) -> None:

@@ -136,20 +136,23 @@ UPLOADS = ObjectStoreConfig(
 
 
 async def ensure_jetstream(js: JetStreamContext, retention_days: int = 30) -> dict[str, KeyValue]:
-    for config in streams(retention_days):
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            # Exists with a different config (e.g. an older version): update in place.
-            await js.update_stream(config)
-    with contextlib.suppress(BadRequestError):  # exists
-        await js.create_object_store(s.UPLOADS_BUCKET, config=UPLOADS)
+    """Declare everything. Buckets and the object store first, the streams last: a process
+    that attaches waits for the streams (`attach_jetstream`), so once they exist the buckets
+    it binds do too."""
     buckets: dict[str, KeyValue] = {}
     for kv_config in BUCKETS:
         try:
             buckets[kv_config.bucket] = await js.create_key_value(kv_config)
         except BadRequestError:
             buckets[kv_config.bucket] = await js.key_value(kv_config.bucket)
+    with contextlib.suppress(BadRequestError):  # exists
+        await js.create_object_store(s.UPLOADS_BUCKET, config=UPLOADS)
+    for config in streams(retention_days):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            # Exists with a different config (e.g. an older version): update in place.
+            await js.update_stream(config)
     return buckets
 
 

@@ -215,7 +215,10 @@ async def setup_workspaces(rt: Runtime, data_dir: Path) -> None:
                 sha = ws.commit(
                     wid, msg.author, msg.message or msg.author, background=msg.background
                 )
-                return sha or ws.head(wid), made, ws.depth(wid)
+                with ws.locked(wid):  # a deletion between the two must not leave a work tree
+                    if not ws.exists(wid):
+                        return None, None, 0
+                    return sha or ws.head(wid), made, ws.depth(wid)
             except WorkspaceError as exc:
                 if exc.code != "workspace_missing":
                     raise
