@@ -47,9 +47,15 @@ from agentops.protocol.messages import WORK_ADAPTER, WorkMessage
 log = structlog.get_logger(__name__)
 
 MAX_BUG_RETRIES = 5
-ACK_WAIT_S = 10.0  # handlers are short; held messages get in_progress() while they wait
+# A node lost with a message out (its ack, or the delivery, gone with it): the consumer's new
+# leader sends it again after ack_wait, so ack_wait bounds that stall. 3 s (was 10 s) keeps a
+# node loss under the 5 s target (bench/bench_chaos.py); held messages get in_progress()
+# every second, so a long handler is never redelivered behind its back.
+ACK_WAIT_S = 3.0
 HEARTBEAT_S = ACK_WAIT_S / 3
-STALL_CHECK_S = 5.0  # how often a consumer with work and nothing out is looked at (`_watch`)
+# How often a consumer with work and nothing out is looked at (`_watch`): a stall is kicked
+# at the second look, so within two looks of 1.5 s (were 5 s).
+STALL_CHECK_S = 1.5
 KICK_PAUSE_S = 0.25  # how long every replica stays unsubscribed when a stall is kicked
 PULL_TO_PUSH = 10012  # JetStream: "can not update pull consumer to push based"
 
