@@ -156,6 +156,32 @@ EXTRAS: dict[str, dict[str, Any]] = {
         "reply_to": REPLY,
     },
     "workspace.delete": {"workspace_id": "task_fz1"},
+    "agent.message": {"message": "fuzz"},
+    "task.message": {"message": "fuzz"},
+    "task.delegate": dict(
+        child_task_id="task_fz2",
+        child_agent_id="agent_fz2",
+        agent_type="backend_developer",
+        description="fuzz",
+        step=1,
+        call_id="c1",
+        parent_agent_type="tech_lead",
+    ),
+    "task.child_finished": {
+        "child_task_id": "task_fz2",
+        "parent": {"task_id": "task_fz1"},
+        "status": "completed",
+    },
+    "workspace.prepare": {"workspace_id": "task_fz1"},
+    "workspace.ready": {"workspace_id": "task_fz1", "base": "0" * 40},
+    "workspace.failed": {"workspace_id": "task_fz1", "error": ERROR},
+    "workspace.commit": {"workspace_id": "task_fz1", "author": "fuzz", "message": "fuzz"},
+    "workspace.committed": {"workspace_id": "task_fz1"},
+    "workflow.submit": {
+        "stages": [{"id": "a", "agent_type": "backend_developer", "description": "fuzz"}]
+    },
+    "workflow.cancel": {},
+    "workflow.human_response": {"stage_id": "a", "approved": True},
 }
 
 
@@ -183,6 +209,8 @@ def subject_for(message_type: str, task_id: str, agent_id: str, agent_type: str)
         "llm.request": s.llm_requests(),
         "tool.request": s.tool_requests("read_file"),
         "workspace.delete": s.workspace_requests("delete"),
+        "workspace.prepare": s.workspace_requests("prepare"),
+        "workspace.commit": s.workspace_requests("commit"),
     }[message_type]
 
 

@@ -240,6 +240,7 @@ def _llm_gateway(r: _Rights) -> None:
 def _edge(r: _Rights) -> None:
     r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)  # and stream sizes in /metrics
     r.waits(*declared_streams())  # /health: each stream's leader and replicas
+    r.publish(s.stream_msg_get(r.api, s.DLQ_STREAM))  # /health: the last dead letter
     r.reads(s.AGENTS_BUCKET, watch=True)
     r.reads(s.TASKS_BUCKET, watch=True)
     r.reads(s.WORKFLOWS_BUCKET, watch=True)
