@@ -107,8 +107,14 @@ def stall_check(
     return None, True
 
 
+# A retried message holds only its own lane (max_ack_pending 1) or one pool slot, so retrying
+# it every second costs little; a longer cap (it was 30 s) made a lane that hit a cluster's
+# election (~5 s without a leader) wait seconds more after the leader was back.
+MAX_BACKOFF_S = 1.0
+
+
 def backoff_s(num_delivered: int) -> float:
-    return float(min(30.0, 0.1 * 2 ** max(0, num_delivered - 1)))
+    return float(min(MAX_BACKOFF_S, 0.1 * 2 ** max(0, num_delivered - 1)))
 
 
 async def dead_letter(js: JetStreamContext, msg: Msg, code: str, reason: str) -> None:

@@ -31,6 +31,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from agentops import __version__
+from agentops.bus import direct
 from agentops.bus.auth import nats_auth, principal
 from agentops.bus.connection import CredentialRefused, connect
 from agentops.bus.consumer import Consumer, GiveUp, Handler
@@ -158,7 +159,7 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
     )
     nats_url = settings.effective_nats_url
     auth = nats_auth(settings, principal(process, replica))
-    lost: list[Callable[[], object]] = []  # the publisher's, once it exists
+    lost: list[Callable[[], object]] = [direct.fail_batches]  # + the publisher's, once made
     try:
         nc = await connect(nats_url, process, auth, lost, inbox_prefix=s.inbox_prefix(process))
     except CredentialRefused:

@@ -110,7 +110,8 @@ async def leader(http: httpx.AsyncClient, stream: str) -> str:
 
     async def probe() -> str | None:
         info = (await health(http)).get("cluster", {}).get("streams", {}).get(stream, {})
-        return info.get("leader")
+        leader: str | None = info.get("leader")
+        return leader
 
     return await eventually(probe, timeout=30, interval=0.2, what=f"a leader of {stream}")
 
@@ -182,18 +183,35 @@ def _ts(event: dict[str, Any]) -> float:
 
 def stalls(events: Iterable[dict[str, Any]], kills: Iterable[float]) -> list[float]:
     """For each kill, the longest time a running task waited for its next event."""
+    return [max(waits, default=0.0) for waits in waits_after(events, kills)]
+
+
+def waits_after(events: Iterable[dict[str, Any]], kills: Iterable[float]) -> list[list[float]]:
+    """For each kill, how long each task running then waited for its next event."""
     by_task: dict[str, list[float]] = {}
     for e in events:
         if e.get("task_id"):
             by_task.setdefault(e["task_id"], []).append(_ts(e))
+    for times in by_task.values():
+        times.sort()
     out = []
     for k in kills:
-        worst = 0.0
+        waits = []
         for times in by_task.values():
-            times.sort()
             before = [t for t in times if t <= k]
             after = [t for t in times if t > k]
             if before and after:  # running at the kill (had started, had not finished)
-                worst = max(worst, after[0] - k)
-        out.append(worst)
+                waits.append(after[0] - k)
+        out.append(waits)
     return out
+
+
+async def new_leader(http: httpx.AsyncClient, stream: str, old: str, since: float) -> float:
+    """Seconds from `since` until /health names another leader of `stream` than `old`."""
+
+    async def probe() -> bool:
+        info = (await health(http)).get("cluster", {}).get("streams", {}).get(stream, {})
+        return info.get("leader") not in (None, old)
+
+    await eventually(probe, timeout=60, interval=0.05, what=f"a new leader of {stream}")
+    return time.time() - since
