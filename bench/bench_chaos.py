@@ -41,19 +41,9 @@ KILLS = (
 )
 
 
-async def whole(http: httpx.AsyncClient) -> None:
-    async def probe() -> bool:
-        body = await chaos.health(http)
-        streams = body.get("cluster", {}).get("streams", {}).values()
-        caught_up = all(not x.get("lagging") for x in streams)
-        return body.get("status") == "healthy" and caught_up
-
-    await eventually(probe, timeout=120, interval=0.5, what="the cluster whole and caught up")
-
-
 async def one_round(system: System, feed: chaos.Feed, args: argparse.Namespace) -> None:
     async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
-        await whole(http)
+        await chaos.whole(http)
         started = len(feed.events)
         created = await chaos.submit(http, args.tasks, args.steps, args.delay_ms)
         kills: list[tuple[str, float, float]] = []
@@ -67,7 +57,7 @@ async def one_round(system: System, feed: chaos.Feed, args: argparse.Namespace) 
             election = asyncio.create_task(chaos.new_leader(http, stream, old, time.time()))
             killed = await chaos.kill_node(system, chaos.node_index(old), wipe=wipe)
             kills.append((name, killed, await election))
-            await whole(http)
+            await chaos.whole(http)
         await chaos.all_completed(http, created, timeout=300)
         problems = chaos.calls_ran_once(system, created, args.steps)
         assert problems == [], problems

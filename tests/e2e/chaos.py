@@ -105,6 +105,19 @@ async def health(http: httpx.AsyncClient) -> dict[str, Any]:
     return {}
 
 
+async def whole(http: httpx.AsyncClient, timeout: float = 120) -> None:
+    """Wait until /health is healthy and no stream has a lagging replica (a restarted node
+    caught up), so the next kill meets a whole cluster."""
+
+    async def probe() -> bool:
+        body = await health(http)
+        streams = body.get("cluster", {}).get("streams", {}).values()
+        caught_up = all(not x.get("lagging") for x in streams)
+        return body.get("status") == "healthy" and caught_up
+
+    await eventually(probe, timeout=timeout, interval=0.5, what="the cluster whole, caught up")
+
+
 async def leader(http: httpx.AsyncClient, stream: str) -> str:
     """The node leading `stream`, as /health shows it."""
 
@@ -207,11 +220,20 @@ def waits_after(events: Iterable[dict[str, Any]], kills: Iterable[float]) -> lis
 
 
 async def new_leader(http: httpx.AsyncClient, stream: str, old: str, since: float) -> float:
-    """Seconds from `since` until /health names another leader of `stream` than `old`."""
+    """Seconds from `since` until /health names a leader of `stream` again after `old` is
+    gone: first no leader (or another), then one (another node, or `old` back again)."""
 
-    async def probe() -> bool:
+    async def current() -> str | None:
         info = (await health(http)).get("cluster", {}).get("streams", {}).get(stream, {})
-        return info.get("leader") not in (None, old)
+        leader: str | None = info.get("leader")
+        return leader
 
-    await eventually(probe, timeout=60, interval=0.05, what=f"a new leader of {stream}")
+    async def gone() -> bool:
+        return await current() != old
+
+    async def elected() -> bool:
+        return await current() is not None
+
+    await eventually(gone, timeout=60, interval=0.05, what=f"{old} no longer leading {stream}")
+    await eventually(elected, timeout=60, interval=0.05, what=f"a new leader of {stream}")
     return time.time() - since
