@@ -16,6 +16,7 @@ import nats.errors
 import pytest
 
 from agentops import credentials, embedded
+from agentops.agents.loader import shipped_types
 from agentops.natsserver import NatsServer, free_port
 from agentops.protocol import subjects as s
 from tests.e2e.conftest import System, start_system
@@ -76,7 +77,7 @@ def test_rotate_credentials_while_running_restarts_processes_with_new_keys(
             (system.data_dir / "credentials" / f"{n}.nk").stat().st_mode & 0o077 == 0 for n in after
         )
         now = system.pids()
-        assert all(now[p] != pids[p] for p in s.all_processes()), (pids, now)
+        assert all(now[p] != pids[p] for p in s.all_processes(shipped_types())), (pids, now)
         assert now["nats-server"] == pids["nats-server"]  # reloaded, not restarted
         old_admin = before[credentials.ADMIN].seed.decode()
         assert asyncio.run(refused(system.nats_url, old_admin))
@@ -134,7 +135,7 @@ def test_procfile_processes_find_their_credentials_after_agentops_init(tmp_path:
             stdout=(tmp_path / f"{p}.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-        for p in s.all_processes()
+        for p in s.all_processes(shipped_types())
     ]
     try:
         eventually_sync(
