@@ -241,6 +241,9 @@ def _edge(r: _Rights) -> None:
     r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)  # and stream sizes in /metrics
     r.waits(*declared_streams())  # /health: each stream's leader and replicas
     r.publish(s.stream_msg_get(r.api, s.DLQ_STREAM))  # /health: the last dead letter
+    # An agent's `waiting_for.process`: has the consumer it waits on a subscriber (liveness)?
+    for consumer in (s.LLM_GATEWAY_CONSUMER, s.TOOL_EXECUTOR_CONSUMER):
+        r.publish(s.consumer_api(r.api, "INFO", s.WORK_STREAM, consumer))
     r.reads(s.AGENTS_BUCKET, watch=True)
     r.reads(s.TASKS_BUCKET, watch=True)
     r.reads(s.WORKFLOWS_BUCKET, watch=True)
