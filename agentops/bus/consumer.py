@@ -1,7 +1,8 @@
 """The consumer loop: deliver → decode → handle → ack / nak / term + dead-letter.
 
 Rules:
-- success → ack. `RetryableError` → nak with backoff (the message comes back, in order, to
+- success → ack. `RetryableError`, or NATS / a stream leader unavailable (`UNAVAILABLE`: a
+  timeout, no responders, 503) → nak with backoff (the message comes back, in order, to
   whichever replica is delivered it next). Anything that cannot be decoded, a `PermanentError`,
   or an unexpected exception that keeps failing after `MAX_BUG_RETRIES` deliveries → copied to
   the dead-letter stream with the reason in headers, then terminated. A bad message is never
@@ -30,13 +31,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, BadRequestError
+from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from pydantic import ValidationError
 
 from agentops.bus.connection import ERROR_CODE, ERROR_MESSAGE, ORIGINAL_SUBJECT
@@ -74,6 +76,19 @@ Handler = Callable[[WorkMessage, Delivery], Awaitable[None]]
 # Called with a message about to be dead-lettered (None when it could not be decoded), its
 # subject and why: a request is still answered, a mailbox's agent or task ends `failed`.
 GiveUp = Callable[[WorkMessage | None, str, ErrorInfo], Awaitable[None]]
+
+
+# What a handler meets while NATS, or a stream's leader, is away: a cluster electing a new
+# leader answers nothing (or 503) for 4-9 s, longer than the bug retries last, and a message
+# that only met these must not be dead-lettered as broken.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    TimeoutError,  # nats.errors.TimeoutError is one too
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    ServiceUnavailableError,
+)
 
 
 def decode_work(data: bytes) -> WorkMessage:
@@ -372,6 +387,11 @@ class Consumer:
         except RetryableError as exc:
             outcome = "nak"
             log.warning("message.retry", subject=msg.subject, error=exc.message, delivered=num)
+            await _settle(msg.nak(delay=backoff_s(num)))
+        except UNAVAILABLE as exc:  # NATS or a stream leader away: not a bug, retried as long
+            outcome = "nak"
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("message.retry", subject=msg.subject, error=error, delivered=num)
             await _settle(msg.nak(delay=backoff_s(num)))
         except PermanentError as exc:
             outcome = "dead_letter"
