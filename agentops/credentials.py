@@ -2,8 +2,9 @@
 
 Layout: `<data-dir>/credentials/<name>.nk` holds the seed of user `<name>` (`edge`,
 `agent-backend_developer`, `plugin-word_count`, `admin`, `system`, a replica's
-`<process>@<n>`); an embedded cluster's route password is `route.secret`: the file `nats --nkey` and nats-py's `nkeys_seed` read. The server config
-names only public keys (`natsconf.py`), so it holds no secret.
+`<process>@<n>`): the file `nats --nkey` and nats-py's `nkeys_seed` read. The server config
+names only public keys (`natsconf.py`), so it holds no secret; an embedded cluster's route
+password is `route.secret` beside them (its nodes' configs name it).
 
 Why nkeys and not passwords: the server authenticates a signature of its own nonce, so no
 secret crosses the connection and the server config can be read by anyone; the operator's

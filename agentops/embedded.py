@@ -120,9 +120,9 @@ async def accepts(url: str, credential: Credential, timeout: float = ACCEPT_TIME
     while True:
         try:
             nc = await nats.connect(
-                servers=nats_servers(url), nkeys_seed_str=credential.seed.decode(), allow_reconnect=False,
-                connect_timeout=2, max_reconnect_attempts=0, name="agentops-supervisor",
-                error_cb=quiet,
+                servers=nats_servers(url), nkeys_seed_str=credential.seed.decode(),
+                allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0,
+                name="agentops-supervisor", error_cb=quiet,
             )  # fmt: skip
         except Exception:  # not reloaded yet, or the server is restarting
             if loop.time() >= deadline:

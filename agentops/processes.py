@@ -1,9 +1,10 @@
 """The AgentOps processes: which there are, and the command line that runs each.
 
 `agentops up` starts them all (`runtime.Supervisor`), `agentops run P` one of them, and the
-Procfile lists the same; `up --scale P=N` (or `[scale]`) runs replicas `P@2` .. `P@N` beside P; a process name is `edge`, `orchestrator`, `tool-executor`,
+Procfile lists the same; a process name is `edge`, `orchestrator`, `tool-executor`,
 `llm-gateway` or `agent-<type>`, one for each configured agent type
 (`protocol.subjects.all_processes(agent_types)`; the types come from `agents.loader`).
+`up --scale P=N` (or `[scale]`) runs replicas `P@2` .. `P@N` beside P (`with_replicas`).
 """
 
 from __future__ import annotations

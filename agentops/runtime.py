@@ -14,8 +14,9 @@ Invariants:
 - A child that exits while the supervisor is not stopping is restarted after a backoff that
   doubles from 0.5 s to 30 s and resets once the child has stayed up 30 s.
 - `<data_dir>/processes.json` maps each live child's process name (and `nats-server` when
-  embedded, `nats-server@<n>` for node n of `--nats-cluster`) to its PID; it is replaced atomically on every start and exit. `<data_dir>/
-  agentops.pid` holds the supervisor's PID. Both are removed on a clean stop.
+  embedded, `nats-server@<n>` for node n of `--nats-cluster`) to its PID; it is replaced
+  atomically on every start and exit. `<data_dir>/agentops.pid` holds the supervisor's PID.
+  Both are removed on a clean stop.
 - Children get their settings as environment variables (`Settings.child_env()`, NATS_URL set
   to the server actually used) plus AGENTOPS_PROCESS; nothing else crosses over.
 - A NATS URL is shown (banner, logs) only through `mask_url`: it may carry a password.
