@@ -71,7 +71,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
             "streams: unset it, or pass --nats-url to a server whose streams exist"
         )
     without = [p.strip() for raw in args.without or () for p in raw.split(",") if p.strip()]
-    scale = load_scale(settings.section("scale"), settings.config_source)
+    # [scale] of a process left to another machine (--without) is for that machine's `up`.
+    configured = load_scale(settings.section("scale"), settings.config_source)
+    scale = {name: n for name, n in configured.items() if name not in without}
     scale.update(parse_scale(args.scale or ()))  # the command line wins over [scale]
     processes = with_replicas(select_processes(types, without), scale, types)
     if args.nats_cluster > 1 and settings.nats_url is not None:
