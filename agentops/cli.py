@@ -31,9 +31,10 @@ from agentops.cli_client import DEFAULT_URL, Client, ClientError
 from agentops.cli_nats import add_nats_commands
 from agentops.cli_output import make_console, print_json
 from agentops.config import load_auth, load_settings, validate_sections
+from agentops.config_tables import load_scale
 from agentops.edge.auth import require_tokens_off_loopback
 from agentops.logging import configure_logging
-from agentops.processes import select_processes, service_entry
+from agentops.processes import parse_scale, select_processes, service_entry, with_replicas
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
 from agentops.runtime import DEFAULT, Supervisor
@@ -70,7 +71,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
             "streams: unset it, or pass --nats-url to a server whose streams exist"
         )
     without = [p.strip() for raw in args.without or () for p in raw.split(",") if p.strip()]
-    processes = select_processes(types, without)
+    # [scale] of a process left to another machine (--without) is for that machine's `up`.
+    configured = load_scale(settings.section("scale"), settings.config_source)
+    scale = {name: n for name, n in configured.items() if name not in without}
+    scale.update(parse_scale(args.scale or ()))  # the command line wins over [scale]
+    processes = with_replicas(select_processes(types, without), scale, types)
+    if args.nats_cluster > 1 and settings.nats_url is not None:
+        raise ConfigError("--nats-cluster embeds a cluster: drop --nats-url (or NATS_URL)")
     tokens = load_auth(settings).tokens
     warnings = []
     if "edge" in processes:
@@ -93,6 +100,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         health_url=DEFAULT if "edge" in processes else None,
         elsewhere=[p for p in subjects.all_processes(types) if p not in processes],
         warnings=warnings,
+        nats_cluster=args.nats_cluster,
     )
     return _run_async(supervisor.run)
 
@@ -152,6 +160,12 @@ def shipped_types() -> list[str]:
     return sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
 
 
+def _cluster_size(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 7:
+        raise argparse.ArgumentTypeError(f"must be a number of nodes from 1 to 7, got {raw!r}")
+    return int(raw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentops", description="Run and control AgentOps, teams of AI developer agents."
@@ -181,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
         "it runs on a GPU machine (AGENT_OPS_DEPLOY.md)",
     )
     up.add_argument("--agents-dir", help=_AGENTS_DIR_HELP)
+    up.add_argument(
+        "--nats-cluster",
+        type=_cluster_size,
+        default=1,
+        metavar="N",
+        help="embed N nats-servers on loopback as one JetStream cluster (R3 streams from 3)",
+    )
+    up.add_argument(
+        "--scale",
+        action="append",
+        metavar="PROCESS=N",
+        help="run N replicas of PROCESS, e.g. agent-backend_developer=3,tool-executor=2 "
+        "(comma-separated or repeated; [scale] in the config file)",
+    )
     up.set_defaults(func=_cmd_up, client=False)
 
     run = sub.add_parser(

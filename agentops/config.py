@@ -183,7 +183,13 @@ SECRET_FIELDS: Final = ("api_token", "nats_nkey_seed")
 def mask_url(url: str) -> str:
     """`url` (or a comma-separated list of URLs) with the password, or a lone token, in the
     userinfo replaced by `***`: `nats://gateway:***@host:4222`. For logs, banners, errors."""
-    return ",".join(_mask_one(part) for part in url.split(","))
+    return ",".join(_mask_one(part.strip()) for part in url.split(","))
+
+
+def nats_servers(url: str) -> list[str]:
+    """The seed URLs of `url` (one, or a cluster's comma-separated list) as nats-py's
+    `servers=[...]` takes them: a comma list as one string is read as a single bad URL."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
 
 def _mask_one(url: str) -> str:

@@ -1,9 +1,10 @@
 """NATS credentials in the data dir: one nkey per process, plugin, operator and node.
 
 Layout: `<data-dir>/credentials/<name>.nk` holds the seed of user `<name>` (`edge`,
-`agent-backend_developer`, `plugin-word_count`, `admin`, `system`, later one per replica or
-cluster node): the file `nats --nkey` and nats-py's `nkeys_seed` read. The server config
-names only public keys (`natsconf.py`), so it holds no secret.
+`agent-backend_developer`, `plugin-word_count`, `admin`, `system`, a replica's
+`<process>@<n>`): the file `nats --nkey` and nats-py's `nkeys_seed` read. The server config
+names only public keys (`natsconf.py`), so it holds no secret; an embedded cluster's route
+password is `route.secret` beside them (its nodes' configs name it).
 
 Why nkeys and not passwords: the server authenticates a signature of its own nonce, so no
 secret crosses the connection and the server config can be read by anyone; the operator's
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -132,6 +134,24 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def route_secret(data_dir: Path) -> str:
+    """The embedded cluster's route password (`<data-dir>/credentials/route.secret`, 0600):
+    created once, reused, replaced by `rotate`'s caller deleting it. Never logged."""
+    path = directory(data_dir) / ROUTE_SECRET
+    with contextlib.suppress(FileNotFoundError):
+        value = path.read_text().strip()
+        if len(value) >= 32:
+            return value
+    folder = directory(data_dir)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    value = secrets.token_hex(24)  # hex: nothing a URL's userinfo would need escaped
+    write_private(path, value.encode() + b"\n")
+    return value
+
+
+ROUTE_SECRET: Final = "route.secret"
 
 
 def plugin_names(found: Iterable[str]) -> list[str]:

@@ -4,6 +4,7 @@
 Procfile lists the same; a process name is `edge`, `orchestrator`, `tool-executor`,
 `llm-gateway` or `agent-<type>`, one for each configured agent type
 (`protocol.subjects.all_processes(agent_types)`; the types come from `agents.loader`).
+`up --scale P=N` (or `[scale]`) runs replicas `P@2` .. `P@N` beside P (`with_replicas`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
+from agentops.natsconf import REPLICA  # replica n > 1 of P runs as `P@n`, its own key
 from agentops.protocol import subjects
 from agentops.protocol.errors import ConfigError
 
@@ -54,3 +56,41 @@ def select_processes(
     if skipped >= set(every):
         raise ConfigError("--without leaves no process to start")
     return {p: process_command(p, agent_types) for p in every if p not in skipped}
+
+
+NOT_SCALED: Final = ("edge",)  # one port per edge: more edges run behind a load balancer
+
+
+def parse_scale(raw: Iterable[str]) -> dict[str, int]:
+    """`--scale P=N[,Q=M]` (repeatable) as {process: replicas}; `ConfigError` when malformed."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for item in raw for p in item.split(",")):
+        if not part:
+            continue
+        name, sep, count = part.partition("=")
+        if not sep or not count.strip().isdigit() or not 1 <= int(count) <= 64:
+            raise ConfigError(f"--scale {part!r}: give PROCESS=N with N from 1 to 64")
+        out[name.strip()] = int(count)
+    return out
+
+
+def with_replicas(
+    processes: Mapping[str, list[str]], scale: Mapping[str, int], agent_types: Sequence[str]
+) -> dict[str, list[str]]:
+    """Every process, and `P@2` .. `P@n` after each process P scaled to n replicas (the same
+    command). A scaled process must be one of `processes`; the edge is not scaled here."""
+    for name in scale:
+        service_entry(name, agent_types)  # ConfigError naming the known processes
+        if name in NOT_SCALED and scale[name] > 1:
+            raise ConfigError(
+                f"scale {name}={scale[name]}: one edge per `agentops up` (one port); run more "
+                "edges with `agentops run edge` behind a load balancer"
+            )
+        if name not in processes:
+            raise ConfigError(f"scale {name}: it does not run here (--without {name})")
+    out: dict[str, list[str]] = {}
+    for name, cmd in processes.items():
+        out[name] = list(cmd)
+        for n in range(2, scale.get(name, 1) + 1):
+            out[f"{name}{REPLICA}{n}"] = list(cmd)
+    return out

@@ -7,11 +7,16 @@ Invariants:
 - Children run in their own session: a terminal's Ctrl-C reaches only the supervisor, which
   stops them in order: SIGTERM to every child, SIGKILL after `stop_timeout` (or at a second
   signal), and the embedded nats-server last, so children can drain.
+- A replica `<process>@<n>` (`--scale`, `[scale]`) is a child like any other: the same command,
+  AGENTOPS_PROCESS=<process> and AGENTOPS_REPLICA=<n> (its own credential `<process>@<n>`).
+- `--nats-cluster N` embeds N nodes on loopback (`embedded.py`); each is watched and
+  restarted on its own; children get every node's URL.
 - A child that exits while the supervisor is not stopping is restarted after a backoff that
   doubles from 0.5 s to 30 s and resets once the child has stayed up 30 s.
 - `<data_dir>/processes.json` maps each live child's process name (and `nats-server` when
-  embedded) to its PID; it is replaced atomically on every start and exit. `<data_dir>/
-  agentops.pid` holds the supervisor's PID. Both are removed on a clean stop.
+  embedded, `nats-server@<n>` for node n of `--nats-cluster`) to its PID; it is replaced
+  atomically on every start and exit. `<data_dir>/agentops.pid` holds the supervisor's PID.
+  Both are removed on a clean stop.
 - Children get their settings as environment variables (`Settings.child_env()`, NATS_URL set
   to the server actually used) plus AGENTOPS_PROCESS; nothing else crosses over.
 - A NATS URL is shown (banner, logs) only through `mask_url`: it may carry a password.
@@ -48,6 +53,7 @@ from agentops import banner, pidfile, preflight, streams
 from agentops.agents.loader import agent_types
 from agentops.config import EXTERNAL_NATS_VARS, Settings, load_nats, mask_url
 from agentops.embedded import EmbeddedNats
+from agentops.natsconf import REPLICA
 from agentops.natsserver import NatsServer, die_with_parent
 from agentops.processes import NATS_SERVER, process_command
 from agentops.protocol import subjects
@@ -56,7 +62,7 @@ from agentops.protocol.permissions import Scope
 
 log = structlog.get_logger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # process names become log file names
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}(@[0-9]{1,2})?$")  # become log file names
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class Supervisor:
         handle_signals: bool = True,
         elsewhere: Sequence[str] = (),
         warnings: Sequence[str] = (),
+        nats_cluster: int = 1,
     ) -> None:
         self.settings = settings
         self.elsewhere = list(elsewhere)  # processes expected to run on another machine
@@ -105,7 +112,7 @@ class Supervisor:
             types = agent_types(settings)
             processes = {p: process_command(p, types) for p in subjects.all_processes(types)}
         for name in processes:
-            if not _NAME.match(name) or name == NATS_SERVER:
+            if not _NAME.match(name) or name.startswith(NATS_SERVER):
                 raise ValueError(f"invalid process name {name!r}")
         self.processes = {name: list(cmd) for name, cmd in processes.items()}
         self.nats_port = nats_port
@@ -123,14 +130,15 @@ class Supervisor:
         self.pid_file = settings.data_dir / pidfile.NAME
         self.processes_file = settings.data_dir / "processes.json"
         self.nats_url: str | None = settings.nats_url
-        self.nats: NatsServer | None = None
+        self.nats: NatsServer | None = None  # the embedded server (node 1 of a cluster)
+        self.nats_cluster = nats_cluster  # embedded nodes
         self.embedded: EmbeddedNats | None = None
         self.warnings = list(warnings)  # shown in the banner
         self.restarts: dict[str, int] = dict.fromkeys(self.processes, 0)
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._announcer: asyncio.Task[None] | None = None
-        self._nats_watcher: asyncio.Task[None] | None = None
+        self._nats_watchers: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
         self._shut_down = False
@@ -158,7 +166,11 @@ class Supervisor:
             )
             if self.nats_url is None:
                 await self._start_nats()
-                self._nats_watcher = asyncio.create_task(self._watch_nats(), name="nats")
+                assert self.embedded is not None
+                self._nats_watchers = [
+                    asyncio.create_task(self._watch_nats(server), name=f"nats-{i}")
+                    for i, server in enumerate(self.embedded.servers, 1)
+                ]
             else:
                 await preflight.reach_nats(self.nats_url, self._stopping)
             self._write_processes()
@@ -220,12 +232,13 @@ class Supervisor:
                 children.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await children
-        if self._nats_watcher is not None:
-            # Not cancelled: it returns by itself once a restart in flight has finished, so
-            # the `stop()` below also covers a server that restart just started.
-            await asyncio.gather(self._nats_watcher, return_exceptions=True)
-        if self.nats is not None:
-            await asyncio.to_thread(self.nats.stop)
+        # Not cancelled: a watcher returns by itself once a restart in flight has finished,
+        # so the `stop()` below also covers a server that restart just started.
+        await asyncio.gather(*self._nats_watchers, return_exceptions=True)
+        if self.embedded is not None:
+            await asyncio.gather(
+                *(asyncio.to_thread(server.stop) for server in self.embedded.servers)
+            )
         log.info("supervisor.stopped")
 
     # ---- children ----
@@ -298,7 +311,12 @@ class Supervisor:
                 env.pop(var, None)
         if self.nats_url is not None:
             env["NATS_URL"] = self.nats_url
-        env["AGENTOPS_PROCESS"] = name
+        process, _, replica = name.partition(REPLICA)
+        env["AGENTOPS_PROCESS"] = process
+        if replica:  # its own credential, `<process>@<n>` (bus/auth.py)
+            env["AGENTOPS_REPLICA"] = replica
+        else:
+            env.pop("AGENTOPS_REPLICA", None)
         env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they happen
         pythonpath = _pythonpath(env.get("PYTHONPATH"))
         if pythonpath:
@@ -310,13 +328,16 @@ class Supervisor:
     async def _start_nats(self) -> None:
         monitor = load_nats(self.settings).monitor_port
         scope = Scope(agent_types=agent_types(self.settings))
+        replicas = [name for name in self.processes if REPLICA in name]
         self.embedded = EmbeddedNats(
-            self.data_dir, self.nats_port, self.logs_dir / "nats.log", monitor, scope
-        )
+            self.data_dir, self.nats_port, self.logs_dir, monitor, scope,
+            nodes=self.nats_cluster, extra=replicas,
+        )  # fmt: skip
         self.nats = self.embedded.server
-        await asyncio.to_thread(self.nats.start)
-        self.nats_url = self.nats.url
-        log.info("nats.started", url=self.nats.url, monitor=self.nats.monitor_url)
+        # Every node before any waits for a cluster: each is ready once it accepts clients.
+        await asyncio.gather(*(asyncio.to_thread(n.start) for n in self.embedded.servers))
+        self.nats_url = self.embedded.url
+        log.info("nats.started", url=self.nats_url, monitor=self.nats.monitor_url)
 
     def apply_credentials(self) -> None:
         """SIGHUP: put the credentials now in the data dir in force (`embedded.py`): written
@@ -350,13 +371,12 @@ class Supervisor:
                     _signal(proc, signal.SIGKILL)
                 await asyncio.wait(waits, timeout=5.0)
 
-    async def _watch_nats(self) -> None:
-        """Restart the embedded server if it dies; children reconnect on their own."""
-        assert self.nats is not None
+    async def _watch_nats(self, server: NatsServer) -> None:
+        """Restart an embedded server (a node) if it dies; children reconnect on their own."""
         loop = asyncio.get_running_loop()
         failures, started = 0, loop.time()
         while not await self._sleep_unless_stopping(0.25):
-            proc = self.nats.proc
+            proc = server.proc
             if proc is None or proc.poll() is None:
                 continue
             uptime = loop.time() - started
@@ -364,13 +384,13 @@ class Supervisor:
             delay = self.restart.delay(failures)
             log.error(
                 "nats.exited", exit=_describe_exit(proc.returncode), restart_in_s=delay,
-                log_file=str(self.logs_dir / "nats.log"),
+                log_file=str(server.log_file), url=server.url,
             )  # fmt: skip
             self._write_processes()
             if await self._sleep_unless_stopping(delay):
                 return
             try:
-                await asyncio.to_thread(self.nats.start)
+                await asyncio.to_thread(server.start)
             except ConfigError as exc:  # e.g. the port is still held; next loop retries
                 log.error("nats.restart_failed", error=exc.message)
             started = loop.time()
@@ -423,7 +443,8 @@ class Supervisor:
     def _banner(self, healthy: bool, health: dict[str, Any] | None = None) -> str:
         if self.nats is not None:
             monitor = self.nats.monitor_url or "monitoring off"
-            nats = f"{self.nats_url} (embedded; authenticated; {monitor})"
+            nodes = f"{self.nats_cluster} nodes; " if self.nats_cluster > 1 else ""
+            nats = f"{self.nats_url} (embedded; {nodes}authenticated; {monitor})"
         else:
             nats = f"{mask_url(self.nats_url or '')} (external)"
         logs = "inherited (--foreground-logs)" if self.foreground_logs else f"{self.logs_dir}/"
@@ -437,8 +458,11 @@ class Supervisor:
 
     def _write_processes(self) -> None:
         pids: dict[str, int] = {name: proc.pid for name, proc in self._procs.items()}
-        if self.nats is not None and self.nats.proc is not None and self.nats.proc.poll() is None:
-            pids[NATS_SERVER] = self.nats.proc.pid
+        servers = self.embedded.servers if self.embedded is not None else []
+        for i, server in enumerate(servers, 1):
+            if server.proc is not None and server.proc.poll() is None:
+                key = NATS_SERVER if len(servers) == 1 else f"{NATS_SERVER}{REPLICA}{i}"
+                pids[key] = server.proc.pid
         _write_json_atomic(self.processes_file, pids)
 
     async def _sleep_unless_stopping(self, seconds: float) -> bool:

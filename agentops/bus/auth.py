@@ -5,7 +5,8 @@ In order, the first that applies:
 2. `NATS_NKEY_SEED`: an nkey seed, or the path of a file holding one;
 3. a user and password (or a token) in `NATS_URL`: nats-py reads them from the URL;
 4. the process's own credential in the data dir (`<data-dir>/credentials/<name>.nk`,
-   written by `agentops up` / `agentops init`): least privilege, so the process does not
+   written by `agentops up` / `agentops init`; a replica's `<process>@<n>.nk`, else its
+   process's): least privilege, so the process does not
    declare streams unless it is the one allowed to (`Auth.own`);
 5. nothing: an open server (a test's, or a local one the operator left open).
 TLS (`NATS_CA`, `NATS_CERT` + `NATS_KEY`) applies with any of them.
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 from agentops import credentials
 from agentops.config import Settings
+from agentops.natsconf import REPLICA
 from agentops.protocol.errors import ConfigError
 
 
@@ -46,6 +48,13 @@ def url_has_credentials(url: str) -> bool:
     return False
 
 
+def principal(process: str, replica: str | None) -> str:
+    """Who a process connects as: `<process>@<n>` for replica n > 1 (AGENTOPS_REPLICA)."""
+    if replica and replica.isdigit() and int(replica) > 1:
+        return f"{process}{REPLICA}{int(replica)}"
+    return process
+
+
 def nats_auth(settings: Settings, principal: str) -> Auth:
     """How `principal` (a process or plugin name) connects with these settings."""
     tls = tls_options(settings)
@@ -59,6 +68,8 @@ def nats_auth(settings: Settings, principal: str) -> Auth:
     if settings.nats_url is not None and url_has_credentials(settings.nats_url):
         return Auth("url", tls)
     path = credentials.seed_path(settings.data_dir, principal)
+    if not path.exists() and REPLICA in principal:  # a replica without a key of its own
+        path = credentials.seed_path(settings.data_dir, principal.split(REPLICA, 1)[0])
     if path.exists():
         credentials.load(path, principal)  # a bad file fails now, naming itself
         return Auth(f"credential {path}", {"nkeys_seed": str(path), **tls}, own=True)

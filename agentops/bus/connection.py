@@ -1,7 +1,8 @@
 """Connecting to NATS, encoding messages, and publishing them durably.
 
 Rules:
-- A process connects once, named `agentops-<process>`, and reconnects forever, with the
+- A process connects once, named `agentops-<process>`, and reconnects forever (to any seed
+  URL of a comma-separated cluster list, or a node the cluster announced), with the
   credential and TLS `bus/auth.py` found for it (never logged).
 - Every JetStream publish sets `Nats-Msg-Id` to the message id, so JetStream drops duplicates
   (a re-publish after a crash, a retried HTTP request).
@@ -12,9 +13,12 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats
+import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -24,6 +28,7 @@ from pydantic import BaseModel
 from agentops.bus.auth import Auth
 from agentops.bus.conversation import encode_llm_request
 from agentops.bus.publisher import Item, Publisher
+from agentops.config import nats_servers
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import Event, LLMRequested
 from agentops.protocol.subjects import connection_name
@@ -45,8 +50,29 @@ class CredentialRefused(Exception):
     """The server refused this process's credential at start-up (not a network failure)."""
 
 
-async def connect(url: str, process: str, auth: Auth | None = None, **options: Any) -> Client:
+def fail_requests(nc: Client) -> int:
+    """Fail every request still waiting for an answer on `nc` (called as it disconnects):
+    an answer to a request sent over a connection that died (a cluster node killed) never
+    comes, and waiting out the timeout would stall its caller for seconds. The caller sees a
+    timeout at once and retries over the new connection; every request here is idempotent
+    (message ids, expected sequences). nats-py keeps these futures private (`_resp_map`)."""
+    pending: dict[str, asyncio.Future[Any]] = getattr(nc, "_resp_map", None) or {}
+    failed = 0
+    for future in list(pending.values()):
+        if not future.done():
+            future.set_exception(nats.errors.TimeoutError())
+            failed += 1
+    return failed
+
+
+async def connect(
+    url: str, process: str, auth: Auth | None = None,
+    on_lost: Sequence[Callable[[], object]] = (), **options: Any,
+) -> Client:  # fmt: skip
+    """Connect as `process`. `on_lost`: called (with `fail_requests`) when the connection
+    drops, before nats-py reconnects: whatever waits for answers over it fails fast."""
     seen = {"connected": False, "refused": 0}
+    holder: list[Client] = []
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats.error", error=str(exc))
@@ -56,7 +82,10 @@ async def connect(url: str, process: str, auth: Auth | None = None, **options: A
                 raise CredentialRefused(str(exc))
 
     async def on_disconnect() -> None:
-        log.warning("nats.disconnected")
+        failed = fail_requests(holder[0]) if holder else 0
+        for hook in on_lost:
+            hook()
+        log.warning("nats.disconnected", requests_failed=failed)
 
     async def on_reconnect() -> None:
         log.info("nats.reconnected")
@@ -77,7 +106,9 @@ async def connect(url: str, process: str, auth: Auth | None = None, **options: A
     if auth is not None:
         defaults.update(auth.options)
     defaults.update(options)
-    nc = await nats.connect(url, **defaults)
+    nc = Client()
+    holder.append(nc)
+    await nc.connect(servers=nats_servers(url), **defaults)
     seen["connected"] = True  # later refusals (a rotation) are reconnects: keep trying
     return nc
 

@@ -49,17 +49,30 @@ def api_prefix(js: JetStreamContext) -> str:
     return prefix
 
 
+_IN_FLIGHT: set[asyncio.Queue[Msg | None]] = set()
+
+
+def fail_batches() -> None:
+    """The connection dropped: the rest of a batch in flight will not come (a connection hook,
+    `connection.connect(on_lost=...)`); each fails at once instead of after its timeout."""
+    for queue in _IN_FLIGHT:
+        queue.put_nowait(None)
+
+
 async def _batch(nc: Client, subject: str, request: dict[str, Any]) -> tuple[list[Stored], int]:
     """One batched request: the messages, and how many more match (0 when done)."""
     inbox = nc.new_inbox()
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
+    queue: asyncio.Queue[Msg | None] = asyncio.Queue()
     sub = await nc.subscribe(inbox, cb=queue.put)
     out: list[Stored] = []
+    _IN_FLIGHT.add(queue)
     try:
         await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
         async with asyncio.timeout(DIRECT_TIMEOUT_S):
             while True:
                 msg = await queue.get()
+                if msg is None:
+                    raise RetryableError(f"direct get on {subject}: the connection dropped")
                 headers = msg.headers or {}
                 status = headers.get(_STATUS)
                 if status == "204":
@@ -72,6 +85,7 @@ async def _batch(nc: Client, subject: str, request: dict[str, Any]) -> tuple[lis
     except TimeoutError:
         raise RetryableError(f"direct get on {subject} did not finish in time") from None
     finally:
+        _IN_FLIGHT.discard(queue)
         await sub.unsubscribe()
 
 

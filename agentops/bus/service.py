@@ -34,13 +34,20 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
 from agentops import __version__
-from agentops.bus.auth import nats_auth
+from agentops.bus import direct
+from agentops.bus.auth import nats_auth, principal
 from agentops.bus.connection import CredentialRefused, connect
 from agentops.bus.consumer import Consumer, GiveUp, Handler
 from agentops.bus.metrics import ProcessMetrics
 from agentops.bus.publisher import Publisher
-from agentops.bus.setup import attach_jetstream, ensure_jetstream
-from agentops.config import Settings, load_retention, load_settings, mask_url
+from agentops.bus.setup import (
+    attach_jetstream,
+    cluster_size,
+    consistent_buckets,
+    ensure_jetstream,
+    replicas_for,
+)
+from agentops.config import Settings, load_nats, load_retention, load_settings, mask_url
 from agentops.logging import configure_logging
 from agentops.protocol import permissions
 from agentops.protocol import subjects as s
@@ -160,11 +167,15 @@ async def register_micro(rt: Runtime, description: str) -> Service:
 
 async def serve(process: str, description: str, setup: Setup, settings: Settings) -> None:
     configure_logging(process, settings.log_level, settings.log_format)
-    structlog.contextvars.bind_contextvars(process=process)
+    replica = os.environ.get("AGENTOPS_REPLICA")  # `up --scale`: replica n of the process
+    structlog.contextvars.bind_contextvars(
+        process=process, **({"replica": replica} if replica else {})
+    )
     nats_url = settings.effective_nats_url
-    auth = nats_auth(settings, process)
+    auth = nats_auth(settings, principal(process, replica))
+    lost: list[Callable[[], object]] = [direct.fail_batches]  # + the publisher's, once made
     try:
-        nc = await connect(nats_url, process, auth, inbox_prefix=s.inbox_prefix(process))
+        nc = await connect(nats_url, process, auth, lost, inbox_prefix=s.inbox_prefix(process))
     except CredentialRefused:
         raise ConfigError(
             f"NATS at {mask_url(nats_url)} refused this process's credential "
@@ -174,9 +185,10 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
         ) from None
     js = nc.jetstream(domain=settings.jetstream_domain)
     declare = declares(process, settings.jetstream_declare, auth.own)
+    replicas = replicas_for(load_nats(settings).replicas, cluster_size(nc))
     try:
         buckets = await (
-            ensure_jetstream(js, load_retention(settings).days)
+            ensure_jetstream(js, load_retention(settings).days, replicas)
             if declare
             else attach_jetstream(js, permissions.waits_for(process))
         )
@@ -184,7 +196,9 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
         log.error("process.start_failed", error=exc.message)
         await _bounded(nc.close(), 2)
         raise
+    buckets = consistent_buckets(nc, js, buckets)
     rt = Runtime(process=process, settings=settings, nc=nc, js=js, buckets=buckets)
+    lost.append(rt.publisher.fail_pending)
     await setup(rt)
     # Discoverable once set up: `$SRV.PING` (and so /health) finds only processes that work.
     micro = await register_micro(rt, description)

@@ -1,5 +1,8 @@
 """Declare the streams and KV buckets every process relies on (idempotent, safe to race).
 
+Replicas follow the cluster (`replicas_for`): `[nats] replicas`, else R3 on three or more
+nodes and R1 on one; a stream or bucket found with another number is updated in place.
+
 The process allowed to (the orchestrator, `permissions.DECLARER`; every process when it
 connects with the operator's own credentials) calls `ensure_jetstream` at start-up. The
 others call `attach_jetstream`: they wait for the streams they use and bind the buckets
@@ -10,11 +13,12 @@ and every process of the embedded server, which has a NATS user per process).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import replace
+from typing import Any
 
 import nats.errors
 import structlog
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -25,7 +29,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from agentops.core.items import MAX_ITEM_BYTES
@@ -135,25 +139,88 @@ UPLOADS = ObjectStoreConfig(
 )
 
 
-async def ensure_jetstream(js: JetStreamContext, retention_days: int = 30) -> dict[str, KeyValue]:
-    """Declare everything. Buckets and the object store first, the streams last: a process
-    that attaches waits for the streams (`attach_jetstream`), so once they exist the buckets
-    it binds do too."""
+def cluster_size(nc: Client) -> int:
+    """How many servers the connected cluster has (1 for a lone server): the client URLs the
+    server announces (`connect_urls`, every node of its cluster), else the seed list."""
+    # nats-py keeps the server's INFO private; `connect_urls` lists every node's client URL
+    # (this one too) and is absent on a lone server.
+    info: dict[str, Any] = getattr(nc, "_server_info", None) or {}
+    return max(len(set(info.get("connect_urls") or ())), 1)
+
+
+def replicas_for(configured: int | None, nodes: int) -> int:
+    """Stream and bucket replicas: `[nats] replicas` if set, else 3 on a cluster of three or
+    more JetStream nodes, else 1 (R2 is never chosen: it cannot lose a node and keep quorum)."""
+    if configured is not None:
+        return configured
+    return 3 if nodes >= 3 else 1
+
+
+async def ensure_jetstream(
+    js: JetStreamContext, retention_days: int = 30, replicas: int = 1,
+    timeout: float = 60.0,
+) -> dict[str, KeyValue]:  # fmt: skip
+    """Declare every stream, the uploads object store and the buckets with `replicas`
+    replicas; an existing one with fewer (an R1 deployment that became a cluster) is scaled
+    up in place (`num_replicas` updated; JetStream copies the data to the new peers). A
+    cluster still electing its meta leader answers 503: retried until `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await _declare(js, retention_days, replicas)
+        except (ServiceUnavailableError, nats.errors.TimeoutError, TimeoutError) as exc:
+            if loop.time() >= deadline:
+                raise ConfigError(
+                    f"JetStream did not answer within {timeout:.0f}s ({type(exc).__name__}): "
+                    "is a cluster without quorum?"
+                ) from None
+            log.info("jetstream.not_ready", error=type(exc).__name__)
+            await asyncio.sleep(0.5)
+        except APIError as exc:
+            if exc.err_code == INSUFFICIENT_RESOURCES:
+                raise ConfigError(
+                    f"[nats] replicas: {replicas} replicas need as many JetStream servers in "
+                    f"the cluster ({exc.description})"
+                ) from None
+            raise
+
+
+INSUFFICIENT_RESOURCES = 10074  # JetStream: fewer peers than num_replicas
+
+
+async def _declare(js: JetStreamContext, retention_days: int, replicas: int) -> dict[str, KeyValue]:
+    # Buckets first and the work stream last: the other processes wait for the streams they
+    # use (`attach_jetstream`), so once they see them every bucket exists too.
     buckets: dict[str, KeyValue] = {}
     for kv_config in BUCKETS:
         try:
-            buckets[kv_config.bucket] = await js.create_key_value(kv_config)
+            kv = await js.create_key_value(replace(kv_config, replicas=replicas))
         except BadRequestError:
-            buckets[kv_config.bucket] = await js.key_value(kv_config.bucket)
-    with contextlib.suppress(BadRequestError):  # exists
-        await js.create_object_store(s.UPLOADS_BUCKET, config=UPLOADS)
-    for config in streams(retention_days):
+            await _scale(js, s.kv_stream(kv_config.bucket), replicas)
+            kv = await js.key_value(kv_config.bucket)
+        buckets[kv_config.bucket] = kv
+    try:
+        await js.create_object_store(s.UPLOADS_BUCKET, config=replace(UPLOADS, replicas=replicas))
+    except BadRequestError:  # exists
+        await _scale(js, s.object_stream(s.UPLOADS_BUCKET), replicas)
+    for config in sorted(streams(retention_days), key=lambda c: c.name == s.WORK_STREAM):
+        config = replace(config, num_replicas=replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:
-            # Exists with a different config (e.g. an older version): update in place.
+            # Exists with a different config (an older version, fewer replicas): update.
             await js.update_stream(config)
+            log.info("jetstream.stream_updated", stream=config.name, replicas=replicas)
     return buckets
+
+
+async def _scale(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Set a bucket's stream to `replicas` replicas if it has another number."""
+    info = await js.stream_info(stream)
+    if (info.config.num_replicas or 1) != replicas:
+        await js.update_stream(replace(info.config, num_replicas=replicas))
+        log.info("jetstream.stream_scaled", stream=stream, replicas=replicas)
 
 
 ATTACH_TIMEOUT_S = 60.0
@@ -184,17 +251,30 @@ async def attach_jetstream(
     return {c.bucket: bind_bucket(js, c.bucket) for c in BUCKETS}
 
 
-def bind_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+def bind_bucket(js: JetStreamContext, bucket: str, direct: bool | None = None) -> KeyValue:
     """A bucket's handle without a request: its stream info may be denied to this user, and
-    the handle is fully determined by the declared config (as `js.key_value` would build it)."""
+    the handle is fully determined by the declared config (as `js.key_value` would build it).
+    `direct=False`: reads go through the stream's leader (`consistent_buckets`)."""
     (config,) = (c for c in BUCKETS if c.bucket == bucket)
     return KeyValue(
         name=bucket,
         stream=KV_STREAM_TEMPLATE.format(bucket=bucket),
         pre=KV_PRE_TEMPLATE.format(bucket=bucket),
         js=js,
-        direct=bool(config.direct),
+        direct=bool(config.direct) if direct is None else direct,
     )
+
+
+def consistent_buckets(
+    nc: Client, js: JetStreamContext, buckets: dict[str, KeyValue]
+) -> dict[str, KeyValue]:
+    """On a cluster, bucket reads go through each bucket's leader: a direct get is answered by
+    whichever replica is first, and a follower a few milliseconds behind would show an agent
+    replica a state older than the one its message follows (it would then ignore a valid
+    result as stale and the agent would wait forever). One server: direct gets, as declared."""
+    if cluster_size(nc) < 2:
+        return buckets
+    return {name: bind_bucket(js, name, direct=False) for name in buckets}
 
 
 async def _stream_problem(js: JetStreamContext, name: str) -> str | None:

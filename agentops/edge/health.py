@@ -9,6 +9,9 @@ Rules:
   503 `degraded` with the same body, so probes and humans see what is missing.
 - The tool executor's entry also shows the code-execution isolation in force (`isolation`,
   from its status endpoint), so an operator sees whether code runs sandboxed.
+- `cluster`: the JetStream nodes seen (each stream's leader and replicas) and, per stream and
+  bucket, its replicas, leader and lagging replicas (not current). A stream without a leader
+  (its quorum lost, or no answer in time) makes the system `degraded`: its work stops.
 - `dead_letters`: messages no process could apply (stream AGENTOPS_DLQ): how many are stored,
   how many arrived since this edge started, and the last one's subject and reason. Each one
   has already ended the agent or task it belonged to, so they do not make the system
@@ -31,6 +34,7 @@ from agentops.edge.apispec import Resp, operation
 from agentops.edge.context import BUS, CONFIG
 from agentops.edge.discovery import gather, instances_by_name
 from agentops.edge.responses import Health
+from agentops.protocol import permissions
 from agentops.protocol import subjects as s
 
 SELF = "edge"
@@ -108,6 +112,44 @@ async def dead_letters(
     return out
 
 
+async def stream_cluster(js: JetStreamContext, stream: str, timeout_s: float) -> dict[str, Any]:
+    """One stream's replicas, leader and lagging replicas; `leader` None when it has none."""
+    try:
+        info = await asyncio.wait_for(js.stream_info(stream), timeout_s)
+    except Exception as exc:  # no leader answers: 503 / timeout
+        return {"leader": None, "error": type(exc).__name__}
+    cluster = info.cluster
+    peers = (cluster.replicas or []) if cluster is not None else []
+    return {
+        "replicas": info.config.num_replicas or 1,
+        "leader": cluster.leader if cluster is not None else None,
+        "followers": sorted(p.name for p in peers),
+        "lagging": sorted(p.name for p in peers if not p.current or p.offline),
+    }
+
+
+async def cluster_status(js: JetStreamContext, timeout_s: float) -> dict[str, Any]:
+    names = permissions.declared_streams()
+    found = await asyncio.gather(*(stream_cluster(js, n, timeout_s) for n in names))
+    streams = dict(zip(names, found, strict=True))
+    nodes = sorted(
+        {x["leader"] for x in found if x["leader"]}
+        | {f for x in found for f in x.get("followers", ())}
+    )
+    return {
+        "nodes": nodes,
+        "streams": streams,
+        "quorum_lost": sorted(n for n, x in streams.items() if x["leader"] is None),
+    }
+
+
+STREAM_INFO_S = 2.0
+
+
+async def _none() -> None:
+    return None
+
+
 @operation(
     "Is everything up?", "system",
     {200: Resp("healthy: NATS connected and every process has a live instance", model=Health),
@@ -120,15 +162,27 @@ async def health(request: web.Request) -> web.Response:
     nats = nats_status(nc)
     config = request.app[CONFIG]
     window = config.health_window_s
-    services = await service_status(nc, window, config.agent_specs)
+    # Stream infos get more time than the discovery window: a slow answer is not a lost quorum.
+    js = request.app[BUS].js
+    services, cluster = await asyncio.gather(
+        service_status(nc, window, config.agent_specs),
+        cluster_status(js, max(window, STREAM_INFO_S)) if nats["connected"] else _none(),
+    )
     if services.get(EXECUTOR, {}).get("status") == "up" and nats["connected"]:
         services[EXECUTOR]["isolation"] = await executor_isolation(nc, window)
-    healthy = nats["connected"] and all(v["status"] == "up" for v in services.values())
+    healthy = (
+        nats["connected"]
+        and all(v["status"] == "up" for v in services.values())
+        and cluster is not None
+        and not cluster["quorum_lost"]
+    )
     body: dict[str, Any] = {
         "status": "healthy" if healthy else "degraded",
         "nats": nats,
         "services": services,
     }
+    if cluster is not None:
+        body["cluster"] = cluster
     if nats["connected"]:
         body["dead_letters"] = await dead_letters(
             request.app[BUS].js, request.app[DLQ_START], window

@@ -286,10 +286,27 @@ class DeadLetters(_Out):
     last: LastDeadLetter | None = None
 
 
+class StreamCluster(_Out):
+    leader: str | None = Field(description="the node leading it; null: no quorum")
+    replicas: int | None = None
+    followers: list[str] | None = None
+    lagging: list[str] | None = Field(default=None, description="replicas behind or offline")
+    error: str | None = Field(default=None, description="why its info could not be read")
+
+
+class ClusterInfo(_Out):
+    nodes: list[str] = Field(description="the JetStream nodes seen (leaders and replicas)")
+    streams: dict[str, StreamCluster]
+    quorum_lost: list[str] = Field(description="streams with no leader: degraded")
+
+
 class Health(_Out):
     status: Literal["healthy", "degraded"]
     nats: NatsInfo
     services: dict[str, ServiceInfo]
+    cluster: ClusterInfo | None = Field(
+        default=None, description="absent while NATS is away; one node: every stream R1"
+    )
     dead_letters: DeadLetters | None = Field(
         default=None, description="absent while NATS is away; null if JetStream is slow"
     )

@@ -132,7 +132,10 @@ class _Rights:
         )
 
     def reads(self, bucket: str, watch: bool = False) -> None:
+        """Direct gets (one server), and gets through the leader (a cluster: `bus/setup.py
+        consistent_buckets`)."""
         self.publish(s.direct_get(self.api, s.kv_stream(bucket), by_subject=True))
+        self.publish(s.stream_msg_get(self.api, s.kv_stream(bucket)))
         if watch:
             self.follows(s.kv_stream(bucket))
 
@@ -163,13 +166,16 @@ class _Rights:
         )
 
 
+def declared_streams() -> tuple[str, ...]:
+    """Every stream the orchestrator declares: streams, buckets' and the object store's."""
+    buckets = (s.kv_stream(b) for b in s.BUCKETS)
+    return (*s.STREAMS, *buckets, s.object_stream(s.UPLOADS_BUCKET))
+
+
 def _orchestrator(r: _Rights) -> None:
     for lane in range(s.LANES):
         r.consumer(s.orchestrator_consumer(lane), s.task_lane_filter(lane))
-    declared = (
-        *s.STREAMS, *(s.kv_stream(b) for b in s.BUCKETS), s.object_stream(s.UPLOADS_BUCKET)
-    )  # fmt: skip
-    for stream in declared:  # it declares them all
+    for stream in declared_streams():  # it declares them all
         r.publish(*(s.stream_api(r.api, action, stream) for action in ("CREATE", "UPDATE", "INFO")))
     deleted = (s.THREADS_STREAM, s.EVENTS_STREAM, s.AGENTS_BUCKET, s.TOOL_CALLS_BUCKET)
     kv_deleted = (*deleted[2:], s.TASKS_BUCKET, s.WORKFLOWS_BUCKET)
@@ -234,8 +240,9 @@ def _llm_gateway(r: _Rights) -> None:
 
 def _edge(r: _Rights) -> None:
     r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)  # and stream sizes in /metrics
+    r.waits(*declared_streams())  # /health: each stream's leader and replicas
     r.publish(s.stream_msg_get(r.api, s.DLQ_STREAM))  # /health: the last dead letter
-    # `waiting_for`: is anyone serving the LLM and tool consumers (edge/liveness.py)?
+    # An agent's `waiting_for.process`: has the consumer it waits on a subscriber (liveness)?
     for consumer in (s.LLM_GATEWAY_CONSUMER, s.TOOL_EXECUTOR_CONSUMER):
         r.publish(s.consumer_api(r.api, "INFO", s.WORK_STREAM, consumer))
     r.reads(s.AGENTS_BUCKET, watch=True)

@@ -33,6 +33,8 @@ class System:
     without: tuple[str, ...] = ()  # `agentops up --without P`: P runs elsewhere
     config: Path | None = None  # AGENTOPS_CONFIG
     agents_dir: Path | None = None  # `agentops up --agents-dir`
+    nats_cluster: int = 1  # `agentops up --nats-cluster N`
+    scale: str | None = None  # `agentops up --scale P=N,...`
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,7 +48,14 @@ class System:
 
     @property
     def nats_url(self) -> str:
+        if self.external_nats is None and self.nats_cluster > 1:  # every node, from the log
+            for line in self.supervisor_log().splitlines():
+                if '"nats.started"' in line:
+                    return str(json.loads(line)["url"])
         return self.external_nats or f"nats://127.0.0.1:{self.nats_port}"
+
+    def supervisor_log(self) -> str:
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
 
     @property
     def admin(self) -> dict[str, str]:
@@ -60,10 +69,13 @@ class System:
         return self.data_dir / "logs" / "nats.log"
 
     def violations(self) -> list[str]:
-        """Permissions violations the embedded server logged for AgentOps processes."""
-        if not self.nats_log.exists():
-            return []
-        lines = self.nats_log.read_text(errors="replace").splitlines()
+        """Permissions violations the embedded server (every node) logged for AgentOps
+        processes."""
+        lines = [
+            line
+            for log in sorted((self.data_dir / "logs").glob("nats*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+        ]
         return [x for x in lines if "Violation" in x and ":agentops-" in x]
 
     def start(self) -> System:
@@ -81,6 +93,8 @@ class System:
             *(["--nats-url", self.external_nats] if self.external_nats else []),
             *(arg for process in self.without for arg in ("--without", process)),
             *(["--agents-dir", str(self.agents_dir)] if self.agents_dir else []),
+            *(["--nats-cluster", str(self.nats_cluster)] if self.nats_cluster > 1 else []),
+            *(["--scale", self.scale] if self.scale else []),
         ]
         log = open(self.output, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -146,6 +160,8 @@ def start_system(
     without: tuple[str, ...] = (),
     config: Path | None = None,
     agents_dir: Path | None = None,
+    nats_cluster: int = 1,
+    scale: str | None = None,
 ) -> System:
     data_dir.mkdir(parents=True, exist_ok=True)
     return System(
@@ -154,6 +170,8 @@ def start_system(
         without=without,
         config=config,
         agents_dir=agents_dir,
+        nats_cluster=nats_cluster,
+        scale=scale,
     ).start()
 
 
