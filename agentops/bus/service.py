@@ -119,6 +119,7 @@ class Runtime:
             "consumers": len(self.consumers),
             "handled": sum(c.handled for c in self.consumers),
             "stalls_kicked": sum(c.kicks for c in self.consumers),
+            "consumers_recreated": sum(c.recreated for c in self.consumers),
             "dead_letters": sum(c.dead_lettered for c in self.consumers),
         }
         if self.status_extra is not None:

@@ -1,7 +1,9 @@
 """Declare the streams and KV buckets every process relies on (idempotent, safe to race).
 
 The process allowed to (the orchestrator, `permissions.DECLARER`; every process when it
-connects with the operator's own credentials) calls `ensure_jetstream` at start-up. The
+connects with the operator's own credentials) calls `ensure_jetstream` at start-up, and
+`redeclare_missing` every few seconds after (a stream deleted while running is back within
+seconds; /health shows it missing meanwhile). The
 others call `attach_jetstream`: they wait for the streams they use and bind the buckets
 without a request, so they need no stream or bucket rights (deploy/hybrid's remote gateway,
 and every process of the embedded server, which has a NATS user per process).
@@ -153,6 +155,37 @@ async def ensure_jetstream(js: JetStreamContext, retention_days: int = 30) -> di
     return buckets
 
 
+async def redeclare_missing(js: JetStreamContext, retention_days: int = 30) -> list[str]:
+    """Declare again every stream, bucket or the uploads store that no longer exists (deleted
+    by hand, or lost with a server's store); returns their names. The declarer runs this
+    every `REDECLARE_EVERY_S`, so a missing stream costs seconds, not a restart."""
+    declared: list[str] = []
+
+    async def gone(name: str) -> bool:
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            return True
+        return False
+
+    for config in streams(retention_days):
+        if config.name is not None and await gone(config.name):
+            with contextlib.suppress(BadRequestError):  # declared meanwhile by a replica
+                await js.add_stream(config)
+            declared.append(config.name)
+    for kv_config in BUCKETS:
+        if await gone(KV_STREAM_TEMPLATE.format(bucket=kv_config.bucket)):
+            with contextlib.suppress(BadRequestError):
+                await js.create_key_value(kv_config)
+            declared.append(kv_config.bucket)
+    if await gone(s.object_stream(s.UPLOADS_BUCKET)):
+        with contextlib.suppress(BadRequestError):
+            await js.create_object_store(s.UPLOADS_BUCKET, config=UPLOADS)
+        declared.append(s.UPLOADS_BUCKET)
+    return declared
+
+
+REDECLARE_EVERY_S = 3.0
 ATTACH_TIMEOUT_S = 60.0
 # The streams the remote LLM gateway waits for (`permissions.waits_for` says it per process).
 ATTACHED_STREAMS = (s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)

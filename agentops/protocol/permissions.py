@@ -232,7 +232,10 @@ def _llm_gateway(r: _Rights) -> None:
 
 
 def _edge(r: _Rights) -> None:
-    r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)  # and stream sizes in /metrics
+    # Every declared stream's info (stream sizes in /metrics; /health finds a missing or
+    # broken one; the indexes' KV streams' last sequence) and the work stream's consumers.
+    r.waits(*s.declared_streams())
+    r.publish(s.consumer_names(r.api, s.WORK_STREAM))
     r.reads(s.AGENTS_BUCKET, watch=True)
     r.reads(s.TASKS_BUCKET, watch=True)
     r.reads(s.WORKFLOWS_BUCKET, watch=True)
