@@ -217,6 +217,32 @@ async def test_a_body_that_stops_arriving_closes_the_connection(make_edge: MakeE
         writer.close()
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"POST /tasks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    ],
+)
+async def test_aiohttp_parser_refusals_are_json(edge: Edge, request_bytes: bytes) -> None:
+    """What aiohttp's HTTP parser refuses is answered in the JSON error shape."""
+    port = edge.client.port
+    assert port is not None
+    reader, writer = await _raw(port, request_bytes)
+    try:
+        raw = await _closed_within(reader, 5)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    assert 400 <= status < 500, head
+    assert b"application/json" in head.lower()
+    assert_error(json.loads(body))
+
+
 async def test_an_unknown_content_encoding_is_415(edge: Edge) -> None:
     """A body in an encoding the edge cannot decode is refused, never read as identity."""
     resp = await edge.client.post(
