@@ -18,6 +18,8 @@ Rules:
   handler finishes and acks first.
 - A handler sees the decoded message, its delivery count and, on a lane, whether this
   process also got the lane's previous delivery (`Delivery.sole`); it must be idempotent.
+- A consumer found deleted (by hand, or with its stream) is created again by the watchdog
+  (`consumer.recreated` in the log), once its stream exists again.
 - A watchdog kicks the consumer when it has work, nothing out and has delivered nothing for
   two looks in a row (JetStream can leave a push consumer stuck so after a server restart):
   every replica unsubscribes for a moment and subscribes again (`Consumer._watch`).
@@ -38,7 +40,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 from pydantic import ValidationError
 
 from agentops.bus.connection import ERROR_CODE, ERROR_MESSAGE, ORIGINAL_SUBJECT
@@ -221,6 +223,7 @@ class Consumer:
         self._last_sequence = -1  # consumer sequence of this process's latest delivery
         self.handled = 0
         self.dead_lettered = 0
+        self.recreated = 0  # times its consumer was found deleted and created again
 
     async def start(self) -> None:
         await ensure_consumer(
@@ -342,9 +345,27 @@ class Consumer:
                         delivered=delivered,
                     )  # fmt: skip
                     await self.nc.publish(s.kick_subject(self.deliver_subject))
+            except NotFoundError:  # deleted (or its stream was): create it again
+                seen = None
+                await self._recreate()
             except Exception as exc:  # NATS away: the next round looks again
                 log.warning("consumer.watch_failed", consumer=self.durable, error=str(exc))
                 seen = None
+
+    async def _recreate(self) -> None:
+        """The consumer is gone (deleted by hand, or with its stream, which the orchestrator
+        declares again): create it as at start-up; its deliver subject is unchanged, so the
+        subscriptions in place receive from it."""
+        try:
+            await ensure_consumer(
+                self.js, self.stream, self.durable, self.filter_subject, self.max_ack_pending,
+                self.deliver_subject,
+            )  # fmt: skip
+        except Exception as exc:  # its stream not back yet: the next round tries again
+            log.warning("consumer.recreate_failed", consumer=self.durable, error=str(exc))
+            return
+        self.recreated += 1
+        log.warning("consumer.recreated", consumer=self.durable)
 
     async def _kick(self, _: Msg) -> None:
         """Unsubscribe, wait while the other replicas do too, subscribe again."""

@@ -74,6 +74,7 @@ class Runtime:
     endpoints: list[tuple[str, str, Callable[[Request], Awaitable[None]]]] = field(
         default_factory=list
     )
+    replicas: int = 1  # of the streams and buckets (what a re-declaration uses)
     metrics: ProcessMetrics = field(default_factory=ProcessMetrics)  # in $SRV.STATS (status)
     # The step path's JetStream publishes and state writes (acks on one subscription).
     publisher: Publisher = field(init=False)
@@ -126,6 +127,7 @@ class Runtime:
             "consumers": len(self.consumers),
             "handled": sum(c.handled for c in self.consumers),
             "stalls_kicked": sum(c.kicks for c in self.consumers),
+            "consumers_recreated": sum(c.recreated for c in self.consumers),
             "dead_letters": sum(c.dead_lettered for c in self.consumers),
         }
         if self.status_extra is not None:
@@ -198,6 +200,7 @@ async def serve(process: str, description: str, setup: Setup, settings: Settings
         raise
     buckets = consistent_buckets(nc, js, buckets)
     rt = Runtime(process=process, settings=settings, nc=nc, js=js, buckets=buckets)
+    rt.replicas = replicas
     lost.append(rt.publisher.fail_pending)
     await setup(rt)
     # Discoverable once set up: `$SRV.PING` (and so /health) finds only processes that work.

@@ -4,7 +4,9 @@ Replicas follow the cluster (`replicas_for`): `[nats] replicas`, else R3 on thre
 nodes and R1 on one; a stream or bucket found with another number is updated in place.
 
 The process allowed to (the orchestrator, `permissions.DECLARER`; every process when it
-connects with the operator's own credentials) calls `ensure_jetstream` at start-up. The
+connects with the operator's own credentials) calls `ensure_jetstream` at start-up, and
+`redeclare_missing` every few seconds after (a stream deleted while running is back within
+seconds; /health shows it missing meanwhile). The
 others call `attach_jetstream`: they wait for the streams they use and bind the buckets
 without a request, so they need no stream or bucket rights (deploy/hybrid's remote gateway,
 and every process of the embedded server, which has a NATS user per process).
@@ -13,6 +15,7 @@ and every process of the embedded server, which has a NATS user per process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from typing import Any
 
@@ -221,6 +224,43 @@ async def _scale(js: JetStreamContext, stream: str, replicas: int) -> None:
     if (info.config.num_replicas or 1) != replicas:
         await js.update_stream(replace(info.config, num_replicas=replicas))
         log.info("jetstream.stream_scaled", stream=stream, replicas=replicas)
+
+
+async def redeclare_missing(
+    js: JetStreamContext, retention_days: int = 30, replicas: int = 1
+) -> list[str]:
+    """Declare again every stream, bucket or the uploads store that no longer exists (deleted
+    by hand, or lost with a server's store); returns their names. The declarer runs this
+    every `REDECLARE_EVERY_S`, so a missing stream costs seconds, not a restart."""
+    declared: list[str] = []
+
+    async def gone(name: str) -> bool:
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            return True
+        return False
+
+    for config in streams(retention_days):
+        if config.name is not None and await gone(config.name):
+            with contextlib.suppress(BadRequestError):  # declared meanwhile by a replica
+                await js.add_stream(replace(config, num_replicas=replicas))
+            declared.append(config.name)
+    for kv_config in BUCKETS:
+        if await gone(KV_STREAM_TEMPLATE.format(bucket=kv_config.bucket)):
+            with contextlib.suppress(BadRequestError):
+                await js.create_key_value(replace(kv_config, replicas=replicas))
+            declared.append(kv_config.bucket)
+    if await gone(s.object_stream(s.UPLOADS_BUCKET)):
+        with contextlib.suppress(BadRequestError):
+            await js.create_object_store(
+                s.UPLOADS_BUCKET, config=replace(UPLOADS, replicas=replicas)
+            )
+        declared.append(s.UPLOADS_BUCKET)
+    return declared
+
+
+REDECLARE_EVERY_S = 3.0
 
 
 ATTACH_TIMEOUT_S = 60.0

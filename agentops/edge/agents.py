@@ -33,9 +33,11 @@ from agentops.edge import responses as r
 from agentops.edge.apispec import INVALID_QUERY, OFFSET, choice, json_resp, limit, operation
 from agentops.edge.auth import actor
 from agentops.edge.context import BUS, CONFIG, Bus
-from agentops.edge.data import find_agent, get_agent, open_request, scan_heads, wait_for
-from agentops.edge.errors import bad_request, checked_id, conflict
+from agentops.edge.data import find_agent, open_request, wait_for
+from agentops.edge.errors import bad_request, checked_id, conflict, not_found
+from agentops.edge.index import INDEXES
 from agentops.edge.liveness import missing_process
+from agentops.edge.pending import pending_agent
 from agentops.edge.schemas import HumanAnswer, parse_model, query_choice, query_int, read_json
 from agentops.edge.views import agent_status, agent_summary, head_view
 from agentops.protocol import subjects as s
@@ -51,12 +53,22 @@ from agentops.store.agents import Head
 SOURCE = "edge"
 MAX_MSG_ID = 256
 THREAD_PAGE = 100
+AGENT_PAGE = 100
+MAX_AGENT_PAGE = 1000
 MAX_THREAD_PAGE = 1000
 
 
 async def _agent_from_path(request: web.Request) -> tuple[Bus, Head]:
+    """The agent's head, or (before its process has started it) what its task says
+    (`edge/pending.py`): an id the API handed out is never a 404."""
     bus = request.app[BUS]
-    return bus, await get_agent(bus, checked_id(request.match_info["agent_id"], "agent"))
+    agent_id = checked_id(request.match_info["agent_id"], "agent")
+    head = await find_agent(bus, agent_id)
+    if head is None:
+        head = await pending_agent(bus, request.app[INDEXES], request.app[CONFIG], agent_id)
+    if head is None:
+        raise not_found("agent", agent_id)
+    return bus, head
 
 
 async def _send(bus: Bus, state: AgentState, msg: PauseAgent | ResumeAgent | HumanResponse) -> None:
@@ -72,19 +84,22 @@ def _finished(state: AgentState, action: str) -> NoReturn:
 
 
 @operation(
-    "List agents", "agents", {200: json_resp(r.AgentList, "every agent, newest first")},
+    "List agents", "agents", {200: json_resp(r.AgentList, "a page of agents, newest first")},
     {400: INVALID_QUERY},
-    params=(choice("status", get_args(AgentStatus), "only agents with this status"),),
+    params=(choice("status", get_args(AgentStatus), "only agents with this status"),
+            limit(AGENT_PAGE, MAX_AGENT_PAGE), OFFSET),
 )  # fmt: skip
 async def list_agents(request: web.Request) -> web.Response:
-    bus = request.app[BUS]
+    """Rows from the edge's index of heads (`edge/index.py`): no document is read."""
     status = query_choice(request, "status", get_args(AgentStatus))
-    states = [head.state for head in await scan_heads(bus.agents.kv)]
-    if status is not None:
-        states = [a for a in states if a.status == status]
-    states.sort(key=lambda a: (a.created_at, a.agent_id), reverse=True)
+    limit_ = query_int(request, "limit", AGENT_PAGE, 1, MAX_AGENT_PAGE)
+    offset = query_int(request, "offset", 0, 0, 10**9)
+    heads = (await request.app[INDEXES].agents_synced()).values()
+    rows = [a for a in heads if status is None or a.status == status]
+    rows.sort(key=lambda a: (a.created_at, a.agent_id), reverse=True)
     specs = request.app[CONFIG].agent_specs
-    return web.json_response({"agents": [agent_summary(a, specs) for a in states]})
+    page = [agent_summary(a, specs) for a in rows[offset : offset + limit_]]
+    return web.json_response({"agents": page, "total": len(rows)})
 
 
 @operation(

@@ -6,7 +6,8 @@ Rules:
   only adds the runner and the site.
 - Middlewares, outermost first: metrics (sees every final status) → errors (every failure
   becomes the JSON error shape) → auth (bearer token and its role, `edge/auth.py`).
-- Bodies over `client_max_size` (1 MiB) are refused with 413 when read.
+- Bodies over `client_max_size` (1 MiB) are refused with 413 when read; connections are
+  bounded in time and aiohttp's own refusals are JSON too (`edge/server.py`).
 - Open WebSockets are closed with 1001 on shutdown.
 - Every handler declares its operation (`@operation`, `edge/apispec.py`): `/openapi.json` is
   built from this table, and fails on a route that does not.
@@ -28,9 +29,12 @@ from agentops.edge.auth import TOKENS, Tokens, auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
 from agentops.edge.health import DLQ_START, health, remember_dlq_start
+from agentops.edge.index import INDEXES, Indexes, close_indexes, start_indexes
 from agentops.edge.liveness import SEEN
 from agentops.edge.metrics import metrics, metrics_middleware
 from agentops.edge.metrics import setup as setup_metrics
+from agentops.edge.server import Guard
+from agentops.edge.server import install as install_guards
 from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
 
@@ -42,6 +46,7 @@ def config_from_settings(settings: Settings) -> EdgeConfig:
         metrics_role=auth.metrics,
         workspaces=load_workspaces(settings),
         agent_specs=load_agent_specs(settings),
+        jetstream_domain=settings.jetstream_domain,
     )
 
 
@@ -60,8 +65,10 @@ def create_app(
         middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=config.client_max_size,
     )
+    install_guards(app, Guard(config.idle_timeout_s, config.body_timeout_s))
     app[BUS] = Bus(nc=nc, js=js, buckets=buckets)
     app[CONFIG] = config
+    app[INDEXES] = Indexes.of(js, buckets)
     app[TOKENS] = Tokens(
         config.api_token, config.tokens, config.auth_max_failures, config.auth_window_s
     )
@@ -71,6 +78,8 @@ def create_app(
     app[SEEN] = {}
     openapi.setup(app)
     app.on_startup.append(remember_dlq_start)
+    app.on_startup.append(start_indexes)
+    app.on_cleanup.append(close_indexes)
     app.on_shutdown.append(_close_websockets)
     app.router.add_routes(
         [

@@ -49,6 +49,9 @@ class EdgeConfig:
     ws_max_bad_frames: int = 20  # junk frames a client may send before it is closed (1008)
     ws_heartbeat_s: float = 30.0
     client_max_size: int = MAX_BODY_BYTES
+    jetstream_domain: str | None = None  # AGENTOPS_JETSTREAM_DOMAIN: the API prefix /health asks
+    idle_timeout_s: float = 15.0  # an idle connection, or headers not complete, is closed then
+    body_timeout_s: float = 20.0  # a request body with no byte this long closes the connection
     metrics_max_age_s: float = 5.0  # a scrape finding older NATS figures refreshes them (after)
     metrics_stale_s: float = 300.0  # ... and one finding figures this old waits for the refresh
 

@@ -3,8 +3,8 @@
 Rules:
 - The edge never writes a task record or an agent state (their owners do, with CAS); it reads
   them and publishes commands.
-- Listings read every current document of a bucket in one pass (`store.kv.scan`); agents
-  are listed from their heads, never their threads.
+- Task and agent listings come from the edge's indexes (`edge/index.py`), never a scan;
+  workflows (few) are still read in one pass (`store.kv.scan`).
 - `wait_for` polls until a predicate holds or the deadline passes and returns the last value
   it saw: the handler decides what an unconfirmed command means for its answer.
 """
@@ -16,14 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
-from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from agentops.core.state import HumanRequestItem, TaskRecord
 from agentops.edge.context import Bus
 from agentops.edge.errors import not_found
-from agentops.store.agents import Head, decode_head
-from agentops.store.kv import CorruptDocument, scan_with
+from agentops.store.agents import Head
+from agentops.store.kv import CorruptDocument
 
 log = structlog.get_logger(__name__)
 
@@ -31,11 +30,6 @@ T = TypeVar("T", bound=BaseModel)
 V = TypeVar("V")
 
 SCAN_TIMEOUT_S = 5.0
-
-
-async def scan_heads(kv: KeyValue) -> list[Head]:
-    """Every agent's head (a format-1 document is read whole: it has nothing else)."""
-    return await scan_with(kv, lambda data, key, revision: decode_head(data, revision, key))
 
 
 async def wait_for(

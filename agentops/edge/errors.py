@@ -5,6 +5,7 @@ Rules:
   middleware turns it into its status and JSON body.
 - aiohttp's own `HTTPException`s (404 unknown route, 405 wrong method, 413 body over
   `client_max_size`) are translated here too, keeping their headers (e.g. `Allow`).
+- A body in a `Content-Encoding` aiohttp does not decode is 415, never read as identity.
 - NATS/JetStream being away is 503 `unavailable`, not 500: retry later (a read), or check
   first (a write: its publish may have gone out unconfirmed).
 - Anything else is a bug: it is logged with a traceback and answered 500 `internal` without
@@ -27,7 +28,7 @@ from agentops.protocol.subjects import InvalidName, check_id
 
 log = structlog.get_logger(__name__)
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -111,7 +112,7 @@ def validation_error(details: list[dict[str, str]], message: str = "invalid requ
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
     status = exc.status
-    code = _HTTP_CODES.get(status, "http_error")
+    code = HTTP_CODES.get(status, "http_error")
     message = exc.reason
     if status == 413:
         message = "request body too large"
@@ -129,8 +130,27 @@ UNCONFIRMED = (
 )
 
 
+# What aiohttp decodes; anything else would be read as identity, i.e. as garbage.
+CONTENT_ENCODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate"})
+
+
+def unsupported_encoding(request: web.Request) -> web.Response | None:
+    """415 for a body in a `Content-Encoding` the edge does not decode."""
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is None or encoding.strip().lower() in CONTENT_ENCODINGS:
+        return None
+    return error_response(
+        415, "unsupported_media_type",
+        f"Content-Encoding {encoding[:64]!r} is not supported (identity, gzip or deflate)",
+        {"supported": sorted(CONTENT_ENCODINGS)},
+    )  # fmt: skip
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refused = unsupported_encoding(request)
+    if refused is not None:
+        return refused
     try:
         return await handler(request)
     except ApiError as exc:

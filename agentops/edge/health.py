@@ -12,6 +12,11 @@ Rules:
 - `cluster`: the JetStream nodes seen (each stream's leader and replicas) and, per stream and
   bucket, its replicas, leader and lagging replicas (not current). A stream without a leader
   (its quorum lost, or no answer in time) makes the system `degraded`: its work stops.
+- `jetstream`: every declared stream (work, events, threads, dead letters, the buckets' and
+  the uploads store's) must exist and answer, and every durable consumer of the work stream
+  the configured processes use must exist; one missing is `degraded`. Nothing here declares
+  anything: the orchestrator declares missing streams again (`bus/setup.redeclare_missing`,
+  every few seconds) and each process creates its own consumer again (`bus/consumer.py`).
 - `dead_letters`: messages no process could apply (stream AGENTOPS_DLQ): how many are stored,
   how many arrived since this edge started, and the last one's subject and reason. Each one
   has already ended the agent or task it belonged to, so they do not make the system
@@ -28,13 +33,13 @@ from typing import Any
 from aiohttp import web
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from agentops.bus.connection import ERROR_CODE, ERROR_MESSAGE, ORIGINAL_SUBJECT
 from agentops.edge.apispec import Resp, operation
 from agentops.edge.context import BUS, CONFIG
 from agentops.edge.discovery import gather, instances_by_name
 from agentops.edge.responses import Health
-from agentops.protocol import permissions
 from agentops.protocol import subjects as s
 
 SELF = "edge"
@@ -129,7 +134,7 @@ async def stream_cluster(js: JetStreamContext, stream: str, timeout_s: float) ->
 
 
 async def cluster_status(js: JetStreamContext, timeout_s: float) -> dict[str, Any]:
-    names = permissions.declared_streams()
+    names = s.declared_streams()
     found = await asyncio.gather(*(stream_cluster(js, n, timeout_s) for n in names))
     streams = dict(zip(names, found, strict=True))
     nodes = sorted(
@@ -150,9 +155,66 @@ async def _none() -> None:
     return None
 
 
+async def jetstream_status(
+    bus_nc: Client,
+    js: JetStreamContext,
+    agent_types: Iterable[str],
+    timeout_s: float,
+    api: str,
+) -> dict[str, Any]:
+    """Each declared stream `ok`, `missing` or `unavailable` (no answer in time), and the
+    work stream's consumers that are missing (each process creates its own again; the
+    orchestrator declares missing streams again)."""
+
+    async def one(name: str) -> str:
+        try:
+            await asyncio.wait_for(js.stream_info(name), timeout_s)
+        except NotFoundError:
+            return "missing"
+        except Exception:  # slow or refused: not known to work
+            return "unavailable"
+        return "ok"
+
+    names = s.declared_streams()
+    found = await asyncio.gather(*(one(n) for n in names))
+    streams = dict(zip(names, found, strict=True))
+    expected = s.work_consumers(agent_types)
+    missing: list[str] | None
+    if streams[s.WORK_STREAM] == "missing":
+        missing = list(expected)
+    else:
+        missing = await _missing_consumers(bus_nc, api, expected, timeout_s)
+    healthy = all(v == "ok" for v in streams.values()) and missing == []
+    return {"status": "ok" if healthy else "degraded", "streams": streams,
+            "missing_consumers": missing}  # fmt: skip
+
+
+async def _missing_consumers(
+    nc: Client, api: str, expected: tuple[str, ...], timeout_s: float
+) -> list[str] | None:
+    """None when JetStream does not say in time."""
+    names: set[str] = set()
+    offset = 0
+    try:
+        while True:
+            request = json.dumps({"offset": offset}).encode()
+            reply = await nc.request(s.consumer_names(api, s.WORK_STREAM), request, timeout_s)
+            page = json.loads(reply.data)
+            if "error" in page:
+                return None
+            names.update(page.get("consumers") or ())
+            offset += len(page.get("consumers") or ())
+            if not page.get("consumers") or offset >= int(page.get("total", 0)):
+                break
+    except Exception:
+        return None
+    return [c for c in expected if c not in names]
+
+
 @operation(
     "Is everything up?", "system",
-    {200: Resp("healthy: NATS connected and every process has a live instance", model=Health),
+    {200: Resp("healthy: NATS connected, every process has a live instance, every stream, "
+               "bucket and work consumer exists", model=Health),
      503: Resp("degraded: what is missing (or the error shape, if NATS fails mid-request)",
                model=Health, also_error=True)},
     public=True, bus=False,
@@ -176,6 +238,13 @@ async def health(request: web.Request) -> web.Response:
         and cluster is not None
         and not cluster["quorum_lost"]
     )
+    jetstream = None
+    if nats["connected"]:
+        bus = request.app[BUS]
+        jetstream = await jetstream_status(
+            nc, bus.js, config.agent_specs, window, s.js_api(config.jetstream_domain)
+        )
+        healthy = healthy and jetstream["status"] == "ok"
     body: dict[str, Any] = {
         "status": "healthy" if healthy else "degraded",
         "nats": nats,
@@ -183,6 +252,8 @@ async def health(request: web.Request) -> web.Response:
     }
     if cluster is not None:
         body["cluster"] = cluster
+    if jetstream is not None:
+        body["jetstream"] = jetstream
     if nats["connected"]:
         body["dead_letters"] = await dead_letters(
             request.app[BUS].js, request.app[DLQ_START], window

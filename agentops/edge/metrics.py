@@ -28,6 +28,7 @@ from aiohttp.typedefs import Handler
 from agentops.edge.apispec import Resp, operation
 from agentops.edge.context import BUS, CONFIG
 from agentops.edge.exposition import CONTENT_TYPE, Exposition
+from agentops.edge.index import INDEXES
 from agentops.edge.metrics_bus import BusFigures
 
 log = structlog.get_logger(__name__)
@@ -50,8 +51,9 @@ def setup(app: web.Application) -> None:
     config = app[CONFIG]
     app[METRICS] = EdgeMetrics()
     app[BUS_FIGURES] = BusFigures(
-        config.metrics_max_age_s, config.metrics_stale_s, tuple(config.agent_specs)
-    )
+        config.metrics_max_age_s, config.metrics_stale_s, tuple(config.agent_specs),
+        indexes=app[INDEXES],
+    )  # fmt: skip
 
     async def close(app: web.Application) -> None:
         await app[BUS_FIGURES].close()

@@ -2,17 +2,14 @@
 
 Rules:
 - One refresh reads everything: `$SRV.STATS` (each process's own counts and histograms,
-  `bus/metrics.py`, summed over instances; per-endpoint request counts), the tasks bucket
-  (tasks by agent type and status), the agents' heads (agents by status and what the stored
-  agents used and did, never a thread), and the streams' sizes. It renders them to text once.
+  `bus/metrics.py`, summed over instances; per-endpoint request counts), the streams' sizes,
+  and counts from the edge's indexes of task records and agent heads (`edge/index.py`: tasks
+  by agent type and status, agents by status, what the stored agents used and did), which
+  cost their number of entries in memory, never a bucket scan. It renders them to text once.
 - A scrape serves the last rendered text and, when it is older than `metrics_max_age_s`,
   starts the next refresh in the background (one at a time): the figures from NATS are those
   of the previous scrape, however many tasks there are. Only the first scrape, or one after
   `metrics_stale_s` without any, waits for a refresh. An edge that is not scraped reads nothing.
-- The buckets' scans cost their size (~0.3 s of CPU at 1,000 tasks, most of it nats-py's per
-  message work), so they are read again only after `SCAN_SPACING` times their own duration
-  (at least `metrics_max_age_s`): scanning stays under ~5 % of a core however large the store,
-  and the gauges it gives age accordingly; `$SRV.STATS` and the streams are read every time.
 - Each instance's last `$SRV.STATS` reply is kept for `INSTANCE_TTL_S`: an instance slow to
   answer one gathering keeps its counts in the sum instead of dipping it (a dip would read as
   a counter reset); one gone longer leaves the sum, as a restarted process does.
@@ -34,14 +31,13 @@ import nats.js.errors
 import structlog
 
 from agentops.bus.metrics import FAMILIES, Totals, merge
-from agentops.core.state import OTHER_TOOL, TASK_RECORD_ADAPTER, AgentState
+from agentops.core.state import OTHER_TOOL
 from agentops.edge.context import Bus
-from agentops.edge.data import scan_heads
 from agentops.edge.discovery import gather
 from agentops.edge.exposition import Exposition
+from agentops.edge.index import AgentSummary, Indexes
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import AgentStatus, TaskStatus
-from agentops.store.kv import scan
 from agentops.tools.registry import BUILTIN_TOOLS
 
 log = structlog.get_logger(__name__)
@@ -49,7 +45,6 @@ log = structlog.get_logger(__name__)
 STREAMS = (s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)
 INSTANCE_TTL_S = 60.0
 STATUS_ENDPOINT = "status"
-SCAN_SPACING = 20.0
 
 
 @dataclass
@@ -63,9 +58,7 @@ class BusFigures:
     taken_at: float = 0.0
     instances: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     refreshing: asyncio.Task[None] | None = None
-    scanned: str = ""  # the families from the buckets' scans, rendered
-    scanned_at: float = 0.0
-    scan_s: float = 0.0  # how long the last scans took
+    indexes: Indexes | None = None  # tasks and agents (edge/index.py); None: not shown
 
     async def current(self, bus: Bus, window_s: float) -> str | None:
         """The text to serve now (None: nothing could be read yet)."""
@@ -87,15 +80,9 @@ class BusFigures:
     async def _refresh(self, bus: Bus, window_s: float) -> None:
         out = Exposition()
         await quick_families(out, bus, window_s, self.instances)
-        started = time.monotonic()
-        if not self.scanned or started - self.scanned_at > max(
-            self.max_age_s, SCAN_SPACING * self.scan_s
-        ):
-            scans = Exposition()
-            await scanned_families(scans, bus, self.agent_types)
-            self.scanned, self.scanned_at = scans.text(), time.monotonic()
-            self.scan_s = self.scanned_at - started
-        self.text, self.taken_at = out.text() + self.scanned, time.monotonic()
+        if self.indexes is not None:
+            await indexed_families(out, self.indexes, self.agent_types)
+        self.text, self.taken_at = out.text(), time.monotonic()
 
     async def close(self) -> None:
         if self.refreshing is not None:
@@ -120,22 +107,23 @@ async def quick_families(
     await _stream_families(out, bus)
 
 
-async def scanned_families(out: Exposition, bus: Bus, agent_types: tuple[str, ...]) -> None:
-    """Tasks and agents from the buckets (records and heads: never a thread)."""
-    tasks = Counter((r.agent_type, r.status) for r in await scan(bus.tasks.kv, TASK_RECORD_ADAPTER))
+async def indexed_families(out: Exposition, indexes: Indexes, agent_types: tuple[str, ...]) -> None:
+    """Tasks and agents from the edge's indexes of records and heads (never a scan)."""
+    summaries = (await indexes.tasks_synced()).values()
+    tasks = Counter((t.agent_type, t.status) for t in summaries)
     kinds = sorted(set(agent_types) | {kind for kind, _ in tasks})
     out.family(
         "agentops_tasks", "gauge", "Tasks by agent type and status (the tasks KV bucket).",
         (({"agent_type": k, "status": st}, tasks.get((k, st), 0))
          for k in kinds for st in get_args(TaskStatus)),
     )  # fmt: skip
-    states = [head.state for head in await scan_heads(bus.agents.kv)]
-    agents = Counter(a.status for a in states)
+    heads = list((await indexes.agents_synced()).values())
+    agents = Counter(a.status for a in heads)
     out.family(
         "agentops_agents", "gauge", "Agents by status (their heads in the agents KV bucket).",
         (({"status": st}, agents.get(st, 0)) for st in get_args(AgentStatus)),
     )  # fmt: skip
-    _stored_families(out, states)
+    _stored_families(out, heads)
 
 
 def _keep(
@@ -178,7 +166,7 @@ def _process_families(out: Exposition, totals: Totals) -> None:
             )  # fmt: skip
 
 
-def _stored_families(out: Exposition, states: Iterable[AgentState]) -> None:
+def _stored_families(out: Exposition, states: Iterable[AgentSummary]) -> None:
     """What the agents stored now have used and done, by agent type (gauges)."""
     tokens: Counter[tuple[str, str]] = Counter()
     cost: dict[str, float] = {}

@@ -43,6 +43,7 @@ RATE_LIMITED = "too many failed authentication attempts from this address (`Retr
 UNAVAILABLE = "NATS, or the process that would answer, is away: retry (check first, for a write)"
 INVALID_JSON = "the body is not JSON (`invalid_json`) or cannot be read (`invalid_body`)"
 TOO_LARGE = "the body is over the edge's limit (1 MiB)"
+UNSUPPORTED_ENCODING = "the body's `Content-Encoding` is not identity, gzip or deflate"
 INVALID_BODY = "the JSON does not fit the schema: `details` is `[{field, message}]`"
 
 INFO = {
@@ -115,6 +116,8 @@ def _responses(op: Op, components: Components) -> dict[str, Any]:
         errors.setdefault(400, INVALID_JSON)
         errors.setdefault(413, TOO_LARGE)
         errors.setdefault(422, INVALID_BODY)
+    if op.body is not None or op.raw_body is not None:
+        errors.setdefault(415, UNSUPPORTED_ENCODING)
     if op.bus:
         errors.setdefault(503, UNAVAILABLE)
     out: dict[str, Any] = {}

@@ -136,6 +136,7 @@ class AgentSummary(_Out):
 
 class AgentList(_Out):
     agents: list[AgentSummary]
+    total: int = Field(description="how many agents match (the page is `limit` of them)")
 
 
 class TaskRef(_Out):
@@ -300,6 +301,17 @@ class ClusterInfo(_Out):
     quorum_lost: list[str] = Field(description="streams with no leader: degraded")
 
 
+class JetStreamHealth(_Out):
+    status: Literal["ok", "degraded"]
+    streams: dict[str, Literal["ok", "missing", "unavailable"]] = Field(
+        description="every declared stream (KV buckets and the uploads store are streams too)"
+    )
+    missing_consumers: list[str] | None = Field(
+        description="durable consumers of the work stream that do not exist (null: JetStream "
+        "did not say in time)"
+    )
+
+
 class Health(_Out):
     status: Literal["healthy", "degraded"]
     nats: NatsInfo
@@ -307,6 +319,7 @@ class Health(_Out):
     cluster: ClusterInfo | None = Field(
         default=None, description="absent while NATS is away; one node: every stream R1"
     )
+    jetstream: JetStreamHealth | None = Field(default=None, description="absent while NATS is away")
     dead_letters: DeadLetters | None = Field(
         default=None, description="absent while NATS is away; null if JetStream is slow"
     )

@@ -24,7 +24,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, get_args
 
+import nats.errors
 from aiohttp import web
+from nats.errors import NoRespondersError
 from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -45,6 +47,7 @@ from agentops.edge.auth import actor
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.data import find_agent, find_task, get_task, wait_for
 from agentops.edge.errors import (
+    UNCONFIRMED,
     ApiError,
     bad_request,
     checked_id,
@@ -52,6 +55,8 @@ from agentops.edge.errors import (
     field_errors,
     not_found,
 )
+from agentops.edge.index import INDEXES
+from agentops.edge.pending import AgentClaim, write_claim
 from agentops.edge.schemas import (
     CreateTask,
     PostMessage,
@@ -65,6 +70,7 @@ from agentops.edge.schemas import (
 from agentops.edge.views import task_view
 from agentops.edge.workspaces import upload_exists
 from agentops.protocol import subjects as s
+from agentops.protocol.errors import RetryableError
 from agentops.protocol.messages import (
     TERMINAL,
     CancelTask,
@@ -75,7 +81,6 @@ from agentops.protocol.messages import (
     TaskStatus,
     WorkspaceSource,
 )
-from agentops.store.kv import scan
 from agentops.workspaces.sources import DEFAULT_ALLOW, WorkspaceError, check_source
 
 SOURCE = "edge"
@@ -297,7 +302,20 @@ async def create_task(request: web.Request) -> web.Response:
         workspace=source,
         actor=actor(request),
     )
-    await publish(bus.js, s.task_inbox(task_id, msg.type), msg, msg.id)
+    # Readable at once (`edge/pending.py`): the agent id is claimed before the submit goes out.
+    claim = AgentClaim(
+        task_id=task_id, agent_id=agent_id, agent_type=body.agent_type,
+        description=body.description, max_steps=body.max_steps, budget_usd=body.budget_usd,
+        created_at=msg.ts,
+    )  # fmt: skip
+    try:
+        await write_claim(bus.idempotency, claim)
+    except (nats.errors.Error, RetryableError):
+        raise ApiError(
+            503, "unavailable", "the message bus is unavailable: no task was created, retry later",
+            {"submitted": "no"},
+        ) from None  # fmt: skip
+    await submit(bus, msg, config.submit_wait_s)
     record = await wait_for(lambda: find_task(bus, task_id), lambda r: True, config.submit_wait_s)
     status = record.status if record is not None else "queued"
     spec = specs[body.agent_type]
@@ -309,6 +327,30 @@ async def create_task(request: web.Request) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     body_out = {"task_id": task_id, "agent_id": agent_id, "status": status, "message": message}
     return web.json_response(body_out, status=201, headers=headers)
+
+
+async def submit(bus: Bus, msg: SubmitTask, within_s: float) -> None:
+    """Publish the submit until JetStream confirms it (the same message id each time, so a
+    publish that went out unconfirmed is not a second task). Not confirmed within `within_s`:
+    503 saying the task may exist, with its ids (a retry with the same Idempotency-Key gets
+    the same task)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    delay = 0.05
+    while True:
+        try:
+            await publish(bus.js, s.task_inbox(msg.task_id, msg.type), msg, msg.id)
+            return
+        except (nats.errors.Error, RetryableError) as exc:
+            if loop.time() + delay >= deadline:
+                raise ApiError(
+                    503, "unavailable", UNCONFIRMED,
+                    {"task_id": msg.task_id, "agent_id": msg.agent_id,
+                     # no responders: no stream took it (JetStream away, or the stream gone)
+                     "submitted": "no" if isinstance(exc, NoRespondersError) else "unknown"},
+                ) from exc  # fmt: skip
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 async def _with_agent_step(bus: Bus, record: TaskRecord) -> dict[str, Any]:
@@ -328,15 +370,17 @@ async def list_tasks(request: web.Request) -> web.Response:
     agent_type = query_id(request, "agent_type")  # a type no task has simply matches none
     limit = query_int(request, "limit", 100, 1, 500)
     offset = query_int(request, "offset", 0, 0, 10**9)
-    records = await scan(bus.tasks.kv, bus.tasks.adapter)
-    if status is not None:
-        records = [r for r in records if r.status == status]
-    if agent_type is not None:
-        records = [r for r in records if r.agent_type == agent_type]
-    records.sort(key=lambda r: (r.created_at, r.task_id), reverse=True)
-    page = records[offset : offset + limit]
-    tasks = await asyncio.gather(*(_with_agent_step(bus, r) for r in page))
-    return web.json_response({"tasks": list(tasks), "total": len(records)})
+    # The index (edge/index.py), never a scan: the page's records are read by key.
+    rows = [
+        t
+        for t in (await request.app[INDEXES].tasks_synced()).values()
+        if (status is None or t.status == status)
+        and (agent_type is None or t.agent_type == agent_type)
+    ]
+    rows.sort(key=lambda t: (t.created_at, t.task_id), reverse=True)
+    page = await asyncio.gather(*(find_task(bus, t.task_id) for t in rows[offset : offset + limit]))
+    tasks = await asyncio.gather(*(_with_agent_step(bus, r) for r in page if r is not None))
+    return web.json_response({"tasks": list(tasks), "total": len(rows)})
 
 
 @operation("Read a task", "tasks", {200: json_resp(r.TaskView, "the task")}, {404: "no such task"})

@@ -19,6 +19,7 @@ from typing import Any
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.state import AgentState, HumanRequestItem, TaskRecord
+from agentops.edge.index import AgentSummary
 
 HIDDEN_TASK_FIELDS = frozenset(
     {"last_msg_id", "outbox", "events_emitted", "started", "parent", "child_costs"}
@@ -58,7 +59,9 @@ def request_view(request: HumanRequestItem | None) -> dict[str, Any] | None:
     return request.model_dump(mode="json") if request is not None else None
 
 
-def agent_summary(state: AgentState, specs: Mapping[str, AgentSpec]) -> dict[str, Any]:
+def agent_summary(
+    state: AgentState | AgentSummary, specs: Mapping[str, AgentSpec]
+) -> dict[str, Any]:
     """A row of `GET /agents`; `specs` are the configured agent types (names, roles)."""
     return {
         "agent_id": state.agent_id,

@@ -166,16 +166,10 @@ class _Rights:
         )
 
 
-def declared_streams() -> tuple[str, ...]:
-    """Every stream the orchestrator declares: streams, buckets' and the object store's."""
-    buckets = (s.kv_stream(b) for b in s.BUCKETS)
-    return (*s.STREAMS, *buckets, s.object_stream(s.UPLOADS_BUCKET))
-
-
 def _orchestrator(r: _Rights) -> None:
     for lane in range(s.LANES):
         r.consumer(s.orchestrator_consumer(lane), s.task_lane_filter(lane))
-    for stream in declared_streams():  # it declares them all
+    for stream in s.declared_streams():  # it declares them all
         r.publish(*(s.stream_api(r.api, action, stream) for action in ("CREATE", "UPDATE", "INFO")))
     deleted = (s.THREADS_STREAM, s.EVENTS_STREAM, s.AGENTS_BUCKET, s.TOOL_CALLS_BUCKET)
     kv_deleted = (*deleted[2:], s.TASKS_BUCKET, s.WORKFLOWS_BUCKET)
@@ -239,8 +233,10 @@ def _llm_gateway(r: _Rights) -> None:
 
 
 def _edge(r: _Rights) -> None:
-    r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.DLQ_STREAM)  # and stream sizes in /metrics
-    r.waits(*declared_streams())  # /health: each stream's leader and replicas
+    # Every declared stream's info (stream sizes in /metrics; /health finds a missing or
+    # broken one; the indexes' KV streams' last sequence) and the work stream's consumers.
+    r.waits(*s.declared_streams())
+    r.publish(s.consumer_names(r.api, s.WORK_STREAM))
     r.publish(s.stream_msg_get(r.api, s.DLQ_STREAM))  # /health: the last dead letter
     # An agent's `waiting_for.process`: has the consumer it waits on a subscriber (liveness)?
     for consumer in (s.LLM_GATEWAY_CONSUMER, s.TOOL_EXECUTOR_CONSUMER):

@@ -441,6 +441,28 @@ def consumer_create(
     return f"{base}.{_name(name, 'consumer')}" + (f".{filter_subject}" if filter_subject else "")
 
 
+def consumer_names(api: str, stream: str) -> str:
+    """The names of a stream's consumers (one request: what /health checks)."""
+    return f"{api}.CONSUMER.NAMES.{_name(stream, 'stream')}"
+
+
+def declared_streams() -> tuple[str, ...]:
+    """Every stream the declarer keeps: the streams, the buckets' and the uploads store's."""
+    return (*STREAMS, *(kv_stream(b) for b in BUCKETS), object_stream(UPLOADS_BUCKET))
+
+
+def work_consumers(agent_types: Iterable[str]) -> tuple[str, ...]:
+    """The durable consumers of the work stream a system with these agent types has."""
+    lanes = range(LANES)
+    return (
+        *(orchestrator_consumer(lane) for lane in lanes),
+        *(agent_consumer(t, lane) for t in agent_types for lane in lanes),
+        TOOL_EXECUTOR_CONSUMER,
+        WORKSPACE_CONSUMER,
+        LLM_GATEWAY_CONSUMER,
+    )
+
+
 def consumer_api(api: str, action: str, stream: str, name: str) -> str:
     """`<api>.CONSUMER.<INFO|DELETE>.<stream>.<name or *>`."""
     return f"{api}.CONSUMER.{_token(action, 'action')}.{_name(stream, 'stream')}.{_name(name, 'consumer')}"
@@ -471,6 +493,11 @@ def acks(stream: str, consumer: str) -> str:
 def flow_control(stream: str) -> str:
     """Flow-control replies of ordered consumers (KV watches, WebSocket feeds) on a stream."""
     return f"$JS.FC.{_name(stream, 'stream')}.>"
+
+
+def kv_key_of(bucket: str, subject: str) -> str:
+    """The key a KV subject (`$KV.<bucket>.<key>`) names."""
+    return subject.removeprefix(f"$KV.{_token(bucket, 'bucket')}.")
 
 
 def kv_keys(bucket: str, key: str = ">") -> str:

@@ -1,7 +1,8 @@
 """The orchestrator process: task intake and lifecycle, one lane consumer per task lane.
 
-Besides the reducer's decisions it does two things only it may: a record the reducer marked
-`deleting` has its data removed and then the record (`store/deletion.py`, also on the replay
+Besides the reducer's decisions it does three things only it may: every `REDECLARE_EVERY_S`
+it declares again any stream or bucket that went missing (`bus/setup.redeclare_missing`); a
+record the reducer marked `deleting` has its data removed and then the record (`store/deletion.py`, also on the replay
 of that message, so a deletion cut short by a crash is completed), and a sweep, every
 `[retention] sweep_interval_s`, asks each finished root task older than `[retention] days` to
 be deleted (a `DeleteTask` under a fixed id, so replicas sweeping at once ask once).
@@ -26,6 +27,7 @@ from agentops.bus.connection import publish, publish_all, publish_event
 from agentops.bus.consumer import Delivery
 from agentops.bus.effects import perform
 from agentops.bus.service import Runtime, run_process
+from agentops.bus.setup import REDECLARE_EVERY_S, redeclare_missing
 from agentops.config import load_retention
 from agentops.core import orchestrator, workflow
 from agentops.core.state import TASK_RECORD_ADAPTER, TaskRecord
@@ -163,12 +165,34 @@ async def setup(rt: Runtime) -> None:
                 log.warning("retention.sweep_failed", error=f"{type(exc).__name__}: {exc}")
 
     sweeper = asyncio.create_task(sweeping(), name="retention-sweep")
+    redeclared = {"count": 0}
+
+    async def declaring() -> None:
+        """Streams and buckets deleted while running are declared again (`/health` shows them
+        missing meanwhile): a deleted events stream must not leave tasks queued for ever."""
+        while True:
+            await asyncio.sleep(REDECLARE_EVERY_S)
+            try:
+                names = await redeclare_missing(rt.js, retention.days, rt.replicas)
+            except Exception as exc:  # NATS away: the next round looks again
+                log.warning("jetstream.check_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if names:
+                redeclared["count"] += len(names)
+                log.warning("jetstream.redeclared", streams=names)
+
+    declarer = asyncio.create_task(declaring(), name="redeclare")
 
     async def stop_sweeping() -> None:
         sweeper.cancel()
+        declarer.cancel()
 
     rt.on_shutdown.append(stop_sweeping)
-    rt.status_extra = lambda: {"retention_days": retention.days, "retention": dict(swept)}
+    rt.status_extra = lambda: {
+        "retention_days": retention.days,
+        "retention": dict(swept),
+        "redeclared": redeclared["count"],
+    }
     for lane in range(s.LANES):
         await rt.add_consumer(
             rt.consumer(

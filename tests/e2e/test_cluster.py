@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentops.protocol.permissions import declared_streams
+from agentops.protocol import subjects as s
 from tests.e2e import chaos
 from tests.e2e.conftest import start_system
 from tests.helpers import eventually
@@ -39,7 +39,7 @@ async def test_cluster_of_three_survives_its_work_leader_and_a_replica_killed(
             assert body["status"] == "healthy", body
             cluster = body["cluster"]
             assert cluster["nodes"] == ["agentops-1", "agentops-2", "agentops-3"]
-            assert set(cluster["streams"]) == set(declared_streams())
+            assert set(cluster["streams"]) == set(s.declared_streams())
             assert all(x["replicas"] == 3 for x in cluster["streams"].values()), cluster
             assert body["services"]["tool-executor"]["instances"] == 2
 

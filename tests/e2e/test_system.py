@@ -457,3 +457,49 @@ async def test_kill_9_of_the_executor_mid_code_leaves_nothing_running(system: Sy
     events = await ws_events(system, f"since=0&task_id={created['task_id']}", "task.completed")
     [result] = [e["data"] for e in events if e["type"] == "tool.result"]
     assert result["ok"] is False and result["error"]["code"] == "interrupted"
+
+
+async def test_new_agents_are_readable_at_once_while_their_process_restarts(
+    system: System,
+) -> None:
+    """kill -9 of the agent process, then 20 POST /tasks: each agent id answers 200 at once on
+    status, state and thread (`idle` until started), and every task then completes."""
+    victim = "agent-backend_developer"
+    async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+        old = system.pids()[victim]
+        os.kill(old, signal.SIGKILL)
+        created = []
+        for i in range(20):
+            task = await create(http, {**SEED, "description": f"readable at once {i}"})
+            for route in ("status", "state", "thread"):
+                resp = await http.get(f"/agents/{task['agent_id']}/{route}")
+                assert resp.status_code == 200, (i, route, resp.text)
+            created.append(task)
+
+        async def restarted() -> bool:
+            pid = system.pids().get(victim)
+            return pid is not None and pid != old
+
+        await eventually(restarted, timeout=30, what=f"{victim} restarted")
+        for task in created:
+            await task_status(http, task["task_id"], "completed")
+
+
+async def test_a_deleted_events_stream_is_declared_again_and_tasks_go_on(system: System) -> None:
+    """Deleting AGENTOPS_EVENTS while running: the orchestrator declares it again, a task
+    submitted meanwhile completes (never `queued` for ever) and /health is healthy again."""
+    nc = await nats.connect(system.nats_url, **system.admin)
+    try:
+        await nc.jetstream().delete_stream(s.EVENTS_STREAM)
+        async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+            created = await create(http, SEED)
+            await task_status(http, created["task_id"], "completed")
+
+            async def healthy() -> dict[str, Any] | None:
+                body = (await http.get("/health")).json()
+                return body if body["status"] == "healthy" else None
+
+            body = await eventually(healthy, timeout=30, what="healthy again")
+            assert body["jetstream"]["streams"][s.EVENTS_STREAM] == "ok"
+    finally:
+        await nc.close()

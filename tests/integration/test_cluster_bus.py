@@ -17,7 +17,6 @@ from agentops.edge.health import cluster_status
 from agentops.embedded import EmbeddedNats
 from agentops.natsserver import NatsServer, free_port
 from agentops.protocol import subjects as s
-from agentops.protocol.permissions import declared_streams
 from tests.helpers import eventually
 
 
@@ -45,7 +44,7 @@ async def admin(cluster: EmbeddedNats) -> AsyncIterator[Client]:
 
 async def replicas(nc: Client) -> dict[str, int]:
     js = nc.jetstream()
-    return {n: (await js.stream_info(n)).config.num_replicas or 1 for n in declared_streams()}
+    return {n: (await js.stream_info(n)).config.num_replicas or 1 for n in s.declared_streams()}
 
 
 async def test_an_r1_deployment_on_a_cluster_is_scaled_to_r3_in_place(admin: Client) -> None:
@@ -78,7 +77,7 @@ async def test_cluster_status_shows_leaders_and_a_lost_quorum(
 
     async def lost() -> bool:
         status = await cluster_status(js, 0.5)
-        return set(status["quorum_lost"]) == set(declared_streams())
+        return set(status["quorum_lost"]) == set(s.declared_streams())
 
     await eventually(lost, timeout=30, interval=0.5, what="every stream without its quorum")
 

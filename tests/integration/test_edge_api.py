@@ -26,6 +26,7 @@ from nats.micro import add_service
 from agentops.agents.definitions import AgentSpec
 from agentops.agents.loader import shipped_specs
 from agentops.bus.connection import MSG_ID
+from agentops.bus.consumer import ensure_consumer
 from agentops.bus.publisher import Publisher
 from agentops.bus.setup import ensure_jetstream
 from agentops.core.state import (
@@ -843,8 +844,11 @@ async def test_nats_unavailable_is_503(make_edge: MakeEdge, nats_server: NatsSer
     assert resp.status == 503
     body = await resp.json()
     assert_error(body, "unavailable")
-    assert "may or may not have taken effect" in body["error"]["message"]  # a write
-    assert "Idempotency-Key" in body["error"]["message"]
+    # Nothing went out (its agent id could not even be claimed): it says no task exists.
+    assert body["error"]["details"] == {"submitted": "no"}
+    cancel = await edge.client.post("/tasks/task_t1/cancel")
+    assert cancel.status == 503
+    assert "may or may not have taken effect" in (await cancel.json())["error"]["message"]
     got = await edge.client.get("/tasks/task_t1")
     assert got.status == 503
     assert "retry later" in (await got.json())["error"]["message"]  # a read
@@ -903,9 +907,25 @@ async def test_health_is_degraded_until_every_process_answers_ping(edge: Edge) -
                 await add_service(edge.nc, name=s.service_name(process), version="0.0.1")
             )
     resp = await edge.client.get("/health")
+    assert resp.status == 503  # up, but no process has created its work consumers yet
+    for name, filter_subject in consumer_filters().items():
+        await ensure_consumer(edge.js, s.WORK_STREAM, name, filter_subject, 1, f"_d.{name}")
+    resp = await edge.client.get("/health")
     assert resp.status == 200
     assert (await resp.json())["status"] == "healthy"
     await asyncio.gather(*(svc.stop() for svc in services))
+
+
+def consumer_filters() -> dict[str, str]:
+    """Every work consumer a system of the shipped types has, with its filter."""
+    filters = {s.orchestrator_consumer(lane): s.task_lane_filter(lane) for lane in range(s.LANES)}
+    for kind in shipped_specs():
+        for lane in range(s.LANES):
+            filters[s.agent_consumer(kind, lane)] = s.agent_lane_filter(kind, lane)
+    filters[s.TOOL_EXECUTOR_CONSUMER] = s.tool_requests_filter()
+    filters[s.WORKSPACE_CONSUMER] = s.workspace_requests_filter()
+    filters[s.LLM_GATEWAY_CONSUMER] = s.llm_requests()
+    return filters
 
 
 async def test_metrics_are_prometheus_text_with_edge_kv_and_stream_figures(edge: Edge) -> None:
