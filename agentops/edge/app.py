@@ -23,7 +23,7 @@ from nats.js.kv import KeyValue
 
 from agentops.agents.loader import load_agent_specs
 from agentops.config import Settings, load_auth, load_workspaces
-from agentops.edge import agents, dashboard, openapi, tasks, workflows, workspaces
+from agentops.edge import agents, dashboard, openapi, tasks, workflows, workspaces, ws
 from agentops.edge.auth import TOKENS, Tokens, auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
@@ -31,7 +31,6 @@ from agentops.edge.health import DLQ_START, health, remember_dlq_start
 from agentops.edge.liveness import SEEN
 from agentops.edge.metrics import metrics, metrics_middleware
 from agentops.edge.metrics import setup as setup_metrics
-from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
 
 def config_from_settings(settings: Settings) -> EdgeConfig:
@@ -43,10 +42,6 @@ def config_from_settings(settings: Settings) -> EdgeConfig:
         workspaces=load_workspaces(settings),
         agent_specs=load_agent_specs(settings),
     )
-
-
-async def _close_websockets(app: web.Application) -> None:
-    await app[WS_CLIENTS].close_all()
 
 
 def create_app(
@@ -66,12 +61,11 @@ def create_app(
         config.api_token, config.tokens, config.auth_max_failures, config.auth_window_s
     )
     setup_metrics(app)
-    app[WS_CLIENTS] = WsClients()
+    ws.setup(app)  # the events feed and the open sockets (closed with 1001 at shutdown)
     app[DLQ_START] = []
     app[SEEN] = {}
     openapi.setup(app)
     app.on_startup.append(remember_dlq_start)
-    app.on_shutdown.append(_close_websockets)
     app.router.add_routes(
         [
             web.get("/health", health),
@@ -100,7 +94,7 @@ def create_app(
             web.post("/agents/{agent_id}/pause", agents.pause_agent),
             web.post("/agents/{agent_id}/resume", agents.resume_agent),
             web.post("/agents/{agent_id}/human-response", agents.human_response),
-            web.get("/ws", websocket),
+            web.get("/ws", ws.websocket),
         ]
     )
     # ---- the dashboard: its page and static assets (edge/dashboard.py, files in edge/ui/) ----
