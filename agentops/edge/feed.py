@@ -8,7 +8,7 @@ Rules:
   a flow-control reply, so the server holds at most one flow-control window for the edge and
   its connection never becomes a slow consumer; a message nats-py drops at the limit is a
   consumer-sequence gap, and a gap re-creates the consumer where it stopped.
-- Each event is decoded and serialised once (`Frame.text`) and offered to the listeners of its
+- Each event is decoded and serialised and encoded once (`Frame.data`) and offered to the listeners of its
   task, of its agent and of everything. `offer` never blocks: each client has its own bound.
 - The consumer always starts at a stream sequence (the stream's last one + 1 at first), and is
   re-created from the last sequence seen + 1 (no gap, no duplicate) on a consumer-sequence
@@ -54,12 +54,12 @@ RETRY_S = (0.2, 0.5, 1.0, 2.0)
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One event as every client receives it, serialised once."""
+    """One event as every client receives it, serialised and encoded once."""
 
     seq: int
     task_id: str
     agent_id: str | None
-    text: str
+    data: bytes  # the UTF-8 text of the frame
 
 
 def decode_frame(seq: int, subject: str, data: bytes) -> Frame | None:
@@ -79,7 +79,7 @@ def decode_frame(seq: int, subject: str, data: bytes) -> Frame | None:
         "data": body["data"],
     }
     text = json.dumps(frame, separators=(",", ":"))
-    return Frame(seq, event.task_id, event.agent_id, text)
+    return Frame(seq, event.task_id, event.agent_id, text.encode())
 
 
 class Listener(Protocol):

@@ -160,7 +160,7 @@ class ClientFeed:
                 self.held_epoch += 1
             self.held.append(frame)
             return
-        if self._over_bound(len(frame.text)):
+        if self._over_bound(len(frame.data)):
             self.end(CLOSE_TRY_AGAIN_LATER, "slow", "client too slow")
             return
         self._enqueue(frame)
@@ -186,7 +186,7 @@ class ClientFeed:
 
     def _enqueue(self, frame: Frame) -> None:
         self.frames.append(frame)
-        self.queued_bytes += len(frame.text)
+        self.queued_bytes += len(frame.data)
         self._wake.set()
 
     def resume_from(self) -> int:
@@ -251,12 +251,12 @@ class ClientFeed:
                 self._wake.clear()
                 await self._wake.wait()
             frame = self.frames.popleft()
-            self.queued_bytes -= len(frame.text)
+            self.queued_bytes -= len(frame.data)
             async with self._send_lock:
                 # Without compression aiohttp writes the whole frame before its first await
                 # (the drain), so a frame whose send is cancelled in the drain was still sent.
                 self.last_sent = frame.seq
-                await self.ws.send_str(frame.text)
+                await self.ws.send_frame(frame.data, WSMsgType.TEXT)
             self.metrics.ws_events_sent += 1
             if self._has_room():
                 self._room.set()
