@@ -88,7 +88,7 @@ class Listener(Protocol):
 
     def offer(self, frame: Frame) -> None: ...
 
-    def lost(self, reason: str) -> None: ...
+    def lost(self, reason: str, since: int | None = None) -> None: ...
 
 
 class FeedDown(Exception):
@@ -157,11 +157,11 @@ class EventFeed:
                 except Exception:  # one client's failure never stops the others' feed
                     log.exception("ws.offer_failed")
 
-    def _lose_all(self, reason: str) -> None:
+    def _lose_all(self, reason: str, since: int | None = None) -> None:
         for listener in self.listeners():
             self.remove(listener)
             with contextlib.suppress(Exception):
-                listener.lost(reason)
+                listener.lost(reason, since)
 
     # ---- lifecycle ----
     async def start(self, wait_s: float = 5.0) -> None:
@@ -207,7 +207,7 @@ class EventFeed:
         last = info.state.last_seq
         if last < self.last_seq:  # deleted and declared again: old sequences mean nothing
             log.warning("ws.stream_reset", was=self.last_seq, now=last)
-            self._lose_all("event stream was reset")
+            self._lose_all("event stream was reset", since=0)
             self.last_seq = last
         elif self.last_seq == 0 and not self._ready.is_set():
             self.last_seq = last

@@ -165,8 +165,8 @@ class ClientFeed:
             return
         self._enqueue(frame)
 
-    def lost(self, reason: str) -> None:
-        self.end(WSCloseCode.INTERNAL_ERROR, "feed_lost", reason)
+    def lost(self, reason: str, since: int | None = None) -> None:
+        self.end(WSCloseCode.INTERNAL_ERROR, "feed_lost", reason, since)
 
     # ---- the queue ----
     def _buffered(self) -> int:
@@ -192,12 +192,14 @@ class ClientFeed:
     def resume_from(self) -> int:
         return self.last_sent if self.last_sent is not None else self.start
 
-    def end(self, code: int, kind: str, reason: str) -> None:
+    def end(self, code: int, kind: str, reason: str, since: int | None = None) -> None:
+        """Close with `code`, naming the `since` to reconnect with (ours, unless given)."""
         if self.ending is not None:
             return
-        self.ending = (code, f"{reason}: reconnect with since={self.resume_from()}")
+        since = self.resume_from() if since is None else since
+        self.ending = (code, f"{reason}: reconnect with since={since}")
         self.metrics.ws_disconnects[kind] += 1
-        log.info("ws.client_closed", code=code, reason=reason, since=self.resume_from())
+        log.info("ws.client_closed", code=code, reason=reason, since=since)
         self._ended.set()
 
     # ---- replay, then live ----

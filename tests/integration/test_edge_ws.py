@@ -397,3 +397,24 @@ async def test_a_lost_feed_closes_clients_1011_and_comes_back_with_the_stream(
     async with client.ws_connect("/ws") as ws:
         seq = await emit(js, 2)
         assert (await ws.receive_json(timeout=10))["seq"] == seq == 1
+
+
+async def test_a_stream_declared_anew_closes_clients_1011_with_since_zero(
+    make_client: MakeClient, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events stream deleted and declared again at once: old sequences name nothing in
+    it, so clients are closed with 1011 and told since=0; the feed goes on with the new one."""
+    monkeypatch.setattr(feed_module, "HEARTBEAT_S", 0.2)
+    client = await make_client()
+    async with client.ws_connect("/ws") as ws:
+        for n in range(3):
+            await emit(js, n)
+        await frames(ws, 3)
+        await js.delete_stream(s.EVENTS_STREAM)
+        await ensure_jetstream(js)
+        sent, closing = await close_of(ws)
+        assert (sent, closing.data) == ([], 1011)
+        assert closing.extra == "event stream was reset: reconnect with since=0"
+    async with client.ws_connect("/ws", params={"since": "0"}) as ws:
+        seq = await emit(js, 4)
+        assert (await ws.receive_json(timeout=10))["seq"] == seq == 1
