@@ -8,7 +8,7 @@ Rules:
   a flow-control reply, so the server holds at most one flow-control window for the edge and
   its connection never becomes a slow consumer; a message nats-py drops at the limit is a
   consumer-sequence gap, and a gap re-creates the consumer where it stopped.
-- Each event is decoded and serialised and encoded once (`Frame.data`) and offered to the listeners of its
+- Each event is decoded and serialised and framed once (`Frame.wire`) and offered to the listeners of its
   task, of its agent and of everything. `offer` never blocks: each client has its own bound.
 - The consumer always starts at a stream sequence (the stream's last one + 1 at first), and is
   re-created from the last sequence seen + 1 (no gap, no duplicate) on a consumer-sequence
@@ -60,6 +60,19 @@ class Frame:
     task_id: str
     agent_id: str | None
     data: bytes  # the UTF-8 text of the frame
+    wire: bytes  # the whole WebSocket text frame (a server's frames are not masked)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked WebSocket text frame (RFC 6455 §5.2) carrying `payload`."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 1 << 16:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
 
 
 def decode_frame(seq: int, subject: str, data: bytes) -> Frame | None:
@@ -78,8 +91,8 @@ def decode_frame(seq: int, subject: str, data: bytes) -> Frame | None:
         "agent_id": body["agent_id"],
         "data": body["data"],
     }
-    text = json.dumps(frame, separators=(",", ":"))
-    return Frame(seq, event.task_id, event.agent_id, text.encode())
+    data = json.dumps(frame, separators=(",", ":")).encode()
+    return Frame(seq, event.task_id, event.agent_id, data, text_frame(data))
 
 
 class Listener(Protocol):

@@ -59,6 +59,7 @@ MAX_CLIENT_FRAME = 64 * 1024
 MAX_WIRE_FRAME = 1024 * 1024
 MAX_SINCE = 2**63 - 2
 CLOSE_TRY_AGAIN_LATER = 1013
+WRITE_BUFFER = 64 * 1024  # what the fast path lets wait in the transport (asyncio's high water)
 
 
 @dataclass
@@ -147,6 +148,7 @@ class ClientFeed:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._send_lock = asyncio.Lock()
+        self._pumping = False  # the pump holds a frame: later ones queue behind it
 
     # ---- called by the feed (never blocks) ----
     def offer(self, frame: Frame) -> None:
@@ -185,9 +187,25 @@ class ClientFeed:
         )
 
     def _enqueue(self, frame: Frame) -> None:
+        if not self.frames and not self._pumping and self._write_now(frame):
+            return
         self.frames.append(frame)
         self.queued_bytes += len(frame.data)
         self._wake.set()
+
+    def _write_now(self, frame: Frame) -> bool:
+        """The fast path: nothing waits before this frame and the transport takes it without
+        growing past `WRITE_BUFFER`, so its prebuilt bytes are written here and now (one write
+        per client, no task switch); otherwise the pump sends it and waits for the drain."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            return False
+        if transport.get_write_buffer_size() > WRITE_BUFFER or self._send_lock.locked():
+            return False
+        transport.write(frame.wire)
+        self.last_sent = frame.seq
+        self.metrics.ws_events_sent += 1
+        return True
 
     def resume_from(self) -> int:
         return self.last_sent if self.last_sent is not None else self.start
@@ -254,11 +272,15 @@ class ClientFeed:
                 await self._wake.wait()
             frame = self.frames.popleft()
             self.queued_bytes -= len(frame.data)
-            async with self._send_lock:
-                # Without compression aiohttp writes the whole frame before its first await
-                # (the drain), so a frame whose send is cancelled in the drain was still sent.
-                self.last_sent = frame.seq
-                await self.ws.send_frame(frame.data, WSMsgType.TEXT)
+            self._pumping = True
+            try:
+                async with self._send_lock:
+                    # Without compression aiohttp writes the whole frame before its first
+                    # await (the drain): a frame whose send is cancelled there was still sent.
+                    self.last_sent = frame.seq
+                    await self.ws.send_frame(frame.data, WSMsgType.TEXT)
+            finally:
+                self._pumping = bool(self.frames)
             self.metrics.ws_events_sent += 1
             if self._has_room():
                 self._room.set()

@@ -418,3 +418,15 @@ async def test_a_stream_declared_anew_closes_clients_1011_with_since_zero(
     async with client.ws_connect("/ws", params={"since": "0"}) as ws:
         seq = await emit(js, 4)
         assert (await ws.receive_json(timeout=10))["seq"] == seq == 1
+
+
+async def test_frames_of_every_length_form_reach_the_client_intact(
+    client: Client_, js: JetStreamContext
+) -> None:
+    """Events framed with a 7-, 16- and 64-bit length arrive whole, in order."""
+    async with client.ws_connect("/ws") as ws:
+        sizes = (10, 1_000, 70_000)
+        seqs = [await emit(js, n, blob="z" * size) for n, size in enumerate(sizes)]
+        got = await frames(ws, 3)
+        assert [f["seq"] for f in got] == seqs
+        assert [len(f["data"]["blob"]) for f in got] == list(sizes)
