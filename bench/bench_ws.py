@@ -18,7 +18,8 @@ temporary data dir on free ports, then:
      connect, frames received twice and clients that saw sequences out of order (events
      after the reference's end, e.g. a late status, may arrive and are not counted as wrong),
    - the edge's CPU (share of one core over the run) and RSS (peak, from /proc), and the
-     `Slow Consumer` lines in the nats-server log.
+     `Slow Consumer` lines in the nats-server log; the nats-server's CPU and the consumers on
+     the events stream once every client is connected.
 Measure the implementation before a change the same way: `PYTHONPATH=<old tree> python
 bench/bench_ws.py` runs `agentops up` from the old tree (the children inherit PYTHONPATH).
 
@@ -182,7 +183,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def run(args: argparse.Namespace, system: System) -> None:
     base = system.url
-    edge = system.pids()["edge"]
+    edge, server = system.pids()["edge"], system.pids().get("nats-server")
     admin = await nats.connect(system.nats_url, **system.admin)  # type: ignore[arg-type]
     js = admin.jetstream()
     since = (await js.stream_info(s.EVENTS_STREAM)).state.last_seq
@@ -213,6 +214,8 @@ async def run(args: argparse.Namespace, system: System) -> None:
     clients: list[Client] = []
     followers: list[asyncio.Task[None]] = []
     cpu0, t0 = cpu_s(edge), time.monotonic()
+    server0 = cpu_s(server) if server else 0.0
+    consumers = 0
     per_task = args.task_clients // args.tasks
     connector = aiohttp.TCPConnector(limit=0)
     async with (
@@ -233,6 +236,8 @@ async def run(args: argparse.Namespace, system: System) -> None:
                 clients.append(Client("task", task_id))
                 followers.append(asyncio.create_task(follow(session, base, clients[-1], since)))
             await asyncio.sleep(args.pace_s)  # the set pace of task starts
+        await until(lambda: all(c.connected_at or c.failed for c in clients))
+        consumers = (await js.stream_info(s.EVENTS_STREAM)).state.consumer_count
         deadline = time.monotonic() + args.timeout_s
         while True:
             page = await http.get("/tasks", params={"status": "completed", "limit": 1})
@@ -259,6 +264,7 @@ async def run(args: argparse.Namespace, system: System) -> None:
             proc.join(30)
         wall = time.monotonic() - t0
         cpu = cpu_s(edge) - cpu0
+        server_cpu = cpu_s(server) - server0 if server else 0.0
         peak = rss_mb(edge)
         for task in followers:
             task.cancel()
@@ -305,6 +311,10 @@ async def run(args: argparse.Namespace, system: System) -> None:
         f"edge CPU {cpu / wall * 100:.0f} % of a core over {wall:.1f} s "
         f"({cpu / max(total, 1) * 1e6:.0f} us per frame delivered); RSS peak {peak:.0f} MB; "
         f"nats-server 'Slow Consumer' lines: {log.count('Slow Consumer')}"
+    )
+    print(
+        f"nats-server CPU {server_cpu / wall * 100:.0f} % of a core; consumers on the events "
+        f"stream with every client connected: {consumers} (the benchmark's own probe included)"
     )
 
 
