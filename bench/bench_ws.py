@@ -7,8 +7,8 @@ temporary data dir on free ports, then:
    LLM call), one every `--pace-s` seconds, and connects `--task-clients` clients spread over
    them (each follows one task, from `since=` the stream's position before the first task, so
    nothing is missed while they connect);
-3. waits for every task to complete and the clients to go quiet, then reads the whole run once
-   more with one fresh client (`since=` that position) as the reference, and prints:
+3. waits for every task to complete and the clients to go quiet (the reference is the
+   benchmark's own ordered consumer of the stream: NATS, not the edge), and prints:
    - event latency p50/p99/max per group (receipt time minus the event's `ts`, for events
      stamped after the client had connected: replayed ones are left out), and from the
      event's arrival at the benchmark's own ordered consumer of the stream (the edge's share),
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import sys
@@ -162,20 +163,6 @@ def all_group(
     out.put([(c.seqs, c.connected_at, c.stamps, c.close_code, c.failed) for c in clients])
 
 
-async def reference(base: str, since: int, until: int) -> dict[int, str]:
-    """Every event of the run (seq -> task id), read once by a fresh client."""
-    out: dict[int, str] = {}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(f"{base}/ws", params={"since": str(since)}) as ws,
-    ):
-        while not out or max(out) < until:
-            frame = await ws.receive_json(timeout=60)
-            if "seq" in frame:
-                out[frame["seq"]] = frame["task_id"]
-    return out
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
@@ -188,9 +175,12 @@ async def run(args: argparse.Namespace, system: System) -> None:
     js = admin.jetstream()
     since = (await js.stream_info(s.EVENTS_STREAM)).state.last_seq
     arrived: dict[int, float] = {}
+    ref: dict[int, str] = {}  # every event of the run (seq -> task id), read over NATS
 
     async def arrival(msg: Msg) -> None:
-        arrived[msg.metadata.sequence.stream] = time.time()
+        seq = msg.metadata.sequence.stream
+        arrived[seq] = time.time()
+        ref[seq] = json.loads(msg.data)["task_id"]
 
     probe = await js.subscribe(
         s.events_filter(), cb=arrival, ordered_consumer=True,
@@ -247,7 +237,7 @@ async def run(args: argparse.Namespace, system: System) -> None:
             await asyncio.sleep(0.5)
         last = (await js.stream_info(s.EVENTS_STREAM)).state.last_seq
         last_seq.value = last
-        ref = await reference(base, since, last)
+        await until(lambda: bool(ref) and max(ref) >= last)
         by_task: dict[str, list[int]] = {}
         for seq, task in ref.items():
             by_task.setdefault(task, []).append(seq)
