@@ -12,6 +12,9 @@ Rules:
   the last replayed sequence are dropped, so there is no gap and no duplicate. Without
   `since` the client starts at the feed's position. `seq` in every frame is the stream
   sequence, the value to reconnect with.
+- A frame with nothing queued before it is written at once, its prebuilt bytes straight to
+  the transport (one write per client, no task switch), while the transport holds under
+  `WRITE_BUFFER`; otherwise it is queued and the client's pump sends it, waiting for drains.
 - Bounds, all closing with 1013 and a reason naming the `since` to reconnect with (the last
   sequence sent): a live frame that would pass `ws_queue_size` frames or `ws_queue_bytes`
   (the transport's write buffer counted too), or a replay the client frees no room for within
