@@ -93,21 +93,30 @@ async def scan(
     nc: Client, js: JetStreamContext, stream: str, subject_filter: str
 ) -> AsyncIterator[list[Stored]]:
     """Every stored message on `subject_filter`, in stream order, a batch at a time."""
-    subject = f"{api_prefix(js)}.DIRECT.GET.{stream}"
     sequence = 1
     while True:
-        request = {
-            "next_by_subj": subject_filter,
-            "seq": sequence,
-            "batch": BATCH,
-            "max_bytes": BATCH_BYTES,
-        }
-        found, pending = await _batch(nc, subject, request)
+        found, pending = await next_by_subject(nc, js, stream, subject_filter, sequence)
         if found:
             yield found
             sequence = found[-1].sequence + 1
         if not found or not pending:
             return
+
+
+async def next_by_subject(
+    nc: Client,
+    js: JetStreamContext,
+    stream: str,
+    subject_filter: str,
+    sequence: int,
+    size: int = BATCH,
+    max_bytes: int = BATCH_BYTES,
+) -> tuple[list[Stored], int]:
+    """Up to `size` stored messages on `subject_filter` from `sequence` on, and how many more
+    match (0: none up to the stream's last message when the request was served)."""
+    subject = f"{api_prefix(js)}.DIRECT.GET.{stream}"
+    request = {"next_by_subj": subject_filter, "seq": sequence, "batch": size}
+    return await _batch(nc, subject, {**request, "max_bytes": max_bytes})
 
 
 async def last_of(

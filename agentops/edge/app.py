@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 
 from agentops.agents.loader import load_agent_specs
 from agentops.config import Settings, load_auth, load_workspaces
-from agentops.edge import agents, dashboard, openapi, tasks, workflows, workspaces
+from agentops.edge import agents, dashboard, openapi, tasks, workflows, workspaces, ws
 from agentops.edge.auth import TOKENS, Tokens, auth_middleware
 from agentops.edge.context import BUS, CONFIG, Bus, EdgeConfig
 from agentops.edge.errors import error_middleware
@@ -35,7 +35,6 @@ from agentops.edge.metrics import metrics, metrics_middleware
 from agentops.edge.metrics import setup as setup_metrics
 from agentops.edge.server import Guard
 from agentops.edge.server import install as install_guards
-from agentops.edge.ws import WS_CLIENTS, WsClients, websocket
 
 
 def config_from_settings(settings: Settings) -> EdgeConfig:
@@ -48,10 +47,6 @@ def config_from_settings(settings: Settings) -> EdgeConfig:
         agent_specs=load_agent_specs(settings),
         jetstream_domain=settings.jetstream_domain,
     )
-
-
-async def _close_websockets(app: web.Application) -> None:
-    await app[WS_CLIENTS].close_all()
 
 
 def create_app(
@@ -73,14 +68,13 @@ def create_app(
         config.api_token, config.tokens, config.auth_max_failures, config.auth_window_s
     )
     setup_metrics(app)
-    app[WS_CLIENTS] = WsClients()
+    ws.setup(app)  # the events feed and the open sockets (closed with 1001 at shutdown)
     app[DLQ_START] = []
     app[SEEN] = {}
     openapi.setup(app)
     app.on_startup.append(remember_dlq_start)
     app.on_startup.append(start_indexes)
     app.on_cleanup.append(close_indexes)
-    app.on_shutdown.append(_close_websockets)
     app.router.add_routes(
         [
             web.get("/health", health),
@@ -109,7 +103,7 @@ def create_app(
             web.post("/agents/{agent_id}/pause", agents.pause_agent),
             web.post("/agents/{agent_id}/resume", agents.resume_agent),
             web.post("/agents/{agent_id}/human-response", agents.human_response),
-            web.get("/ws", websocket),
+            web.get("/ws", ws.websocket),
         ]
     )
     # ---- the dashboard: its page and static assets (edge/dashboard.py, files in edge/ui/) ----

@@ -44,8 +44,12 @@ class EdgeConfig:
     control_wait_s: float = 3.0  # pause/resume: wait for the agent to confirm
     human_wait_s: float = 5.0  # human-response: wait for the answer in the thread
     health_window_s: float = 0.3  # how long to gather $SRV.PING / $SRV.STATS replies
-    ws_queue_size: int = 1000  # frames buffered per WebSocket client
-    ws_slow_client_s: float = 5.0  # a client whose queue stays full this long is cut off (1013)
+    ws_queue_size: int = 1000  # frames queued per WebSocket client; one more is 1013
+    ws_queue_bytes: int = 1024 * 1024  # bytes queued per client, its transport's buffer included
+    ws_send_buffer: int = 64 * 1024  # the socket's SO_SNDBUF, so the kernel holds little more
+    ws_slow_client_s: float = 5.0  # a replay the client frees no room for this long: 1013
+    ws_feed_grace_s: float = 10.0  # the events feed down this long: every client gets 1011
+    ws_close_timeout_s: float = 5.0  # a close the client does not take in time: connection cut
     ws_max_bad_frames: int = 20  # junk frames a client may send before it is closed (1008)
     ws_heartbeat_s: float = 30.0
     client_max_size: int = MAX_BODY_BYTES

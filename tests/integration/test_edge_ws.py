@@ -1,7 +1,9 @@
-"""The edge's WebSocket against a real nats-server: replay from `since`, live, filters, junk."""
+"""The edge's WebSocket against a real nats-server: replay from `since`, live, filters, junk,
+bounds, one feed per edge and what happens when it breaks."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -9,16 +11,20 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from agentops.bus.connection import publish_event
 from agentops.bus.setup import ensure_jetstream
+from agentops.edge import feed as feed_module
 from agentops.edge.app import create_app
 from agentops.edge.context import EdgeConfig
+from agentops.edge.feed import EventFeed
 from agentops.edge.metrics import METRICS
+from agentops.edge.ws import WS_CLIENTS
+from agentops.natsserver import NatsServer
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import Event
 from tests.helpers import eventually
@@ -141,14 +147,13 @@ async def test_undecodable_event_is_skipped(client: Client_, js: JetStreamContex
 async def test_junk_frames_get_error_frames_and_the_connection_stays_usable(
     client: Client_, js: JetStreamContext
 ) -> None:
-    """Non-JSON, binary, shapeless and unknown frames each get an error frame; ping still works."""
+    """Non-JSON, shapeless and unknown frames each get an error frame; ping still works."""
     async with client.ws_connect("/ws") as ws:
         await ws.send_str("not json")
-        await ws.send_bytes(b"\x00\x01")
         await ws.send_str("[1, 2]")
         await ws.send_json({"type": "subscribe"})
-        codes = [(await ws.receive_json(timeout=10))["error"]["code"] for _ in range(4)]
-        assert codes == ["invalid_json", "unsupported_frame", "invalid_frame", "unknown_type"]
+        codes = [(await ws.receive_json(timeout=10))["error"]["code"] for _ in range(3)]
+        assert codes == ["invalid_json", "invalid_frame", "unknown_type"]
         await ws.send_json({"type": "ping"})
         assert await ws.receive_json(timeout=10) == {"type": "pong"}
         seq = await emit(js, 1)
@@ -166,6 +171,27 @@ async def test_too_many_bad_frames_close_with_1008(make_client: MakeClient) -> N
         closing = await ws.receive(timeout=10)
         assert closing.type is WSMsgType.CLOSE
         assert closing.data == 1008
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "close"),
+    [
+        (b"\x00\x01", "unsupported_frame", 1003),
+        ('{"type": "ping", "pad": "' + "x" * 70_000 + '"}', "frame_too_big", 1009),
+        ("[" * 30_000 + "]" * 30_000, "frame_too_deep", 1009),
+    ],
+)
+async def test_bad_frames_get_an_error_frame_then_close_1003_or_1009(
+    client: Client_, frame: str | bytes, code: str, close: int
+) -> None:
+    """A binary frame closes with 1003, a too big or too deeply nested one with 1009, each
+    after an error frame saying why (never a plain 1000)."""
+    async with client.ws_connect("/ws") as ws:
+        await (ws.send_bytes(frame) if isinstance(frame, bytes) else ws.send_str(frame))
+        assert (await ws.receive_json(timeout=10))["error"]["code"] == code
+        closing = await ws.receive(timeout=10)
+        assert closing.type is WSMsgType.CLOSE
+        assert (closing.data, closing.extra) == (close, code)
 
 
 @pytest.mark.parametrize(
@@ -245,3 +271,162 @@ async def test_ws_metrics_count_clients_and_frames(client: Client_, js: JetStrea
         return app[METRICS].ws_clients == 0
 
     await eventually(unregistered, what="the client to be unregistered")
+
+
+def feed_of(client: Client_) -> EventFeed:
+    assert client.app is not None
+    feed = client.app[WS_CLIENTS].feed
+    assert feed is not None
+    return feed
+
+
+async def close_of(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[int], WSMessage]:
+    """Read to the close: the sequences received, and the close message."""
+    seqs: list[int] = []
+    while True:
+        msg = await ws.receive(timeout=30)
+        if msg.type is not WSMsgType.TEXT:
+            return seqs, msg
+        seqs.append(msg.json()["seq"])
+
+
+async def test_replay_joins_the_live_feed_while_events_keep_coming(
+    make_client: MakeClient, js: JetStreamContext
+) -> None:
+    """A replay of many batches, with events published all along, joins the live feed with
+    every sequence once, in order."""
+    client = await make_client(ws_queue_size=40)  # batches of 20: many rounds
+    first = [await emit(js, n) for n in range(300)]
+
+    async def more() -> None:
+        for n in range(300, 500):
+            await emit(js, n)
+
+    publishing = asyncio.create_task(more())
+    async with client.ws_connect("/ws", params={"since": "0"}) as ws:
+        got = [f["seq"] for f in await frames(ws, 500)]
+        await publishing
+        assert got == list(range(first[0], first[0] + 500))
+        assert feed_of(client).resets == 0
+        await ws.send_json({"type": "ping"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}
+
+
+async def test_one_consumer_serves_every_client(client: Client_, js: JetStreamContext) -> None:
+    """However many clients follow, the events stream has one consumer (the edge's feed)."""
+    sockets = [await client.ws_connect("/ws", params=p) for p in ({}, {"task_id": "task_a"})]
+    sockets += [await client.ws_connect("/ws", params={"since": "0"}) for _ in range(3)]
+    seq = await emit(js, 1)
+    for ws in sockets:
+        assert (await ws.receive_json(timeout=10))["seq"] == seq
+    info = await js.stream_info(s.EVENTS_STREAM)
+    assert info.state.consumer_count == 1
+    for ws in sockets:
+        await ws.close()
+
+
+async def test_a_burst_with_a_stalled_client_cuts_it_off_and_nats_never_sees_a_slow_consumer(
+    make_client: MakeClient, js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    """A live client that never reads is closed with 1013 once its queue and socket buffer
+    pass the bound (not absorbed by the kernel); a reading client gets every event of the
+    burst; the edge's NATS connection is never a slow consumer."""
+    client = await make_client(ws_queue_bytes=256 * 1024)
+    async with (
+        client.ws_connect("/ws") as stalled,
+        client.ws_connect("/ws", params={"task_id": "task_a"}) as reader,
+    ):
+        blob = "y" * 1000
+        reading = asyncio.create_task(frames(reader, 3000))
+        seqs = [await emit(js, n, blob=blob) for n in range(3000)]  # ~3 MB
+        got = [f["seq"] for f in await reading]
+        assert got == sorted(seqs)
+        sent, closing = await close_of(stalled)
+        assert (closing.type, closing.data) == (WSMsgType.CLOSE, 1013)
+        assert closing.extra == f"client too slow: reconnect with since={sent[-1]}"
+        assert sent == sorted(seqs)[: len(sent)] and len(sent) < 3000
+    assert nats_server.monitor_url is not None
+    async with aiohttp.ClientSession() as http:
+        varz = await (await http.get(f"{nats_server.monitor_url}/varz")).json()
+    assert varz["slow_consumers"] == 0
+    assert client.app is not None and client.app[METRICS].ws_disconnects["slow"] == 1
+
+
+async def test_a_deleted_feed_consumer_is_recreated_without_gap_or_duplicate(
+    make_client: MakeClient, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed's consumer gone (a restarted server forgets it): heartbeats stop, the feed
+    starts again after the last sequence it saw, and clients see nothing missing or twice."""
+    monkeypatch.setattr(feed_module, "HEARTBEAT_S", 0.2)
+    client = await make_client()
+    async with client.ws_connect("/ws") as ws:
+        before = [await emit(js, n) for n in range(3)]
+        assert [f["seq"] for f in await frames(ws, 3)] == before
+        for consumer in await js.consumers_info(s.EVENTS_STREAM):
+            await js.delete_consumer(s.EVENTS_STREAM, consumer.name)
+        after = [await emit(js, n) for n in range(3, 6)]
+        assert [f["seq"] for f in await frames(ws, 3)] == after
+        assert feed_of(client).resets >= 1
+        await ws.send_json({"type": "ping"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}
+
+
+async def test_a_lost_feed_closes_clients_1011_and_comes_back_with_the_stream(
+    make_client: MakeClient, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events stream deleted: clients are closed with 1011 and their `since` (never left
+    silent), new ones get 503, and once the stream is declared again the feed is back."""
+    monkeypatch.setattr(feed_module, "HEARTBEAT_S", 0.2)
+    client = await make_client(ws_feed_grace_s=0.5)
+    async with client.ws_connect("/ws") as ws:
+        seq = await emit(js, 1)
+        assert (await ws.receive_json(timeout=10))["seq"] == seq
+        await js.delete_stream(s.EVENTS_STREAM)
+        sent, closing = await close_of(ws)
+        assert (sent, closing.data) == ([], 1011)
+        assert closing.extra == f"event feed lost: reconnect with since={seq}"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws")
+    assert refused.value.status == 503
+    await ensure_jetstream(js)
+
+    async def back() -> bool:
+        return feed_of(client).up
+
+    await eventually(back, timeout=15, what="the feed to come back")
+    async with client.ws_connect("/ws") as ws:
+        seq = await emit(js, 2)
+        assert (await ws.receive_json(timeout=10))["seq"] == seq == 1
+
+
+async def test_a_stream_declared_anew_closes_clients_1011_with_since_zero(
+    make_client: MakeClient, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events stream deleted and declared again at once: old sequences name nothing in
+    it, so clients are closed with 1011 and told since=0; the feed goes on with the new one."""
+    monkeypatch.setattr(feed_module, "HEARTBEAT_S", 0.2)
+    client = await make_client()
+    async with client.ws_connect("/ws") as ws:
+        for n in range(3):
+            await emit(js, n)
+        await frames(ws, 3)
+        await js.delete_stream(s.EVENTS_STREAM)
+        await ensure_jetstream(js)
+        sent, closing = await close_of(ws)
+        assert (sent, closing.data) == ([], 1011)
+        assert closing.extra == "event stream was reset: reconnect with since=0"
+    async with client.ws_connect("/ws", params={"since": "0"}) as ws:
+        seq = await emit(js, 4)
+        assert (await ws.receive_json(timeout=10))["seq"] == seq == 1
+
+
+async def test_frames_of_every_length_form_reach_the_client_intact(
+    client: Client_, js: JetStreamContext
+) -> None:
+    """Events framed with a 7-, 16- and 64-bit length arrive whole, in order."""
+    async with client.ws_connect("/ws") as ws:
+        sizes = (10, 1_000, 70_000)
+        seqs = [await emit(js, n, blob="z" * size) for n, size in enumerate(sizes)]
+        got = await frames(ws, 3)
+        assert [f["seq"] for f in got] == seqs
+        assert [len(f["data"]["blob"]) for f in got] == list(sizes)

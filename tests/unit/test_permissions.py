@@ -104,6 +104,16 @@ def test_agent_state_is_written_by_agents_and_read_by_agents_and_the_edge() -> N
     assert senders(tasks_read) == {"edge", "orchestrator"}
 
 
+def test_only_the_edge_reads_the_events_stream_for_websockets() -> None:
+    """The edge's feed (an unnamed push consumer, its flow control) and its replays (batched
+    direct gets) are the edge's alone; nobody may read single events by subject."""
+    events = s.EVENTS_STREAM
+    assert senders(f"{API}.DIRECT.GET.{events}") == {"edge"}
+    assert senders(f"{API}.DIRECT.GET.{events}.{s.event('t', None, 'task.created')}") == set()
+    assert senders(s.consumer_create(API, events)) == {"edge"}
+    assert senders(f"$JS.FC.{events}.x.y") == {"edge"}
+
+
 def test_streams_are_managed_by_the_orchestrator_alone_and_deleted_by_no_one() -> None:
     """Create, update and purge belong to the declarer; no process may delete a stream."""
     for stream in (*s.STREAMS, *(s.kv_stream(b) for b in s.BUCKETS)):
