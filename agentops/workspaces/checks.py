@@ -14,8 +14,8 @@ from agentops.protocol.subjects import InvalidName, check_id
 from agentops.workspaces.gitcmd import tree_bytes
 from agentops.workspaces.sources import WorkspaceError
 
-_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,254}$")
-SHA = re.compile(r"^[0-9a-f]{4,64}$")
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]{0,254}")  # matched whole (fullmatch)
+SHA = re.compile(r"[0-9a-f]{4,64}")  # matched whole
 DEPTH_FILE = "agentops.depth"
 
 
@@ -44,14 +44,14 @@ def checked(workspace_id: str) -> str:
 
 
 def check_ref(ref: str | None) -> None:
-    if ref is not None and (not _REF.match(ref) or ".." in ref or ref.endswith(".lock")):
+    if ref is not None and (not _REF.fullmatch(ref) or ".." in ref or ref.endswith(".lock")):
         raise WorkspaceError(
             "invalid_ref", f"invalid ref {ref!r}: give a branch name, a tag name or a sha"
         )
 
 
 def check_sha(rev: str) -> str:
-    if not SHA.match(rev):
+    if not SHA.fullmatch(rev):
         raise WorkspaceError("invalid_ref", f"invalid commit {rev!r}: give a sha")
     return rev
 

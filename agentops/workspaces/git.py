@@ -78,7 +78,7 @@ BACKGROUND_NICE = 10
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
 BASE_REF = "refs/agentops/base"
 COMMITTER = ("agentops", "agentops@agentops.local")
-_AUTHOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_AUTHOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _KEPT_CONFIG = ("core.repositoryformatversion", "core.filemode", "extensions.")
 
 
@@ -206,7 +206,7 @@ class Workspaces:
         """Commit every change in the workspace as `author <author@agentops.local>`; the new
         sha, or None when nothing changed. Serialised per workspace. `background`: nothing
         waits for it, so its git commands run at a lower priority than the agents' work."""
-        if not _AUTHOR.match(author):
+        if not _AUTHOR.fullmatch(author):
             raise WorkspaceError("invalid_author", f"invalid author {author!r}")
         nice = BACKGROUND_NICE if background else 0
         with self.locked(workspace_id):
@@ -372,7 +372,7 @@ class Workspaces:
                 raise WorkspaceError("ref_not_found", f"{source.shown} has no default branch")
             return sha
         candidates = [f"refs/heads/{ref}", f"refs/tags/{ref}"]
-        if SHA.match(ref):
+        if SHA.fullmatch(ref):
             candidates.append(ref)
         for candidate in candidates:
             sha = self._rev(git_dir, f"{candidate}^{{commit}}")
