@@ -172,7 +172,7 @@ def _orchestrator(r: _Rights) -> None:
     for stream in s.declared_streams():  # it declares them all
         r.publish(*(s.stream_api(r.api, action, stream) for action in ("CREATE", "UPDATE", "INFO")))
     deleted = (s.THREADS_STREAM, s.EVENTS_STREAM, s.AGENTS_BUCKET, s.TOOL_CALLS_BUCKET)
-    kv_deleted = (*deleted[2:], s.TASKS_BUCKET, s.WORKFLOWS_BUCKET)
+    kv_deleted = (*deleted[2:], s.TASKS_BUCKET, s.WORKFLOWS_BUCKET, s.IDEMPOTENCY_BUCKET)
     for stream in (*deleted[:2], *(s.kv_stream(b) for b in kv_deleted)):
         r.publish(s.stream_api(r.api, "PURGE", stream))  # deleting a task's data
     for bucket in (s.TASKS_BUCKET, s.WORKFLOWS_BUCKET):  # the retention sweep scans records

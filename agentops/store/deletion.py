@@ -80,6 +80,10 @@ async def _purge_task(js: JetStreamContext, record: TaskRecord, workspace: bool)
         await js.purge_stream(
             s.kv_stream(s.TOOL_CALLS_BUCKET), subject=s.kv_filter(s.TOOL_CALLS_BUCKET, agent_id)
         )
+        # The edge's claim for the agent (`edge/pending.py`, read-your-writes before it starts).
+        await js.purge_stream(
+            s.kv_stream(s.IDEMPOTENCY_BUCKET), subject=s.kv_key(s.IDEMPOTENCY_BUCKET, agent_id)
+        )
     await js.purge_stream(s.EVENTS_STREAM, subject=s.events_of_task(record.task_id))
     now = datetime.now(UTC)
     if workspace:

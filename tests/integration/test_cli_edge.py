@@ -118,7 +118,7 @@ async def test_token_flag_opens_an_edge_that_requires_one(make_edge: api.MakeEdg
     code, _, err = await cli(edge, "agents")
     assert code == 1 and err.startswith("error: HTTP 401 unauthorized")
     code, out, err = await cli(edge, "agents", "--token", "s3cret", "-o", "json")
-    assert (code, err, json.loads(out)) == (0, "", {"agents": []})
+    assert (code, err, json.loads(out)) == (0, "", {"agents": [], "total": 0})
 
 
 # ---- logs and watch over WS /ws ----
