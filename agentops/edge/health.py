@@ -155,29 +155,27 @@ async def _none() -> None:
     return None
 
 
+def _stream_state(found: dict[str, Any]) -> str:
+    """`ok`, `missing` or `unavailable` (slow or refused: not known to work), from the stream
+    info `stream_cluster` read."""
+    error = found.get("error")
+    if error is None:
+        return "ok"
+    return "missing" if error == NotFoundError.__name__ else "unavailable"
+
+
 async def jetstream_status(
     bus_nc: Client,
-    js: JetStreamContext,
+    cluster: dict[str, Any],
     agent_types: Iterable[str],
     timeout_s: float,
     api: str,
 ) -> dict[str, Any]:
-    """Each declared stream `ok`, `missing` or `unavailable` (no answer in time), and the
-    work stream's consumers that are missing (each process creates its own again; the
-    orchestrator declares missing streams again)."""
-
-    async def one(name: str) -> str:
-        try:
-            await asyncio.wait_for(js.stream_info(name), timeout_s)
-        except NotFoundError:
-            return "missing"
-        except Exception:  # slow or refused: not known to work
-            return "unavailable"
-        return "ok"
-
-    names = s.declared_streams()
-    found = await asyncio.gather(*(one(n) for n in names))
-    streams = dict(zip(names, found, strict=True))
+    """Each declared stream `ok`, `missing` or `unavailable` (from the stream infos
+    `cluster_status` read: one request per stream serves both), and the work stream's
+    consumers that are missing (each process creates its own again; the orchestrator
+    declares missing streams again)."""
+    streams = {name: _stream_state(found) for name, found in cluster["streams"].items()}
     expected = s.work_consumers(agent_types)
     missing: list[str] | None
     if streams[s.WORK_STREAM] == "missing":
@@ -239,10 +237,9 @@ async def health(request: web.Request) -> web.Response:
         and not cluster["quorum_lost"]
     )
     jetstream = None
-    if nats["connected"]:
-        bus = request.app[BUS]
+    if cluster is not None:
         jetstream = await jetstream_status(
-            nc, bus.js, config.agent_specs, window, s.js_api(config.jetstream_domain)
+            nc, cluster, config.agent_specs, window, s.js_api(config.jetstream_domain)
         )
         healthy = healthy and jetstream["status"] == "ok"
     body: dict[str, Any] = {
