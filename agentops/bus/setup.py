@@ -99,6 +99,12 @@ BUCKETS = (
     KeyValueConfig(
         bucket=s.AGENTS_BUCKET, description="Agent state threads", history=1, direct=True
     ),
+    KeyValueConfig(
+        bucket=s.SUMMARIES_BUCKET,
+        description="Agent summaries for listings, written at status changes",
+        history=1,
+        direct=True,
+    ),
     KeyValueConfig(bucket=s.TASKS_BUCKET, description="Task records", history=1, direct=True),
     KeyValueConfig(
         bucket=s.WORKFLOWS_BUCKET, description="Workflow records", history=1, direct=True

@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -49,6 +50,7 @@ from agentops.protocol.messages import (
     ResumeAgent,
 )
 from agentops.store.agents import Head
+from agentops.store.summaries import AgentSummary
 
 SOURCE = "edge"
 MAX_MSG_ID = 256
@@ -90,16 +92,25 @@ def _finished(state: AgentState, action: str) -> NoReturn:
             limit(AGENT_PAGE, MAX_AGENT_PAGE), OFFSET),
 )  # fmt: skip
 async def list_agents(request: web.Request) -> web.Response:
-    """Rows from the edge's index of heads (`edge/index.py`): no document is read."""
+    """Rows from the edge's index of agent summaries (`edge/index.py`); the heads of the
+    page's agents that have not ended are read for their current step (a summary is written
+    at status changes, not at every step)."""
     status = query_choice(request, "status", get_args(AgentStatus))
     limit_ = query_int(request, "limit", AGENT_PAGE, 1, MAX_AGENT_PAGE)
     offset = query_int(request, "offset", 0, 0, 10**9)
-    heads = (await request.app[INDEXES].agents_synced()).values()
-    rows = [a for a in heads if status is None or a.status == status]
+    summaries = (await request.app[INDEXES].agents_synced()).values()
+    rows = [a for a in summaries if status is None or a.status == status]
     rows.sort(key=lambda a: (a.created_at, a.agent_id), reverse=True)
+    page: list[AgentSummary | AgentState] = list(rows[offset : offset + limit_])
+    bus = request.app[BUS]
+    running = [i for i, a in enumerate(page) if a.status not in TERMINAL]
+    heads = await asyncio.gather(*(find_agent(bus, page[i].agent_id) for i in running))
+    for i, head in zip(running, heads, strict=True):
+        if head is not None:  # None: deleted since the index saw it; the summary is shown
+            page[i] = head.state
     specs = request.app[CONFIG].agent_specs
-    page = [agent_summary(a, specs) for a in rows[offset : offset + limit_]]
-    return web.json_response({"agents": page, "total": len(rows)})
+    body = [agent_summary(a, specs) for a in page]
+    return web.json_response({"agents": body, "total": len(rows)})
 
 
 @operation(

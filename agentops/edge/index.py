@@ -1,6 +1,7 @@
-"""The edge's indexes: a small summary of every task record and agent head, kept in memory
-from one KV watch per bucket, so a listing, a count by status or a scrape never reads every
-document.
+"""The edge's indexes: a small summary of every task record and agent, kept in memory from
+one KV watch per bucket (task records; agent summaries, which agents write at status changes,
+`store/summaries.py`, so a step costs the edge nothing), so a listing, a count by status or a
+scrape never reads every document.
 
 Rules:
 - One watch per bucket and edge process (an ordered consumer from each key's last value,
@@ -37,9 +38,8 @@ from nats.js.kv import KV_OP, KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentops.bus.setup import bind_bucket
-from agentops.core.state import Tally
-from agentops.llm.types import Usage
 from agentops.protocol import subjects as s
+from agentops.store.summaries import AgentSummary
 
 log = structlog.get_logger(__name__)
 
@@ -60,24 +60,6 @@ class TaskSummary(BaseModel):
     status: str
     created_at: datetime
     deleting: bool = False
-
-
-class AgentSummary(BaseModel):
-    """What a listing of agents and the stored-usage gauges need (decoded from the head)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    agent_id: str
-    agent_type: str
-    task_id: str
-    status: str
-    created_at: datetime
-    step: int = 0
-    description: str = ""  # cut to DESCRIPTION_CHARS by the agent
-    usage: Usage = Usage()
-    llm_answers: int = 0
-    llm_errors: int = 0
-    tool_results: dict[str, Tally] = {}
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -226,20 +208,18 @@ class KvIndex(Generic[S]):
 
 @dataclass
 class Indexes:
-    """The edge's two indexes: task records and agent heads."""
+    """The edge's two indexes: task records and agent summaries."""
 
     tasks: KvIndex[TaskSummary]
     agents: KvIndex[AgentSummary]
 
     @classmethod
     def of(cls, js: JetStreamContext, buckets: Mapping[str, KeyValue]) -> Indexes:
-        buckets = {
-            b: buckets.get(b) or bind_bucket(js, b) for b in (s.TASKS_BUCKET, s.AGENTS_BUCKET)
-        }
+        tasks, agents = s.TASKS_BUCKET, s.SUMMARIES_BUCKET
+        buckets = {b: buckets.get(b) or bind_bucket(js, b) for b in (tasks, agents)}
         return cls(
-            KvIndex(js, buckets[s.TASKS_BUCKET], s.TASKS_BUCKET, s.kv_stream(s.TASKS_BUCKET),
-                    TaskSummary.model_validate_json),
-            KvIndex(js, buckets[s.AGENTS_BUCKET], s.AGENTS_BUCKET, s.kv_stream(s.AGENTS_BUCKET),
+            KvIndex(js, buckets[tasks], tasks, s.kv_stream(tasks), TaskSummary.model_validate_json),
+            KvIndex(js, buckets[agents], agents, s.kv_stream(agents),
                     AgentSummary.model_validate_json),
         )  # fmt: skip
 

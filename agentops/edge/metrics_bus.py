@@ -3,7 +3,7 @@
 Rules:
 - One refresh reads everything: `$SRV.STATS` (each process's own counts and histograms,
   `bus/metrics.py`, summed over instances; per-endpoint request counts), the streams' sizes,
-  and counts from the edge's indexes of task records and agent heads (`edge/index.py`: tasks
+  and counts from the edge's indexes of task records and agent summaries (`edge/index.py`: tasks
   by agent type and status, agents by status, what the stored agents used and did), which
   cost their number of entries in memory, never a bucket scan. It renders them to text once.
 - A scrape serves the last rendered text and, when it is older than `metrics_max_age_s`,
@@ -13,8 +13,10 @@ Rules:
 - Each instance's last `$SRV.STATS` reply is kept for `INSTANCE_TTL_S`: an instance slow to
   answer one gathering keeps its counts in the sum instead of dipping it (a dip would read as
   a counter reset); one gone longer leaves the sum, as a restarted process does.
-- Gauges derived from the agents bucket (`agentops_stored_*`) describe the agents stored now
-  (deleting finished tasks lowers them); rates come from the processes' counters.
+- Gauges derived from the agent summaries (`agentops_stored_*`) describe the agents stored
+  now (deleting finished tasks lowers them), each as of its last status change (a summary is
+  not written at every step: exact for agents that ended); rates come from the processes'
+  counters.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from agentops.core.state import OTHER_TOOL
 from agentops.edge.context import Bus
 from agentops.edge.discovery import gather
 from agentops.edge.exposition import Exposition
-from agentops.edge.index import AgentSummary, Indexes
+from agentops.edge.index import Indexes
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import AgentStatus, TaskStatus
+from agentops.store.summaries import AgentSummary
 from agentops.tools.registry import BUILTIN_TOOLS
 
 log = structlog.get_logger(__name__)
@@ -108,7 +111,7 @@ async def quick_families(
 
 
 async def indexed_families(out: Exposition, indexes: Indexes, agent_types: tuple[str, ...]) -> None:
-    """Tasks and agents from the edge's indexes of records and heads (never a scan)."""
+    """Tasks and agents from the edge's indexes of records and summaries (never a scan)."""
     summaries = (await indexes.tasks_synced()).values()
     tasks = Counter((t.agent_type, t.status) for t in summaries)
     kinds = sorted(set(agent_types) | {kind for kind, _ in tasks})
@@ -120,7 +123,7 @@ async def indexed_families(out: Exposition, indexes: Indexes, agent_types: tuple
     heads = list((await indexes.agents_synced()).values())
     agents = Counter(a.status for a in heads)
     out.family(
-        "agentops_agents", "gauge", "Agents by status (their heads in the agents KV bucket).",
+        "agentops_agents", "gauge", "Agents by status (the agent summaries KV bucket).",
         (({"status": st}, agents.get(st, 0)) for st in get_args(AgentStatus)),
     )  # fmt: skip
     _stored_families(out, heads)
@@ -185,7 +188,10 @@ def _stored_families(out: Exposition, states: Iterable[AgentSummary]) -> None:
             if tally.failed:
                 label = name if name in BUILTIN_TOOLS else OTHER_TOOL
                 tools[kind, label, "error"] += tally.failed
-    now = " of the agents stored now (a gauge: deleting finished tasks lowers it)"
+    now = (
+        " of the agents stored now, each as of its last status change (a gauge: deleting"
+        " finished tasks lowers it)"
+    )
     out.family(
         "agentops_stored_llm_tokens", "gauge", "LLM tokens used" + now + ".",
         (({"agent_type": k, "direction": d}, n) for (k, d), n in sorted(tokens.items())),

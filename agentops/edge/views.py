@@ -19,7 +19,7 @@ from typing import Any
 
 from agentops.agents.definitions import AgentSpec
 from agentops.core.state import AgentState, HumanRequestItem, TaskRecord
-from agentops.edge.index import AgentSummary
+from agentops.store.summaries import AgentSummary
 
 HIDDEN_TASK_FIELDS = frozenset(
     {"last_msg_id", "outbox", "events_emitted", "started", "parent", "child_costs"}

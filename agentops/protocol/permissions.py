@@ -171,13 +171,18 @@ def _orchestrator(r: _Rights) -> None:
         r.consumer(s.orchestrator_consumer(lane), s.task_lane_filter(lane))
     for stream in s.declared_streams():  # it declares them all
         r.publish(*(s.stream_api(r.api, action, stream) for action in ("CREATE", "UPDATE", "INFO")))
-    deleted = (s.THREADS_STREAM, s.EVENTS_STREAM, s.AGENTS_BUCKET, s.TOOL_CALLS_BUCKET)
+    deleted = (
+        s.THREADS_STREAM, s.EVENTS_STREAM, s.AGENTS_BUCKET, s.SUMMARIES_BUCKET, s.TOOL_CALLS_BUCKET
+    )  # fmt: skip
     kv_deleted = (*deleted[2:], s.TASKS_BUCKET, s.WORKFLOWS_BUCKET, s.IDEMPOTENCY_BUCKET)
     for stream in (*deleted[:2], *(s.kv_stream(b) for b in kv_deleted)):
         r.publish(s.stream_api(r.api, "PURGE", stream))  # deleting a task's data
     for bucket in (s.TASKS_BUCKET, s.WORKFLOWS_BUCKET):  # the retention sweep scans records
         r.reads(bucket, watch=True)
         r.publish(s.kv_keys(bucket))
+    # Summaries filled in from the heads (a store older than them: `store/summaries.backfill`).
+    r.follows(s.kv_stream(s.AGENTS_BUCKET))
+    r.publish(s.kv_keys(s.SUMMARIES_BUCKET))
     # Starting, steering, cancelling and failing agents; a delegation's result to its parent.
     r.mailboxes("start", "cancel", "fail", "message", "tool")
     # Children (delegations, workflow stages) start, are cancelled and report to their parent.
@@ -194,6 +199,7 @@ def _agent(agent_type: str) -> Callable[[_Rights], None]:
         r.waits(s.WORK_STREAM, s.EVENTS_STREAM, s.THREADS_STREAM, s.DLQ_STREAM)
         r.reads(s.AGENTS_BUCKET)
         r.publish(s.kv_keys(s.AGENTS_BUCKET), s.every_thread_item())
+        r.publish(s.kv_keys(s.SUMMARIES_BUCKET))  # at status changes (store/summaries.py)
         r.publish(s.direct_get(r.api, s.THREADS_STREAM))
         r.follows(s.kv_stream(s.PLUGINS_BUCKET))  # plugin tools, live
         r.publish(s.llm_requests(), s.tool_requests_filter())
@@ -242,6 +248,7 @@ def _edge(r: _Rights) -> None:
     for consumer in (s.LLM_GATEWAY_CONSUMER, s.TOOL_EXECUTOR_CONSUMER):
         r.publish(s.consumer_api(r.api, "INFO", s.WORK_STREAM, consumer))
     r.reads(s.AGENTS_BUCKET, watch=True)
+    r.reads(s.SUMMARIES_BUCKET, watch=True)  # the index of agents (edge/index.py)
     r.reads(s.TASKS_BUCKET, watch=True)
     r.reads(s.WORKFLOWS_BUCKET, watch=True)
     r.publish(s.direct_get(r.api, s.THREADS_STREAM))

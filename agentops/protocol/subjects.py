@@ -27,6 +27,7 @@ THREADS_STREAM: Final = "AGENTOPS_THREADS"
 
 AGENTS_BUCKET: Final = "agentops_agents"
 TASKS_BUCKET: Final = "agentops_tasks"
+SUMMARIES_BUCKET: Final = "agentops_summaries"  # agent summaries (store/summaries.py)
 WORKFLOWS_BUCKET: Final = "agentops_workflows"
 WORKFLOW_PREFIX: Final = "wf_"  # workflow ids; their inbox is a task inbox of that id
 TOOL_CALLS_BUCKET: Final = "agentops_tool_calls"
@@ -405,6 +406,7 @@ def plugin_process(tool_name: str) -> str:
 STREAMS: Final = (WORK_STREAM, EVENTS_STREAM, THREADS_STREAM, DLQ_STREAM)
 BUCKETS: Final = (
     AGENTS_BUCKET,
+    SUMMARIES_BUCKET,
     TASKS_BUCKET,
     WORKFLOWS_BUCKET,
     TOOL_CALLS_BUCKET,

@@ -53,6 +53,7 @@ from agentops.protocol.messages import (
     FailTask,
     WorkMessage,
 )
+from agentops.store import summaries
 from agentops.store.agents import AgentStore, Loaded
 from agentops.store.cache import AgentCache
 from agentops.store.kv import Conflict
@@ -142,13 +143,16 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
         await transition(agent_id, msg, stored, from_cache=False)
 
     async def save_with_effects(decision: Decision[AgentState], base: Loaded) -> Loaded:
-        """Work and items in one batch, then the head, the events and the reports to the
-        task: JetStream delivers the work to the next process while the head is written, and
-        a report (which may end the task) follows the agent's own events."""
+        """Work and items in one batch, then the head (and its summary, if a listing would
+        show a change), the events and the reports to the task: JetStream delivers the work
+        to the next process while the head is written, and a report (which may end the task)
+        follows the agent's own events."""
         state = decision.state
         assert state is not None
         work = effect_items(tuple(e for e in decision.effects if _hand_over(e)))
         after = effect_items(tuple(e for e in decision.effects if not _hand_over(e)))
+        if summaries.changed(base.state, state):
+            after.insert(0, summaries.summary_write(state))
         items = store.item_writes(state, base.stored_len)
         head = store.head_write(state, base.revision)
         try:
@@ -183,6 +187,8 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
                     saved = await save_with_effects(decision, stored)
                 else:
                     saved = await store.save(decision.state, stored)
+                    if summaries.changed(state, decision.state):
+                        await rt.publisher.publish_many([summaries.summary_write(decision.state)])
             except Conflict:
                 if from_cache:  # a retry of a write that did land, or a redelivery racing
                     log.warning("agent.state_conflict_after_publish", agent_id=agent_id)
@@ -201,6 +207,8 @@ async def setup(spec: AgentSpec, rt: Runtime) -> None:
             structlog.contextvars.bind_contextvars(
                 status=decision.state.status, step=decision.state.step, one_batch=from_cache
             )
+        if decision.replay and state is not None:  # the summary may be what was cut short
+            await rt.publisher.publish_many([summaries.summary_write(state)])
         if not from_cache or decision.state is None:
             await perform(rt.publisher, decision.effects)
         return True

@@ -45,6 +45,7 @@ from agentops.protocol.messages import (
 )
 from agentops.store.deletion import delete_task_data, delete_workflow_data
 from agentops.store.kv import scan, task_records, workflow_records
+from agentops.store.summaries import backfill
 
 log = structlog.get_logger(__name__)
 PROCESS = "orchestrator"
@@ -169,8 +170,16 @@ async def setup(rt: Runtime) -> None:
 
     async def declaring() -> None:
         """Streams and buckets deleted while running are declared again (`/health` shows them
-        missing meanwhile): a deleted events stream must not leave tasks queued for ever."""
+        missing meanwhile): a deleted events stream must not leave tasks queued for ever. The
+        agent summaries are filled in from the heads at start and when their bucket is new."""
+        summaries_due = True
         while True:
+            try:
+                if summaries_due:
+                    await backfill(rt.js)
+                    summaries_due = False
+            except Exception as exc:  # NATS away: the next round tries again
+                log.warning("summaries.backfill_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(REDECLARE_EVERY_S)
             try:
                 names = await redeclare_missing(rt.js, retention.days, rt.replicas)
@@ -179,6 +188,7 @@ async def setup(rt: Runtime) -> None:
                 continue
             if names:
                 redeclared["count"] += len(names)
+                summaries_due = summaries_due or s.SUMMARIES_BUCKET in names
                 log.warning("jetstream.redeclared", streams=names)
 
     declarer = asyncio.create_task(declaring(), name="redeclare")

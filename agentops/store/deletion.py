@@ -1,7 +1,7 @@
 """Deleting a finished task's data: what `DELETE /tasks/{id}` and the retention sweep remove.
 
 Everything below a root task (or workflow) goes: its children's data first (their records
-read for their own children), then each agent's thread, head and tool-call claims, the task's
+read for their own children), then each agent's thread, head, summary and tool-call claims, the task's
 events and its workspace, then the task record. Every step is idempotent (a stream purge by
 subject, a work message with a fixed id), so a deletion cut short by a crash is completed by
 the redelivered message, and the record, the last thing removed, keeps saying `deleting`
@@ -76,6 +76,9 @@ async def _purge_task(js: JetStreamContext, record: TaskRecord, workspace: bool)
         await js.purge_stream(s.THREADS_STREAM, subject=s.thread_filter(agent_id))
         await js.purge_stream(
             s.kv_stream(s.AGENTS_BUCKET), subject=s.kv_key(s.AGENTS_BUCKET, agent_id)
+        )
+        await js.purge_stream(
+            s.kv_stream(s.SUMMARIES_BUCKET), subject=s.kv_key(s.SUMMARIES_BUCKET, agent_id)
         )
         await js.purge_stream(
             s.kv_stream(s.TOOL_CALLS_BUCKET), subject=s.kv_filter(s.TOOL_CALLS_BUCKET, agent_id)

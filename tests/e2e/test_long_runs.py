@@ -139,8 +139,8 @@ async def test_a_message_that_cannot_be_applied_fails_the_task(system: System) -
 
 
 async def test_delete_removes_a_finished_task_and_everything_it_holds(system: System) -> None:
-    """DELETE is 409 while a task runs; once it ended, the record, the agent's head and thread,
-    its events and its workspace are gone, and the task is 404."""
+    """DELETE is 409 while a task runs; once it ended, the record, the agent's head, summary
+    and thread, its events and its workspace are gone, and the task is 404."""
     async with httpx.AsyncClient(base_url=system.url, timeout=60) as http:
         created = await create(http, {**SEED, "context": steps(15, delay_ms=50)})
         task_id, agent_id = created["task_id"], created["agent_id"]
@@ -167,7 +167,10 @@ async def test_delete_removes_a_finished_task_and_everything_it_holds(system: Sy
     js = nc.jetstream()
     threads = await js.stream_info(s.THREADS_STREAM, subjects_filter=s.thread_filter(agent_id))
     events = await js.stream_info(s.EVENTS_STREAM, subjects_filter=s.events_of_task(task_id))
+    summary = s.kv_key(s.SUMMARIES_BUCKET, agent_id)
+    summaries = await js.stream_info(s.kv_stream(s.SUMMARIES_BUCKET), subjects_filter=summary)
     await nc.close()
     assert not threads.state.subjects
+    assert not summaries.state.subjects  # nor is it listed by GET /agents
     # Only the deletion's own event is left, so a client sees what happened.
     assert list((events.state.subjects or {}).values()) in ([1], [])

@@ -503,3 +503,67 @@ async def test_a_deleted_events_stream_is_declared_again_and_tasks_go_on(system:
             assert body["jetstream"]["streams"][s.EVENTS_STREAM] == "ok"
     finally:
         await nc.close()
+
+
+async def test_an_agent_summary_is_written_at_status_changes_not_at_every_step(
+    system: System,
+) -> None:
+    """A 12-step run writes its agent's summary at its few status changes, not once per step
+    (the edge's index of agents follows those writes); GET /agents shows a running agent's
+    live step and the ended agent's last one."""
+    nc = await nats.connect(system.nats_url, **system.admin)
+    written: list[dict[str, Any]] = []
+
+    async def record(msg: Any) -> None:
+        written.append(json.loads(msg.data))
+
+    await nc.subscribe(s.kv_keys(s.SUMMARIES_BUCKET), cb=record)
+    await nc.flush()
+    try:
+        async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+            created = await create(http, {**SEED, "context": steps(12, delay_ms=150)})
+            agent_id = created["agent_id"]
+
+            async def listed_running_at_step_3() -> dict[str, Any] | None:
+                body = (await http.get("/agents?status=running")).json()
+                rows = [a for a in body["agents"] if a["agent_id"] == agent_id]
+                return rows[0] if rows and rows[0]["current_step"] >= 3 else None
+
+            await eventually(listed_running_at_step_3, timeout=60, what="a live step listed")
+            await task_status(http, created["task_id"], "completed")
+            status = (await http.get(f"/agents/{agent_id}/status")).json()
+
+            async def listed_completed() -> dict[str, Any] | None:
+                rows = (await http.get("/agents?status=completed&limit=1000")).json()["agents"]
+                return next((a for a in rows if a["agent_id"] == agent_id), None)
+
+            row = await eventually(listed_completed, timeout=30, what="listed completed")
+    finally:
+        await nc.close()
+    assert row["current_step"] == status["current_step"] >= 12
+    mine = [w for w in written if w["agent_id"] == agent_id]
+    assert 1 <= len(mine) <= 4, [w["status"] for w in mine]
+    assert mine[-1]["status"] == "completed" and mine[-1]["step"] == status["current_step"]
+
+
+async def test_a_deleted_summaries_bucket_is_filled_in_again_from_the_heads(
+    system: System,
+) -> None:
+    """Deleting the summaries bucket (or a store from before summaries): the orchestrator
+    declares it again and writes a summary from every head, so GET /agents lists the agents
+    that ended before, with their status."""
+    async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+        created = await create(http, {**SEED, "context": steps(2)})
+        await task_status(http, created["task_id"], "completed")
+        nc = await nats.connect(system.nats_url, **system.admin)
+        try:
+            await nc.jetstream().delete_stream(s.kv_stream(s.SUMMARIES_BUCKET))
+        finally:
+            await nc.close()
+
+        async def listed_again() -> dict[str, Any] | None:
+            rows = (await http.get("/agents?status=completed&limit=1000")).json()["agents"]
+            return next((a for a in rows if a["agent_id"] == created["agent_id"]), None)
+
+        row = await eventually(listed_again, timeout=30, what="the agent listed again")
+    assert row["task_id"] == created["task_id"] and row["current_step"] >= 2

@@ -60,6 +60,7 @@ from agentops.protocol.messages import (
 )
 from agentops.store.agents import AgentStore, Loaded
 from agentops.store.kv import DocumentStore, task_records
+from agentops.store.summaries import summary_write
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
@@ -94,10 +95,12 @@ class Edge:
         return AgentStore(self.nc, self.js, self.buckets[s.AGENTS_BUCKET], Publisher(self.nc))
 
     async def put_agent(self, state: AgentState) -> None:
-        """Store `state` as its agent's process would (every item, then the head)."""
+        """Store `state` as its agent's process would (every item, the head, its summary)."""
         head = await self.agents.head(state.agent_id)
         base = Loaded(state, head.revision, 0) if head is not None else None
         await self.agents.save(state.with_tallies(), base)
+        assert self.agents.publisher is not None
+        await self.agents.publisher.publish_many([summary_write(state.with_tallies())])
 
     async def put_task(self, record: TaskRecord) -> None:
         _, revision = await self.tasks.load(record.task_id)

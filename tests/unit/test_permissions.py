@@ -104,6 +104,17 @@ def test_agent_state_is_written_by_agents_and_read_by_agents_and_the_edge() -> N
     assert senders(tasks_read) == {"edge", "orchestrator"}
 
 
+def test_agent_summaries_are_written_by_agents_and_the_declarer_and_read_by_the_edge() -> None:
+    """Agents write their summaries; the orchestrator only fills them in from the heads (an
+    older store) and purges them; the edge alone reads them (its index of agents)."""
+    agents = {s.agent_process(t) for t in TYPES}
+    assert senders(s.kv_key(s.SUMMARIES_BUCKET, "agent_x")) == {"orchestrator", *agents}
+    stream = s.kv_stream(s.SUMMARIES_BUCKET)
+    read = f"{API}.DIRECT.GET.{stream}.{s.kv_key(s.SUMMARIES_BUCKET, 'a')}"
+    assert senders(read) == {"edge"}
+    assert senders(s.consumer_create(API, stream)) == {"edge"}
+
+
 def test_only_the_edge_reads_the_events_stream_for_websockets() -> None:
     """The edge's feed (an unnamed push consumer, its flow control) and its replays (batched
     direct gets) are the edge's alone; nobody may read single events by subject."""
