@@ -49,6 +49,7 @@ class EdgeConfig:
     ws_send_buffer: int = 64 * 1024  # the socket's SO_SNDBUF, so the kernel holds little more
     ws_slow_client_s: float = 5.0  # a replay the client frees no room for this long: 1013
     ws_feed_grace_s: float = 10.0  # the events feed down this long: every client gets 1011
+    ws_feed_idle_s: float = 30.0  # no client this long: the feed's consumer is deleted
     ws_close_timeout_s: float = 5.0  # a close the client does not take in time: connection cut
     ws_max_bad_frames: int = 20  # junk frames a client may send before it is closed (1008)
     ws_heartbeat_s: float = 30.0

@@ -14,6 +14,10 @@ Rules:
   re-created from the last sequence seen + 1 (no gap, no duplicate) on a consumer-sequence
   gap, a heartbeat saying one was missed, a status it does not expect, or heartbeats missing
   for `HEARTBEAT_MISSES` intervals (a restarted nats-server forgets memory consumers).
+- No listener, no consumer: the feed starts idle and goes idle again `idle_s` after its last
+  listener left (its consumer deleted), so an edge nobody follows costs a step nothing. A
+  client wakes it (`wake`) before it is added; the consumer then starts at the stream's end
+  (a listener asks for older events with `since`, served by its replay).
 - Never a silent stop: while the consumer cannot be re-created the feed is down (new clients
   get 503), and once it has been down for `ws_feed_grace_s` every listener is told
   `lost(...)` (its socket is closed with 1011 and the `since` to reconnect with). A stream whose
@@ -49,6 +53,8 @@ HEARTBEAT_MISSES = 3
 FEED_PENDING_MSGS = 20_000
 FEED_PENDING_BYTES = 32 * 1024 * 1024
 INACTIVE_S = 30.0  # the server drops a consumer nobody listens to after this long
+IDLE_S = 30.0  # the consumer is deleted this long after the last listener left
+WAKE_WAIT_S = 5.0
 RETRY_S = (0.2, 0.5, 1.0, 2.0)
 
 
@@ -111,13 +117,20 @@ class FeedDown(Exception):
 class EventFeed:
     """One edge's consumer of the events stream and its listeners."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, grace_s: float) -> None:
-        self.nc, self.js, self.grace_s = nc, js, grace_s
+    def __init__(
+        self, nc: Client, js: JetStreamContext, grace_s: float, idle_s: float = IDLE_S
+    ) -> None:
+        self.nc, self.js, self.grace_s, self.idle_s = nc, js, grace_s, idle_s
         self.last_seq = 0  # the last stream sequence handed out (or skipped: undecodable)
         self.resets = 0
         self._all: set[Listener] = set()
         self._by_task: dict[str, set[Listener]] = {}
         self._by_agent: dict[str, set[Listener]] = {}
+        self._count = 0  # listeners
+        self._empty_since: float | None = time.monotonic()
+        self._idle = True
+        self._wanted = asyncio.Event()
+        self._consumer: str | None = None
         self._sub: Subscription | None = None
         self._dseq = 0
         self._seen = 0.0  # monotonic time of the last message or heartbeat
@@ -130,14 +143,34 @@ class EventFeed:
     # ---- listeners ----
     @property
     def up(self) -> bool:
-        return self._up
+        """Able to serve: its consumer established, or idle (nobody follows; `wake` starts it)."""
+        return self._up or self._idle
+
+    @property
+    def idle(self) -> bool:
+        return self._idle
+
+    async def wake(self, wait_s: float = WAKE_WAIT_S) -> None:
+        """Make sure the consumer runs before a listener is added (bounded: `up` says if)."""
+        if self._idle:
+            self._wanted.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), wait_s)
 
     def add(self, listener: Listener) -> None:
-        self._index(listener).add(listener)
+        index = self._index(listener)
+        if listener not in index:
+            index.add(listener)
+            self._count += 1
+            self._empty_since = None
 
     def remove(self, listener: Listener) -> None:
         index = self._index(listener)
-        index.discard(listener)
+        if listener in index:
+            index.discard(listener)
+            self._count -= 1
+            if not self._count:
+                self._empty_since = time.monotonic()
         if not index and index is not self._all:
             key = listener.task_id or listener.agent_id or ""
             table = self._by_task if listener.task_id else self._by_agent
@@ -177,11 +210,9 @@ class EventFeed:
                 listener.lost(reason, since)
 
     # ---- lifecycle ----
-    async def start(self, wait_s: float = 5.0) -> None:
-        """Start the feed; wait up to `wait_s` for its consumer (it keeps trying after)."""
+    async def start(self) -> None:
+        """Start the feed, idle until a client wakes it."""
         self._task = asyncio.create_task(self._run(), name="ws-feed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), wait_s)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -192,6 +223,8 @@ class EventFeed:
     async def _run(self) -> None:
         attempt = 0
         while True:
+            if self._idle:
+                await self._wanted.wait()
             try:
                 await self._establish()
             except Exception as exc:  # NATS away, stream missing, a timeout: try again
@@ -201,8 +234,23 @@ class EventFeed:
                 continue
             attempt = 0
             reason = await self._watch()
+            if reason == "idle":
+                await self._go_idle()
+                continue
             self.resets += 1
             log.info("ws.feed_reset", reason=reason, from_seq=self.last_seq + 1)
+
+    async def _go_idle(self) -> None:
+        """Nobody has listened for `idle_s`: drop the consumer until a client wakes the feed."""
+        self._idle, self._up = True, False
+        self._ready.clear()
+        self._wanted.clear()
+        await self._drop_sub()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):  # else the server reaps it (`INACTIVE_S`)
+                await self.js.delete_consumer(s.EVENTS_STREAM, consumer)
+        log.info("ws.feed_idle", last_seq=self.last_seq)
 
     def _went_down(self, error: str) -> None:
         now = time.monotonic()
@@ -218,11 +266,13 @@ class EventFeed:
         await self._drop_sub()
         info = await self.js.stream_info(s.EVENTS_STREAM)
         last = info.state.last_seq
-        if last < self.last_seq:  # deleted and declared again: old sequences mean nothing
+        if self._idle:  # woken: nobody waits for what was published while idle
+            self.last_seq, self._idle = last, False
+            if not self._count:  # the waking client is added next, or it gave up
+                self._empty_since = time.monotonic()
+        elif last < self.last_seq:  # deleted and declared again: old sequences mean nothing
             log.warning("ws.stream_reset", was=self.last_seq, now=last)
             self._lose_all("event stream was reset", since=0)
-            self.last_seq = last
-        elif self.last_seq == 0 and not self._ready.is_set():
             self.last_seq = last
         inbox = self.nc.new_inbox()
         self._dseq = 0
@@ -246,7 +296,7 @@ class EventFeed:
             num_replicas=1,
             inactive_threshold=INACTIVE_S,
         )
-        await self.js.add_consumer(s.EVENTS_STREAM, config=config)
+        self._consumer = (await self.js.add_consumer(s.EVENTS_STREAM, config=config)).name
         self._seen = time.monotonic()
         if not self._up:
             log.info("ws.feed_up", from_seq=self.last_seq + 1)
@@ -266,8 +316,11 @@ class EventFeed:
                 await asyncio.wait_for(self._trouble.wait(), HEARTBEAT_S)
             if self._trouble.is_set():
                 return "gap"
-            if time.monotonic() - self._seen > HEARTBEAT_S * HEARTBEAT_MISSES:
+            now = time.monotonic()
+            if now - self._seen > HEARTBEAT_S * HEARTBEAT_MISSES:
                 return "heartbeats missed"
+            if self._empty_since is not None and now - self._empty_since >= self.idle_s:
+                return "idle"
 
     def request_reset(self) -> None:
         self._trouble.set()

@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -66,18 +67,23 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+CLIENT_GONE = 499  # nginx's "client closed request": never counted as a server error
 QUIET = frozenset({"/health", "/metrics"})  # probed every few seconds: logged at debug
 
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts every request and writes its one canonical log line."""
+    """Counts every request and writes its one canonical log line. A request whose client
+    went away (the handler cancelled: a WebSocket closed by the peer) is 499, not 500."""
     status = 500
     started = time.perf_counter()
     try:
         response = await handler(request)
         status = response.status
         return response
+    except asyncio.CancelledError:
+        status = CLIENT_GONE
+        raise
     finally:
         route = route_label(request)
         request.app[METRICS].http_requests[(request.method, route, str(status))] += 1

@@ -87,7 +87,7 @@ def setup(app: web.Application) -> None:
 
     async def start(app: web.Application) -> None:
         bus, config = app[BUS], app[CONFIG]
-        clients.feed = EventFeed(bus.nc, bus.js, config.ws_feed_grace_s)
+        clients.feed = EventFeed(bus.nc, bus.js, config.ws_feed_grace_s, config.ws_feed_idle_s)
         await clients.feed.start()
 
     async def stop(app: web.Application) -> None:
@@ -146,7 +146,7 @@ class ClientFeed:
         self.live = False
         self.held: list[Frame] = []
         self.held_epoch = 0  # bumped when held frames are dropped (the replay goes on further)
-        self.ending: tuple[int, str] | None = None
+        self.ending: tuple[int, str, int | None] | None = None  # code, reason, since
         self._ended = asyncio.Event()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -214,14 +214,20 @@ class ClientFeed:
         return self.last_sent if self.last_sent is not None else self.start
 
     def end(self, code: int, kind: str, reason: str, since: int | None = None) -> None:
-        """Close with `code`, naming the `since` to reconnect with (ours, unless given)."""
+        """Close with `code`, naming the `since` to reconnect with (given, or ours once the
+        pump has stopped: a frame it was sending when this was called may still go out)."""
         if self.ending is not None:
             return
-        since = self.resume_from() if since is None else since
-        self.ending = (code, f"{reason}: reconnect with since={since}")
+        self.ending = (code, reason, since)
         self.metrics.ws_disconnects[kind] += 1
-        log.info("ws.client_closed", code=code, reason=reason, since=since)
         self._ended.set()
+
+    async def _close_ending(self) -> None:
+        assert self.ending is not None
+        code, reason, since = self.ending
+        since = self.resume_from() if since is None else since
+        log.info("ws.client_closed", code=code, reason=reason, since=since)
+        await self._close(code, f"{reason}: reconnect with since={since}")
 
     # ---- replay, then live ----
     async def replay(self, feed: EventFeed, since: int | None) -> None:
@@ -314,7 +320,7 @@ class ClientFeed:
         if self.ending is not None:
             pump.cancel()
             await asyncio.wait({pump})
-            await self._close(*self.ending)
+            await self._close_ending()
         elif not pump.cancelled() and pump.exception() is not None:
             log.warning("ws.send_failed", error=repr(pump.exception()))
             await self._close(WSCloseCode.INTERNAL_ERROR, "send failed")
@@ -395,7 +401,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "websocket_required", "this endpoint needs a WebSocket upgrade")
     clients = app[WS_CLIENTS]
     feed = clients.feed
-    if feed is None or not feed.up:
+    if feed is not None:
+        await feed.wake()
+    if feed is None or not feed.up or feed.idle:
         raise ApiError(503, "unavailable", "the events feed is down, retry later")
     client = ClientFeed(ws, request, app[METRICS], task_id, agent_id)
     await ws.prepare(request)

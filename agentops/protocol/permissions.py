@@ -254,7 +254,8 @@ def _edge(r: _Rights) -> None:
     r.publish(s.direct_get(r.api, s.THREADS_STREAM))
     r.reads(s.IDEMPOTENCY_BUCKET)
     r.publish(s.kv_keys(s.IDEMPOTENCY_BUCKET))
-    r.follows(s.EVENTS_STREAM)  # the one WebSocket feed (edge/feed.py)
+    r.follows(s.EVENTS_STREAM)  # the one WebSocket feed (edge/feed.py), deleted when idle
+    r.publish(s.consumer_api(r.api, "DELETE", s.EVENTS_STREAM, "*"))
     r.publish(s.direct_get(r.api, s.EVENTS_STREAM))  # WebSocket replays: batches, no consumer
     kinds = ("submit", "cancel", "delete", "message", "workflow")
     r.publish(*(s.task_inbox_kind(k) for k in kinds))

@@ -325,6 +325,32 @@ async def test_one_consumer_serves_every_client(client: Client_, js: JetStreamCo
         await ws.close()
 
 
+async def test_the_feed_has_no_consumer_while_nobody_follows(
+    make_client: MakeClient, js: JetStreamContext
+) -> None:
+    """An edge without WebSocket clients has no consumer on the events stream (a step costs
+    it nothing); a client wakes the feed and gets live events; once the last client has been
+    gone `ws_feed_idle_s`, the consumer is deleted, and the next client wakes it again."""
+    client = await make_client(ws_feed_idle_s=0.5)
+    await emit(js, 0)
+
+    async def consumers() -> int:
+        return (await js.stream_info(s.EVENTS_STREAM)).state.consumer_count
+
+    assert await consumers() == 0
+    for round_ in range(2):
+        async with client.ws_connect("/ws") as ws:
+            assert await consumers() == 1
+            seq = await emit(js, round_ + 1)
+            assert (await ws.receive_json(timeout=10))["seq"] == seq
+
+        async def idle() -> bool:
+            return await consumers() == 0
+
+        await eventually(idle, timeout=10, what="the feed idle")
+    assert feed_of(client).resets == 0
+
+
 async def test_a_burst_with_a_stalled_client_cuts_it_off_and_nats_never_sees_a_slow_consumer(
     make_client: MakeClient, js: JetStreamContext, nats_server: NatsServer
 ) -> None:
