@@ -55,6 +55,36 @@ from agentops.protocol import subjects as s
 from tests.e2e.conftest import System, start_system
 
 
+def machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine (every core), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK"), sum(fields) / os.sysconf("SC_CLK_TCK")
+
+
+def edge_delays(text: str, follows: str) -> str:
+    """p50/p99 of the edge's own histogram (the event's ts to the write), as bucket bounds."""
+    buckets: list[tuple[float, float]] = []
+    prefix = f'agentops_edge_ws_frame_delay_seconds_bucket{{follows="{follows}",le="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le, count = line[len(prefix) :].split('"}', 1)
+            buckets.append((float(le), float(count)))
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return "no frames"
+
+    def bound(q: float) -> str:
+        le = next(le for le, n in buckets if n >= q * total)
+        return "> 600 s" if le == float("inf") else f"<= {le * 1000:g} ms"
+
+    within = next((n for le, n in buckets if le == 0.1), 0.0)
+    return (
+        f"p50 {bound(0.5)}, p99 {bound(0.99)}; {within / total * 100:.1f} % within 100 ms "
+        f"(n={total:.0f})"
+    )
+
+
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -204,6 +234,8 @@ async def run(args: argparse.Namespace, system: System) -> None:
     clients: list[Client] = []
     followers: list[asyncio.Task[None]] = []
     cpu0, t0 = cpu_s(edge), time.monotonic()
+    busy0, all0 = machine_cpu()
+    own0 = time.process_time()
     server0 = cpu_s(server) if server else 0.0
     consumers = 0
     per_task = args.task_clients // args.tasks
@@ -249,6 +281,9 @@ async def run(args: argparse.Namespace, system: System) -> None:
                 break
             await asyncio.sleep(0.2)
         stop.set()
+        metrics_text = (await http.get("/metrics")).text
+        busy1, all1 = machine_cpu()
+        own = time.process_time() - own0
         results = [r for _ in groups for r in out.get(timeout=120)]
         for proc, _ in groups:
             proc.join(30)
@@ -301,6 +336,17 @@ async def run(args: argparse.Namespace, system: System) -> None:
         f"edge CPU {cpu / wall * 100:.0f} % of a core over {wall:.1f} s "
         f"({cpu / max(total, 1) * 1e6:.0f} us per frame delivered); RSS peak {peak:.0f} MB; "
         f"nats-server 'Slow Consumer' lines: {log.count('Slow Consumer')}"
+    )
+    cores = os.cpu_count() or 1
+    print(
+        f"the edge's own timing (event ts to its write, `agentops_edge_ws_frame_delay_seconds`)"
+        f": per-task clients {edge_delays(metrics_text, 'task')}; all-event clients "
+        f"{edge_delays(metrics_text, 'all')}"
+    )
+    print(
+        f"machine: {(busy1 - busy0) / (all1 - all0) * cores:.2f} of {cores} cores busy over "
+        f"the run; this benchmark's main process (per-task clients, reference) "
+        f"{own / wall * 100:.0f} % of a core"
     )
     print(
         f"nats-server CPU {server_cpu / wall * 100:.0f} % of a core; consumers on the events "

@@ -67,6 +67,7 @@ class Frame:
     agent_id: str | None
     data: bytes  # the UTF-8 text of the frame
     wire: bytes  # the whole WebSocket text frame (a server's frames are not masked)
+    ts: float  # the event's time stamp (its emitter's clock), seconds since the epoch
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -98,7 +99,7 @@ def decode_frame(seq: int, subject: str, data: bytes) -> Frame | None:
         "data": body["data"],
     }
     data = json.dumps(frame, separators=(",", ":")).encode()
-    return Frame(seq, event.task_id, event.agent_id, data, text_frame(data))
+    return Frame(seq, event.task_id, event.agent_id, data, text_frame(data), event.ts.timestamp())
 
 
 class Listener(Protocol):

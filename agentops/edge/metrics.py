@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from agentops.bus.metrics import Histogram
 from agentops.edge.apispec import Resp, operation
 from agentops.edge.context import BUS, CONFIG
 from agentops.edge.exposition import CONTENT_TYPE, Exposition
@@ -34,6 +35,8 @@ from agentops.edge.metrics_bus import BusFigures
 
 log = structlog.get_logger(__name__)
 
+WS_FOLLOWS = ("task", "agent", "all")  # what a WebSocket client follows
+
 
 @dataclass
 class EdgeMetrics:
@@ -41,6 +44,11 @@ class EdgeMetrics:
     ws_clients: int = 0
     ws_events_sent: int = 0
     ws_disconnects: Counter[str] = field(default_factory=Counter)
+    # Live frames, by what the client follows (task, agent, all): the event's `ts` to the
+    # edge writing it (`agentops_edge_ws_frame_delay_seconds`).
+    ws_delay: dict[str, Histogram] = field(
+        default_factory=lambda: {k: Histogram.empty() for k in WS_FOLLOWS}
+    )
 
 
 METRICS = web.AppKey("metrics", EdgeMetrics)
@@ -119,6 +127,13 @@ def _edge_families(out: Exposition, m: EdgeMetrics) -> None:
         "counter",
         "Event frames sent to WebSocket clients by this edge.",
         [({}, m.ws_events_sent)],
+    )
+    out.histogram(
+        "agentops_edge_ws_frame_delay_seconds",
+        "Event frames this edge wrote to WebSocket clients, from the event's time stamp (its "
+        "emitter's clock) to the write, for events stamped after the client connected; by "
+        "what the client follows (task, agent, all).",
+        (({"follows": k}, h) for k, h in m.ws_delay.items()),
     )
     out.family(
         "agentops_edge_ws_disconnects_total",

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +140,8 @@ class ClientFeed:
         self.ws, self.request, self.metrics = ws, request, metrics
         self.config: EdgeConfig = request.app[CONFIG]
         self.task_id, self.agent_id = task_id, agent_id
+        self.delays = metrics.ws_delay["task" if task_id else "agent" if agent_id else "all"]
+        self.connected_at = time.time()  # frames of events stamped since are timed
         self.start = 0  # the sequence this client's stream starts after
         self.last_sent: int | None = None
         self.frames: deque[Frame] = deque()
@@ -208,7 +211,12 @@ class ClientFeed:
         transport.write(frame.wire)
         self.last_sent = frame.seq
         self.metrics.ws_events_sent += 1
+        self._timed(frame)
         return True
+
+    def _timed(self, frame: Frame) -> None:
+        if frame.ts >= self.connected_at:
+            self.delays.observe(max(0.0, time.time() - frame.ts))
 
     def resume_from(self) -> int:
         return self.last_sent if self.last_sent is not None else self.start
@@ -291,6 +299,7 @@ class ClientFeed:
             finally:
                 self._pumping = bool(self.frames)
             self.metrics.ws_events_sent += 1
+            self._timed(frame)
             if self._has_room():
                 self._room.set()
 

@@ -351,6 +351,30 @@ async def test_the_feed_has_no_consumer_while_nobody_follows(
     assert feed_of(client).resets == 0
 
 
+async def test_live_frames_are_timed_from_their_event_by_what_the_client_follows(
+    client: Client_, js: JetStreamContext
+) -> None:
+    """`agentops_edge_ws_frame_delay_seconds` counts each live frame written (the event's ts
+    to the write) under what its client follows; an event stamped before the client
+    connected (a replay) is not timed."""
+    old = await emit(js, 0)
+    async with (
+        client.ws_connect("/ws", params={"since": "0"}) as everything,
+        client.ws_connect("/ws", params={"task_id": "task_a"}) as one_task,
+    ):
+        assert (await everything.receive_json(timeout=10))["seq"] == old
+        seq = await emit(js, 1)
+        assert (await everything.receive_json(timeout=10))["seq"] == seq
+        assert (await one_task.receive_json(timeout=10))["seq"] == seq
+        text = await (await client.get("/metrics")).text()
+    counts = {
+        line.split('follows="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("agentops_edge_ws_frame_delay_seconds_count")
+    }
+    assert counts == {"task": 1, "agent": 0, "all": 1}
+
+
 async def test_a_burst_with_a_stalled_client_cuts_it_off_and_nats_never_sees_a_slow_consumer(
     make_client: MakeClient, js: JetStreamContext, nats_server: NatsServer
 ) -> None:
