@@ -326,6 +326,9 @@ async def run(args: argparse.Namespace, system: System) -> None:
         else:  # open to the end: it must have every event of the run it follows
             expected = sorted(ref) if task_id is None else by_task.get(task_id, [])
             silent += not set(expected) <= set(seqs)
+    reasons = Counter(r[5][:120] for r in rows if r[5] is not None)
+    if reasons:
+        print("failed to connect, by error:", dict(reasons))
     print(
         f"delivered {total} frames, {total / wall:.0f}/s; closed by the server: "
         f"{dict(closed) or 'none'}; failed to connect: {failed}; silently stopped: {silent}; "
