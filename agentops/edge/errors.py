@@ -5,7 +5,11 @@ Rules:
   middleware turns it into its status and JSON body.
 - aiohttp's own `HTTPException`s (404 unknown route, 405 wrong method, 413 body over
   `client_max_size`) are translated here too, keeping their headers (e.g. `Allow`).
-- A body in a `Content-Encoding` aiohttp does not decode is 415, never read as identity.
+- The edge decodes bodies itself (`schemas.py`; aiohttp's decoding is off, `server.py`): a
+  body in any `Content-Encoding` but one of `CODINGS` (one value, any case) is 415 before
+  its handler runs, never read as identity. Bodiless requests are not concerned.
+- A body that cannot be read (broken framing) is 400 `invalid_body`, and its connection is
+  closed after the answer.
 - NATS/JetStream being away is 503 `unavailable`, not 500: retry later (a read), or check
   first (a write: its publish may have gone out unconfirmed).
 - Anything else is a bug: it is logged with a traceback and answered 500 `internal` without
@@ -19,8 +23,9 @@ from typing import Any
 
 import nats.errors
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from agentops.protocol.errors import RetryableError
@@ -130,28 +135,49 @@ UNCONFIRMED = (
 )
 
 
-# What aiohttp decodes; anything else would be read as identity, i.e. as garbage.
-CONTENT_ENCODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate"})
+# The content codings the edge decodes (RFC 9110 §8.4.1: x-gzip is gzip); "" lists none.
+CODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
 
-def unsupported_encoding(request: web.Request) -> web.Response | None:
-    """415 for a body in a `Content-Encoding` the edge does not decode."""
-    encoding = request.headers.get("Content-Encoding")
-    if encoding is None or encoding.strip().lower() in CONTENT_ENCODINGS:
+def content_coding(request: web.BaseRequest) -> str | None:
+    """The body's content coding, lower-cased, or None for one the edge does not decode
+    (an unknown one, a list of several, a header repeated)."""
+    values = request.headers.getall(hdrs.CONTENT_ENCODING, [])
+    if not values:
+        return "identity"
+    coding = values[0].strip()
+    if len(values) > 1 or not coding.isascii() or coding.lower() not in CODINGS:
         return None
-    return error_response(
+    return coding.lower() or "identity"
+
+
+def unsupported_coding(request: web.BaseRequest) -> ApiError:
+    sent = ", ".join(request.headers.getall(hdrs.CONTENT_ENCODING, []))
+    return ApiError(
         415, "unsupported_media_type",
-        f"Content-Encoding {encoding[:64]!r} is not supported (identity, gzip or deflate)",
-        {"supported": sorted(CONTENT_ENCODINGS)},
+        f"Content-Encoding {sent[:64]!r} is not supported: send one of identity, gzip, deflate",
+        {"supported": sorted(c for c in CODINGS if c)},
     )  # fmt: skip
+
+
+def unreadable_body(request: web.Request, exc: RequestPayloadError) -> web.Response:
+    """A body aiohttp could not read (broken framing): 400; the connection is closed after
+    the answer, as the rest of the body cannot be read past."""
+    request.content.feed_eof()  # (else aiohttp reads on after the answer, and fails)
+    if request.protocol is not None:
+        request.protocol.close()
+    reason = str(exc.__cause__ or exc).strip() or type(exc).__name__
+    log.info("edge.unreadable_body", path=request.path, error=reason)
+    response = error_response(400, "invalid_body", f"unreadable request body: {reason}")
+    response.force_close()
+    return response
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    refused = unsupported_encoding(request)
-    if refused is not None:
-        return refused
     try:
+        if request.body_exists and content_coding(request) is None:
+            raise unsupported_coding(request)
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers or None)
@@ -159,6 +185,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:  # redirects and the like are not errors
             raise
         return _from_http_exception(exc)
+    except RequestPayloadError as exc:
+        return unreadable_body(request, exc)
     except (nats.errors.Error, RetryableError) as exc:
         log.warning("edge.unavailable", path=request.path, error=repr(exc))
         if request.method in ("GET", "HEAD", "OPTIONS"):

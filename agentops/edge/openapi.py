@@ -43,7 +43,9 @@ RATE_LIMITED = "too many failed authentication attempts from this address (`Retr
 UNAVAILABLE = "NATS, or the process that would answer, is away: retry (check first, for a write)"
 INVALID_JSON = "the body is not JSON (`invalid_json`) or cannot be read (`invalid_body`)"
 TOO_LARGE = "the body is over the edge's limit (1 MiB)"
-UNSUPPORTED_ENCODING = "the body's `Content-Encoding` is not identity, gzip or deflate"
+UNSUPPORTED_ENCODING = (
+    "the body's `Content-Encoding` is not one of identity, gzip (x-gzip), deflate"
+)
 INVALID_BODY = "the JSON does not fit the schema: `details` is `[{field, message}]`"
 
 INFO = {

@@ -11,6 +11,9 @@ Rules:
 - Requests aiohttp itself refuses (bad request line, header or chunk framing, headers too
   large) get `{"error": {code, message, details}}`, not aiohttp's plain text; the connection
   is closed after the answer, as aiohttp does.
+- aiohttp's decoding of request bodies is off: the edge decides which content codings it
+  takes and decodes them itself (`schemas.py`), so no coding is ever read as identity and no
+  coding aiohttp lacks a library for fails in its parser.
 - The guards are installed on the app (`install`), so the service's runner and the tests'
   servers both serve through them.
 """
@@ -115,6 +118,7 @@ def install(app: web.Application, guard: Guard) -> None:
 
     def make_handler(**kwargs: Any) -> Server:
         kwargs.setdefault("keepalive_timeout", guard.idle_timeout_s)
+        kwargs["auto_decompress"] = False  # bodies are decoded by the edge (`schemas.py`)
         server = make(**kwargs)
         server.__class__ = GuardedServer
         server.agentops_guard = guard  # type: ignore[attr-defined]
