@@ -4,12 +4,13 @@ Rules:
 - Handlers raise `ApiError` (or one of the helpers below) for anything a client did wrong; the
   middleware turns it into its status and JSON body.
 - aiohttp's own `HTTPException`s (404 unknown route, 405 wrong method, 413 body over
-  `client_max_size`) are translated here too, keeping their headers (e.g. `Allow`).
+  `client_max_size`, 417 an `Expect` other than 100-continue) are translated here too, keeping
+  their headers (e.g. `Allow`).
 - The edge decodes bodies itself (`schemas.py`; aiohttp's decoding is off, `server.py`): a
   body in any `Content-Encoding` but one of `CODINGS` (one value, any case) is 415 before
   its handler runs, never read as identity. Bodiless requests are not concerned.
-- A body that cannot be read (broken framing) is 400 `invalid_body`, and its connection is
-  closed after the answer.
+- A body that cannot be read (framing broken, cut short by the client, or stalled past the
+  body timeout: 408) is a JSON error too, and its connection is closed after the answer.
 - NATS/JetStream being away is 503 `unavailable`, not 500: retry later (a read), or check
   first (a write: its publish may have gone out unconfirmed).
 - Anything else is a bug: it is logged with a traceback and answered 500 `internal` without
@@ -46,6 +47,7 @@ HTTP_CODES = {
     413: "payload_too_large",
     414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "validation_error",
     429: "too_many_requests",
     431: "headers_too_large",
@@ -115,7 +117,8 @@ def validation_error(details: list[dict[str, str]], message: str = "invalid requ
     return ApiError(422, "validation_error", message, details)
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
+def from_http_exception(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusal in the JSON error shape."""
     status = exc.status
     code = HTTP_CODES.get(status, "http_error")
     message = exc.reason
@@ -123,6 +126,8 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
         message = "request body too large"
     elif status == 404:
         message = "no such route"
+    elif status == 417:
+        message = "the only Expect this server knows is 100-continue"
     headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate"}}
     return error_response(status, code, message, None, headers or None)
 
@@ -160,15 +165,23 @@ def unsupported_coding(request: web.BaseRequest) -> ApiError:
     )  # fmt: skip
 
 
+class BodyTimeout(RequestPayloadError):
+    """No byte of the request body for the body timeout (`server.py`)."""
+
+
 def unreadable_body(request: web.Request, exc: RequestPayloadError) -> web.Response:
-    """A body aiohttp could not read (broken framing): 400; the connection is closed after
-    the answer, as the rest of the body cannot be read past."""
+    """A body aiohttp could not read (broken framing, cut short, stalled): 400, or 408 for a
+    stall; the connection is closed after the answer, as the rest of the body cannot be read
+    past."""
     request.content.feed_eof()  # (else aiohttp reads on after the answer, and fails)
     if request.protocol is not None:
         request.protocol.close()
     reason = str(exc.__cause__ or exc).strip() or type(exc).__name__
     log.info("edge.unreadable_body", path=request.path, error=reason)
-    response = error_response(400, "invalid_body", f"unreadable request body: {reason}")
+    if isinstance(exc, BodyTimeout):
+        response = error_response(408, "request_timeout", reason)
+    else:
+        response = error_response(400, "invalid_body", f"unreadable request body: {reason}")
     response.force_close()
     return response
 
@@ -184,7 +197,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and the like are not errors
             raise
-        return _from_http_exception(exc)
+        return from_http_exception(exc)
     except RequestPayloadError as exc:
         return unreadable_body(request, exc)
     except (nats.errors.Error, RetryableError) as exc:
