@@ -4,8 +4,13 @@ Rules:
 - Handlers raise `ApiError` (or one of the helpers below) for anything a client did wrong; the
   middleware turns it into its status and JSON body.
 - aiohttp's own `HTTPException`s (404 unknown route, 405 wrong method, 413 body over
-  `client_max_size`) are translated here too, keeping their headers (e.g. `Allow`).
-- A body in a `Content-Encoding` aiohttp does not decode is 415, never read as identity.
+  `client_max_size`, 417 an `Expect` other than 100-continue) are translated here too, keeping
+  their headers (e.g. `Allow`).
+- The edge decodes bodies itself (`schemas.py`; aiohttp's decoding is off, `server.py`): a
+  body in any `Content-Encoding` but one of `CODINGS` (one value, any case) is 415 before
+  its handler runs, never read as identity. Bodiless requests are not concerned.
+- A body that cannot be read (framing broken, cut short by the client, or stalled past the
+  body timeout: 408) is a JSON error too, and its connection is closed after the answer.
 - NATS/JetStream being away is 503 `unavailable`, not 500: retry later (a read), or check
   first (a write: its publish may have gone out unconfirmed).
 - Anything else is a bug: it is logged with a traceback and answered 500 `internal` without
@@ -19,8 +24,9 @@ from typing import Any
 
 import nats.errors
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from agentops.protocol.errors import RetryableError
@@ -41,6 +47,7 @@ HTTP_CODES = {
     413: "payload_too_large",
     414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "validation_error",
     429: "too_many_requests",
     431: "headers_too_large",
@@ -110,7 +117,8 @@ def validation_error(details: list[dict[str, str]], message: str = "invalid requ
     return ApiError(422, "validation_error", message, details)
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
+def from_http_exception(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusal in the JSON error shape."""
     status = exc.status
     code = HTTP_CODES.get(status, "http_error")
     message = exc.reason
@@ -118,6 +126,8 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
         message = "request body too large"
     elif status == 404:
         message = "no such route"
+    elif status == 417:
+        message = "the only Expect this server knows is 100-continue"
     headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate"}}
     return error_response(status, code, message, None, headers or None)
 
@@ -130,35 +140,66 @@ UNCONFIRMED = (
 )
 
 
-# What aiohttp decodes; anything else would be read as identity, i.e. as garbage.
-CONTENT_ENCODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate"})
+# The content codings the edge decodes (RFC 9110 §8.4.1: x-gzip is gzip); "" lists none.
+CODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
 
-def unsupported_encoding(request: web.Request) -> web.Response | None:
-    """415 for a body in a `Content-Encoding` the edge does not decode."""
-    encoding = request.headers.get("Content-Encoding")
-    if encoding is None or encoding.strip().lower() in CONTENT_ENCODINGS:
+def content_coding(request: web.BaseRequest) -> str | None:
+    """The body's content coding, lower-cased, or None for one the edge does not decode
+    (an unknown one, a list of several, a header repeated)."""
+    values = request.headers.getall(hdrs.CONTENT_ENCODING, [])
+    if not values:
+        return "identity"
+    coding = values[0].strip()
+    if len(values) > 1 or not coding.isascii() or coding.lower() not in CODINGS:
         return None
-    return error_response(
+    return coding.lower() or "identity"
+
+
+def unsupported_coding(request: web.BaseRequest) -> ApiError:
+    sent = ", ".join(request.headers.getall(hdrs.CONTENT_ENCODING, []))
+    return ApiError(
         415, "unsupported_media_type",
-        f"Content-Encoding {encoding[:64]!r} is not supported (identity, gzip or deflate)",
-        {"supported": sorted(CONTENT_ENCODINGS)},
+        f"Content-Encoding {sent[:64]!r} is not supported: send one of identity, gzip, deflate",
+        {"supported": sorted(c for c in CODINGS if c)},
     )  # fmt: skip
+
+
+class BodyTimeout(RequestPayloadError):
+    """No byte of the request body for the body timeout (`server.py`)."""
+
+
+def unreadable_body(request: web.Request, exc: RequestPayloadError) -> web.Response:
+    """A body aiohttp could not read (broken framing, cut short, stalled): 400, or 408 for a
+    stall; the connection is closed after the answer, as the rest of the body cannot be read
+    past."""
+    request.content.feed_eof()  # (else aiohttp reads on after the answer, and fails)
+    if request.protocol is not None:
+        request.protocol.close()
+    reason = str(exc.__cause__ or exc).strip() or type(exc).__name__
+    log.info("edge.unreadable_body", path=request.path, error=reason)
+    if isinstance(exc, BodyTimeout):
+        response = error_response(408, "request_timeout", reason)
+    else:
+        response = error_response(400, "invalid_body", f"unreadable request body: {reason}")
+    response.force_close()
+    return response
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    refused = unsupported_encoding(request)
-    if refused is not None:
-        return refused
     try:
+        if request.body_exists and content_coding(request) is None:
+            raise unsupported_coding(request)
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers or None)
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and the like are not errors
             raise
-        return _from_http_exception(exc)
+        return from_http_exception(exc)
+    except RequestPayloadError as exc:
+        return unreadable_body(request, exc)
     except (nats.errors.Error, RetryableError) as exc:
         log.warning("edge.unavailable", path=request.path, error=repr(exc))
         if request.method in ("GET", "HEAD", "OPTIONS"):

@@ -43,7 +43,10 @@ RATE_LIMITED = "too many failed authentication attempts from this address (`Retr
 UNAVAILABLE = "NATS, or the process that would answer, is away: retry (check first, for a write)"
 INVALID_JSON = "the body is not JSON (`invalid_json`) or cannot be read (`invalid_body`)"
 TOO_LARGE = "the body is over the edge's limit (1 MiB)"
-UNSUPPORTED_ENCODING = "the body's `Content-Encoding` is not identity, gzip or deflate"
+UNSUPPORTED_ENCODING = (
+    "the body's `Content-Encoding` is not one of identity, gzip (x-gzip), deflate"
+)
+SLOW_BODY = "no byte of the body for the edge's body timeout (`request_timeout`); closed after"
 INVALID_BODY = "the JSON does not fit the schema: `details` is `[{field, message}]`"
 
 INFO = {
@@ -118,6 +121,7 @@ def _responses(op: Op, components: Components) -> dict[str, Any]:
         errors.setdefault(422, INVALID_BODY)
     if op.body is not None or op.raw_body is not None:
         errors.setdefault(415, UNSUPPORTED_ENCODING)
+        errors.setdefault(408, SLOW_BODY)
     if op.bus:
         errors.setdefault(503, UNAVAILABLE)
     out: dict[str, Any] = {}

@@ -2,7 +2,13 @@
 
 Rules:
 - The body is read whatever its Content-Type (curl's default form type with a JSON body must
-  work); the size cap is the app's `client_max_size` (413).
+  work); the size cap is the app's `client_max_size` (413), on the bytes sent and again on
+  the bytes decoded.
+- Bodies are decoded here, not by aiohttp (`server.py` turns its decoding off): identity,
+  gzip (x-gzip; members one after another, as gzip(1) writes them) or deflate (zlib-wrapped,
+  or raw as some clients send it); the middleware has refused any other coding with 415
+  (`errors.content_coding`). Decoding stops at the cap, so a small bomb cannot expand past
+  it; a body that is not what its coding says, or ends early, is 400 `invalid_body`.
 - Not JSON (bad syntax, bad encoding, NaN/Infinity, nesting too deep to parse) is 400
   `invalid_json`. JSON of the wrong shape is 422 `validation_error` with `[{field, message}]`.
 - Bodies are validated strictly (no "5" for 5, no true for 1) and unknown fields are refused,
@@ -16,11 +22,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Sequence
+import zlib
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,7 +36,15 @@ from pydantic import (
     model_validator,
 )
 
-from agentops.edge.errors import ApiError, bad_request, field_errors, validation_error
+from agentops.edge.context import CONFIG
+from agentops.edge.errors import (
+    ApiError,
+    bad_request,
+    content_coding,
+    field_errors,
+    unsupported_coding,
+    validation_error,
+)
 from agentops.protocol.subjects import InvalidName, check_id
 
 M = TypeVar("M", bound=BaseModel)
@@ -167,17 +181,91 @@ def decode_json(raw: bytes) -> Any:
         raise bad_request(f"malformed JSON: {reason}", code="invalid_json") from None
 
 
+class Decoder:
+    """A gzip or deflate body decoded a chunk at a time, never more than `room` bytes out of
+    one chunk (more than `room` out means over the cap: the caller refuses it)."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = "deflate" if coding == "deflate" else "gzip"
+        self.stream: Any = None  # zlib's decompressor, made at the first byte of each member
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        out = b""
+        try:
+            while data and len(out) < room:
+                if self.stream is None or self.stream.eof:
+                    if self.stream is not None and self.coding == "deflate":
+                        raise zlib.error("data after the end of the deflate stream")
+                    self.stream = zlib.decompressobj(self._wbits(data))
+                out += self.stream.decompress(data, room - len(out))
+                if self.stream.unconsumed_tail:  # out is full: over the cap
+                    break
+                data = self.stream.unused_data  # the next gzip member, if any
+        except zlib.error as exc:
+            raise self._invalid(f"not valid {self.coding} ({exc})") from None
+        return out
+
+    def finish(self) -> None:
+        if self.stream is not None and not self.stream.eof:
+            raise self._invalid(f"the {self.coding} stream ends early")
+
+    def _wbits(self, data: bytes) -> int:
+        if self.coding == "gzip":
+            return 16 + zlib.MAX_WBITS
+        # RFC 1950's header (CM = 8 in the low bits), or a raw deflate stream without one
+        return zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+
+    def _invalid(self, reason: str) -> ApiError:
+        return bad_request(f"unreadable request body: {reason}", code="invalid_body")
+
+
+def decoder(request: web.Request) -> Decoder | None:
+    """The body's decoder, None for identity; 415 for a coding the edge does not decode."""
+    if not request.body_exists:
+        return None
+    coding = content_coding(request)
+    if coding is None:
+        raise unsupported_coding(request)
+    return None if coding == "identity" else Decoder(coding)
+
+
+def too_large() -> ApiError:
+    return ApiError(413, "payload_too_large", "request body too large")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, decoded; 413 past `client_max_size` sent or decoded."""
+    decoding = decoder(request)
+    raw = await request.read()  # raises 413 past client_max_size
+    if decoding is None:
+        return raw
+    limit = request.app[CONFIG].client_max_size
+    body = decoding.feed(raw, limit + 1)
+    if len(body) > limit:
+        raise too_large()
+    decoding.finish()
+    return body
+
+
+async def body_chunks(
+    request: web.Request, limit: int, over: Callable[[], ApiError] = too_large
+) -> AsyncIterator[bytes]:
+    """The body decoded a chunk at a time; `over()` is raised past `limit` decoded bytes."""
+    decoding = decoder(request)
+    size = 0
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        data = chunk if decoding is None else decoding.feed(chunk, limit - size + 1)
+        size += len(data)
+        if size > limit:
+            raise over()
+        if data:
+            yield data
+    if decoding is not None:
+        decoding.finish()
+
+
 async def read_json(request: web.Request) -> Any:
-    try:
-        raw = await request.read()  # raises 413 past client_max_size
-    except RequestPayloadError as exc:  # e.g. a body that is not what its Content-Encoding says
-        # Answer, then close the connection: the rest of this body cannot be read past.
-        request.content.feed_eof()  # (else aiohttp reads on after the answer, and fails)
-        if request.protocol is not None:
-            request.protocol.close()
-        reason = str(exc.__cause__ or exc).strip()
-        raise bad_request(f"unreadable request body: {reason}", code="invalid_body") from None
-    return decode_json(raw)
+    return decode_json(await read_body(request))
 
 
 def parse_model(model: type[M], data: Any, prefix: Sequence[str | int] = ()) -> M:

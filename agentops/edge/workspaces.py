@@ -5,7 +5,8 @@ Rules:
   `services/workspaces.py`) and moves bytes a chunk at a time (at most 1 MiB a request), so
   neither a large file, a diff nor an archive is ever one message or one buffer here: each
   chunk is written to the HTTP response as it arrives.
-- An upload is streamed to a temporary file (over `[workspaces] max_upload_mb`: 413), stored
+- An upload is streamed to a temporary file, decoded from its Content-Encoding as any body
+  (`schemas.body_chunks`; over `[workspaces] max_upload_mb` decoded: 413), stored
   in the `agentops_uploads` object store, then inspected by the executor, which extracts it
   and names the entry that makes it unsafe (422, and the upload is deleted). Kept 24 h.
 - A file is served with a sandboxing CSP and `nosniff`, so a page an agent wrote cannot run
@@ -35,6 +36,7 @@ from agentops.edge.apispec import INVALID_QUERY, Param, Resp, json_resp, operati
 from agentops.edge.context import BUS, CONFIG, Bus
 from agentops.edge.data import get_task
 from agentops.edge.errors import ApiError, bad_request, checked_id
+from agentops.edge.schemas import body_chunks
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import TERMINAL
 
@@ -236,10 +238,8 @@ async def upload(request: web.Request) -> web.Response:
     upload_id = f"upload_{uuid.uuid4().hex[:20]}"
     with tempfile.TemporaryFile() as spool:
         size = 0
-        async for chunk in request.content.iter_chunked(256 * 1024):
+        async for chunk in body_chunks(request, limit, lambda: _too_large(limit)):
             size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
             spool.write(chunk)
         if size == 0:
             raise bad_request(
