@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, get_args
 
+import structlog
 from aiohttp import web
 
 from agentops.bus.connection import publish
@@ -38,7 +39,7 @@ from agentops.edge.data import find_agent, open_request, wait_for
 from agentops.edge.errors import bad_request, checked_id, conflict, not_found
 from agentops.edge.index import INDEXES
 from agentops.edge.liveness import missing_process
-from agentops.edge.pending import pending_agent
+from agentops.edge.pending import pending_agent, unstarted
 from agentops.edge.schemas import HumanAnswer, parse_model, query_choice, query_int, read_json
 from agentops.edge.views import agent_status, agent_summary, head_view
 from agentops.protocol import subjects as s
@@ -50,7 +51,10 @@ from agentops.protocol.messages import (
     ResumeAgent,
 )
 from agentops.store.agents import Head
+from agentops.store.kv import CorruptDocument
 from agentops.store.summaries import AgentSummary
+
+log = structlog.get_logger(__name__)
 
 SOURCE = "edge"
 MAX_MSG_ID = 256
@@ -92,21 +96,38 @@ def _finished(state: AgentState, action: str) -> NoReturn:
             limit(AGENT_PAGE, MAX_AGENT_PAGE), OFFSET),
 )  # fmt: skip
 async def list_agents(request: web.Request) -> web.Response:
-    """Rows from the edge's index of agent summaries (`edge/index.py`); the heads of the
-    page's agents that have not ended are read for their current step (a summary is written
-    at status changes, not at every step)."""
+    """Rows from the edge's index of agent summaries (`edge/index.py`), and the agents of
+    unfinished tasks not started yet (`edge/pending.py`); the heads of the page's agents that
+    have not ended are read for their current step (a summary is written at status changes,
+    not at every step)."""
     status = query_choice(request, "status", get_args(AgentStatus))
     limit_ = query_int(request, "limit", AGENT_PAGE, 1, MAX_AGENT_PAGE)
     offset = query_int(request, "offset", 0, 0, 10**9)
-    summaries = (await request.app[INDEXES].agents_synced()).values()
-    rows = [a for a in summaries if status is None or a.status == status]
+    indexes = request.app[INDEXES]
+    await indexes.tasks.sync()  # first: an agent started since then has its summary below
+    summaries = await indexes.agents_synced()
+    waiting = unstarted(indexes.tasks.entries, summaries)
+    rows = [
+        a for a in (*summaries.values(), *waiting.values()) if status is None or a.status == status
+    ]
     rows.sort(key=lambda a: (a.created_at, a.agent_id), reverse=True)
     page: list[AgentSummary | AgentState] = list(rows[offset : offset + limit_])
     bus = request.app[BUS]
+
+    async def current(agent_id: str) -> Head | None:
+        try:
+            head = await find_agent(bus, agent_id)
+        except CorruptDocument as exc:  # e.g. a newer version's format: the summary is shown
+            log.warning("edge.agent_unreadable", agent_id=agent_id, error=str(exc)[:300])
+            return None
+        if head is None and agent_id in waiting:  # what its task says (and its description)
+            head = await pending_agent(bus, indexes, request.app[CONFIG], agent_id)
+        return head
+
     running = [i for i, a in enumerate(page) if a.status not in TERMINAL]
-    heads = await asyncio.gather(*(find_agent(bus, page[i].agent_id) for i in running))
+    heads = await asyncio.gather(*(current(page[i].agent_id) for i in running))
     for i, head in zip(running, heads, strict=True):
-        if head is not None:  # None: deleted since the index saw it; the summary is shown
+        if head is not None:  # None: deleted since the index saw it, or unreadable: the summary
             page[i] = head.state
     specs = request.app[CONFIG].agent_specs
     body = [agent_summary(a, specs) for a in page]

@@ -91,7 +91,8 @@ async def test_health_is_degraded_for_a_missing_stream_or_consumer_until_declare
 
 async def test_listings_read_their_writes_filter_and_page_from_the_index(edge: Edge) -> None:
     """A record written just before a listing is in it; filters, order, offset and total hold;
-    a record purged without a marker (task deletion) leaves the index."""
+    a record purged without a marker (task deletion) leaves the index; agents not started
+    yet are listed from their unfinished tasks' records."""
     for i in range(5):
         status = "completed" if i % 2 else "running"
         await edge.put_task(task_record(f"task_{i}", f"agent_{i}", status, NOW + timedelta(i)))
@@ -110,16 +111,26 @@ async def test_listings_read_their_writes_filter_and_page_from_the_index(edge: E
     )
     body = await (await edge.client.get("/tasks")).json()
     assert body["total"] == 4 and "task_1" not in {t["task_id"] for t in body["tasks"]}
+    # Agents: agent_0 from its summary, those of the other unfinished tasks from their
+    # records (not started yet: `idle`), newest first; none of a finished or purged task.
     await edge.put_agent(agent_state("agent_0", "task_0"))
-    agents = await (await edge.client.get("/agents", params={"limit": 1})).json()
-    assert agents["total"] == 1 and agents["agents"][0]["agent_id"] == "agent_0"
+    agents = await (await edge.client.get("/agents", params={"limit": 2})).json()
+    assert agents["total"] == 3
+    rows = [(a["agent_id"], a["status"], a["current_task"]) for a in agents["agents"]]
+    assert rows == [
+        ("agent_4", "idle", "description of task_4"),
+        ("agent_2", "idle", "description of task_2"),
+    ]
+    last = await (await edge.client.get("/agents", params={"offset": 2})).json()
+    assert [(a["agent_id"], a["status"]) for a in last["agents"]] == [("agent_0", "running")]
 
 
 async def test_a_submitted_agent_is_readable_at_once_before_any_process_starts_it(
     edge: Edge,
 ) -> None:
     """No orchestrator, no agent process: the 201's agent id answers 200 `idle` on status,
-    state and thread, from its claim, then from its task record; an unknown id is 404."""
+    state and thread, from its claim, then from its task record (and is listed); an unknown
+    id is 404."""
     resp = await edge.client.post("/tasks", json={**TASK, "max_steps": 7})
     assert resp.status == 201
     created = await resp.json()
@@ -137,6 +148,8 @@ async def test_a_submitted_agent_is_readable_at_once_before_any_process_starts_i
     await edge.put_task(record)
     status = await (await edge.client.get(f"/agents/{agent_id}/status")).json()
     assert status["status"] == "idle" and status["task"]["task_id"] == created["task_id"]
+    listed = (await (await edge.client.get("/agents")).json())["agents"]
+    assert [(a["agent_id"], a["status"]) for a in listed] == [(agent_id, "idle")]
     # A child's agent, known only from its task record (no claim): found through the index.
     await edge.put_task(task_record("task_child", "agent_child", "queued"))
     child = await edge.client.get("/agents/agent_child/status")
