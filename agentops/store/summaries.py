@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import structlog
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import APIError
@@ -101,27 +102,35 @@ async def backfill(js: JetStreamContext) -> int:
     )  # fmt: skip
     written = 0
     try:
-        pending = (await sub.consumer_info()).num_pending
-        while pending:
+        # The stream has messages, so at least one is delivered; the one with none pending after
+        # it is the last. (Not the consumer info's count: it may answer after every message was
+        # pushed, saying 0.)
+        while True:
             msg = await sub.next_msg(timeout=10.0)
-            pending = msg.metadata.num_pending
-            if (msg.headers or {}).get(KV_OP) or not msg.data:
-                continue
-            key = s.kv_key_of(s.AGENTS_BUCKET, msg.subject)
-            try:
-                head = decode_head(msg.data, msg.metadata.sequence.stream, key)
-            except CorruptDocument as exc:
-                log.warning("summaries.backfill_skipped", key=key, error=str(exc)[:200])
-                continue
-            subject, payload, _ = summary_write(head.state)
-            try:  # only where none exists: an agent running meanwhile wrote a newer one
-                await js.publish(subject, payload, headers={EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})
-            except APIError as exc:
-                if exc.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-                continue
-            written += 1
+            written += await _fill_in(js, msg)
+            if msg.metadata.num_pending == 0:
+                break
     finally:
         await sub.unsubscribe()
     log.info("summaries.backfilled", written=written)
     return written
+
+
+async def _fill_in(js: JetStreamContext, msg: Msg) -> int:
+    """Write the summary of the head in `msg` where none exists; 1 if written."""
+    if (msg.headers or {}).get(KV_OP) or not msg.data:
+        return 0
+    key = s.kv_key_of(s.AGENTS_BUCKET, msg.subject)
+    try:
+        head = decode_head(msg.data, msg.metadata.sequence.stream, key)
+    except CorruptDocument as exc:
+        log.warning("summaries.backfill_skipped", key=key, error=str(exc)[:200])
+        return 0
+    subject, payload, _ = summary_write(head.state)
+    try:  # only where none exists: an agent running meanwhile wrote a newer one
+        await js.publish(subject, payload, headers={EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})
+    except APIError as exc:
+        if exc.err_code != WRONG_LAST_SEQUENCE:
+            raise
+        return 0
+    return 1

@@ -5,6 +5,7 @@ converted by its next write, and retention deletes exactly the finished, old roo
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from agentops.core.state import AgentState, TaskRecord, ToolResultItem
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import WORK_ADAPTER, DeleteWorkspace, Event
 from agentops.services import orchestrator
-from agentops.store.agents import FORMAT, AgentStore
+from agentops.store import summaries
+from agentops.store.agents import FORMAT, AgentStore, encode_head
 from agentops.store.kv import Conflict, task_records
+from agentops.store.summaries import AgentSummary
 from tests.helpers import eventually
-from tests.unit.test_state_encoding import states_of_a_run
+from tests.unit.test_state_encoding import TALLIES, states_of_a_run
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +104,34 @@ async def test_a_format_1_state_is_read_and_its_next_write_converts_it(nc: Clien
     assert entry.value is not None and b'"format":%d' % FORMAT in entry.value
     again = await store.load(old.agent_id)
     assert again is not None and again.state.thread == states[-1].thread
+
+
+async def test_summaries_are_filled_in_from_format_1_and_2_heads_when_there_are_none(
+    nc: Client,
+) -> None:
+    """A store without summaries (an older version's): `backfill` writes one per head, from a
+    format-1 state as from a format-2 head, skips a head of a newer format, does nothing
+    once summaries exist, and every time the bucket is empty again."""
+    store = await store_for(nc)
+    js = store.js
+    states = states_of_a_run()
+    old, new, newer = (
+        states[-2].model_copy(update={"agent_id": f"agent_{name}"})
+        for name in ("old", "new", "newer")
+    )
+    await store.kv.put(old.agent_id, old.model_dump_json(exclude=set(TALLIES)).encode())
+    await store.save(new, None)
+    head = json.loads(encode_head(newer))
+    await store.kv.put(newer.agent_id, json.dumps({**head, "format": FORMAT + 1}).encode())
+    assert await summaries.backfill(js) == 2
+    kv = await js.key_value(s.SUMMARIES_BUCKET)
+    for state in (old, new):
+        stored = AgentSummary.model_validate_json((await kv.get(state.agent_id)).value or b"")
+        assert stored == summaries.summary_of(state), state.agent_id
+    assert await summaries.backfill(js) == 0
+    for _ in range(10):  # however fast the heads are pushed to it
+        await js.purge_stream(s.kv_stream(s.SUMMARIES_BUCKET))
+        assert await summaries.backfill(js) == 2
 
 
 async def test_the_thread_of_an_agent_reads_in_pages_and_in_batches(nc: Client) -> None:
