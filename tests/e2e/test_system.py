@@ -67,12 +67,15 @@ async def agent_state(http: httpx.AsyncClient, agent_id: str, predicate: Any) ->
 
 
 async def ws_events(
-    system: System, query: str, until: str, limit: int = 500
+    system: System | str, query: str, until: str, limit: int = 500
 ) -> list[dict[str, Any]]:
+    """The frames of WS /ws?`query` on the system's edge (or the edge at a URL), up to the
+    first of type `until`."""
+    url = system if isinstance(system, str) else system.url
     events: list[dict[str, Any]] = []
     async with (
         aiohttp.ClientSession() as session,
-        session.ws_connect(f"{system.url}/ws?{query}") as ws,
+        session.ws_connect(f"{url}/ws?{query}") as ws,
     ):
         while len(events) < limit:
             msg = await ws.receive(timeout=60)
