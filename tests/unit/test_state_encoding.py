@@ -18,6 +18,7 @@ from agentops.core.state import AGENT_STATE_ADAPTER, AgentState
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import WORK_ADAPTER, ConversationRef
 from agentops.store.agents import FORMAT, AgentStore, decode_head, encode_head
+from agentops.store.kv import CorruptDocument
 from tests.harness import Harness
 from tests.unit.test_budget_and_context import WRITES, tool_llm
 
@@ -102,10 +103,23 @@ def test_a_format_1_document_is_read_with_its_tallies() -> None:
 
 
 def test_an_older_reader_refuses_a_head() -> None:
-    """The previous version's model cannot read a head as a state with an empty thread."""
+    """The previous version's model cannot read a head as a state with an empty thread: it is
+    refused at `thread` alone, which without the `"thread": null` guard it would read empty."""
     state = states_of_a_run()[-1]
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as refused:
         AGENT_STATE_ADAPTER.validate_json(encode_head(state))
+    assert [error["loc"] for error in refused.value.errors()] == [("thread",)]
+    unguarded = {k: v for k, v in json.loads(encode_head(state)).items() if k != "thread"}
+    assert AGENT_STATE_ADAPTER.validate_python(unguarded).thread == () != state.thread
+
+
+def test_a_head_of_a_newer_format_is_refused_naming_it() -> None:
+    """A head of a format newer than this version's is a CorruptDocument naming the format
+    and what to do, never a state."""
+    state = states_of_a_run()[-1]
+    newer = {**json.loads(encode_head(state)), "format": FORMAT + 1, "x_added_later": {"a": 1}}
+    with pytest.raises(CorruptDocument, match=rf"format {FORMAT + 1}, newer .*upgrade every"):
+        decode_head(json.dumps(newer).encode(), 5, state.agent_id)
 
 
 def _less_defaults(short: object, full: object) -> bool:
