@@ -13,6 +13,9 @@ Rules:
   body timeout: 408) is a JSON error too, and its connection is closed after the answer.
 - NATS/JetStream being away is 503 `unavailable`, not 500: retry later (a read), or check
   first (a write: its publish may have gone out unconfirmed).
+- A stored record this version cannot read (written by a newer one during a rolling
+  upgrade, or damaged) is 503 `unreadable_record`, naming it and why: another edge, or this
+  one upgraded, may serve it; it is not a bug of the edge's.
 - Anything else is a bug: it is logged with a traceback and answered 500 `internal` without
   leaking the exception text. No client input may reach that branch.
 """
@@ -31,6 +34,7 @@ from pydantic import ValidationError
 
 from agentops.protocol.errors import RetryableError
 from agentops.protocol.subjects import InvalidName, check_id
+from agentops.store.kv import CorruptDocument
 
 log = structlog.get_logger(__name__)
 
@@ -200,6 +204,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return from_http_exception(exc)
     except RequestPayloadError as exc:
         return unreadable_body(request, exc)
+    except CorruptDocument as exc:  # a record this version cannot read (newer, or damaged)
+        log.error("edge.unreadable_record", path=request.path, error=str(exc)[:300])
+        return error_response(503, "unreadable_record", exc.message)
     except (nats.errors.Error, RetryableError) as exc:
         log.warning("edge.unavailable", path=request.path, error=repr(exc))
         if request.method in ("GET", "HEAD", "OPTIONS"):

@@ -215,8 +215,8 @@ async def test_a_store_of_the_previous_version_is_served_and_its_runs_go_on(
 
 
 async def test_a_head_of_a_newer_format_is_refused_never_misread(upgraded: Upgraded) -> None:
-    """An agent whose head a newer version wrote (format 3): this version's edge answers 500
-    for it rather than a misread state (listings show its summary), and its agent process,
+    """An agent whose head a newer version wrote (format 3): this version's edge answers 503
+    `unreadable_record` naming the format rather than a misread state (listings show its summary), and its agent process,
     sent a cancel, refuses the head: dead-lettered as corrupt_document, never written over."""
     system = upgraded.system
     async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
@@ -233,7 +233,9 @@ async def test_a_head_of_a_newer_format_is_refused_never_misread(upgraded: Upgra
             await kv.put(agent_id, data)
             dlq_start = (await js.stream_info(s.DLQ_STREAM)).state.last_seq
             status = await http.get(f"/agents/{agent_id}/status")
-            assert status.status_code == 500 and status.json()["error"]["code"] == "internal"
+            error = status.json()["error"]
+            assert status.status_code == 503 and error["code"] == "unreadable_record"
+            assert "format 3" in error["message"] and "upgrade" in error["message"]
             rows = await listed(http)
             assert rows[agent_id]["status"] == "awaiting_human"  # its summary
             cancelled = await http.post(f"/tasks/{created['task_id']}/cancel")
