@@ -3,7 +3,7 @@
 Runs the edge's real app (`edge/app.create_app`, served by aiohttp on a loopback port) against
 a nats-server from the wheel with the declared streams and buckets. The store is filled
 directly, not by running 10,000 tasks: three tasks (one per shipped developer type) run
-through the reducers (`tests/harness.py`), and their finished task records and agent heads are
+through the reducers (`tests/harness.py`), and their finished task records, agent heads and summaries are
 written `--tasks` times under new ids, each a second apart, as the orchestrator and the agents
 would have stored them. Then it prints, as the client sees them (aiohttp, keep-alive):
 1. how long the edge took to be ready to list (its index read from the tasks bucket);
@@ -37,6 +37,7 @@ from agentops.edge.context import EdgeConfig
 from agentops.natsserver import NatsServer
 from agentops.protocol import subjects as s
 from agentops.store.agents import encode_head
+from agentops.store.summaries import summary_write
 from tests.harness import Harness
 
 KINDS = ("backend_developer", "devops_engineer", "frontend_developer")
@@ -80,6 +81,8 @@ async def fill(js: nats.js.JetStreamContext, n: int) -> None:
         pending.append(
             await js.publish_async(s.kv_key(s.AGENTS_BUCKET, agent_id), encode_head(head))  # type: ignore[arg-type]
         )
+        subject, summary, _ = summary_write(head)  # as the agent writes it when it ends
+        pending.append(await js.publish_async(subject, summary))  # type: ignore[arg-type]
         if len(pending) >= 2000:
             await asyncio.gather(*pending)
             pending.clear()
@@ -109,7 +112,7 @@ async def run(tasks: int, reps: int) -> None:
             t0 = time.monotonic()
             await fill(js, tasks)
             print(
-                f"{tasks} finished tasks (records and heads) written in {time.monotonic() - t0:.1f} s"
+                f"{tasks} finished tasks (records, heads, summaries) written in {time.monotonic() - t0:.1f} s"
             )
             app = create_app(nc, js, buckets, EdgeConfig())
             runner = web.AppRunner(app, access_log=None)
@@ -124,6 +127,9 @@ async def run(tasks: int, reps: int) -> None:
                         total = (await resp.json())["total"]
                     print(f"first listing (edge ready): {(time.perf_counter() - t) * 1000:.0f} ms, "
                           f"total {total}")  # fmt: skip
+                    async with http.get("/agents?limit=1") as resp:
+                        agents = (await resp.json())["total"]
+                    assert total == agents == tasks, f"listed {total} tasks, {agents} agents"
                     for label, url in (
                         ("GET /tasks?limit=50", "/tasks?limit=50"),
                         ("  ?status=completed", "/tasks?limit=50&status=completed"),
