@@ -179,6 +179,13 @@ async def run_chaos(
     assert Counter(final.values()) == {"completed": tasks}, final
 
     agents = {c["agent_id"] for c in created}
+    async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
+
+        async def listed_completed() -> bool:  # summaries survive the kills (replays)
+            rows = (await http.get("/agents", params={"limit": 1000})).json()["agents"]
+            return {a["agent_id"] for a in rows if a["status"] == "completed"} >= agents
+
+        await eventually(listed_completed, timeout=15, what="every agent listed completed")
     records = await claims(system, agents)
     assert all(r.state == "done" and r.reply is not None for r in records), "an unanswered claim"
     by_agent = Counter(r.reply.agent_id for r in records if r.reply and r.reply.ok)
