@@ -178,6 +178,18 @@ async def all_completed(
     await eventually(finished, timeout=timeout, interval=0.5, what="every task completed")
 
 
+async def all_listed_completed(http: httpx.AsyncClient, created: list[dict[str, Any]]) -> None:
+    """Every agent of `created` is listed `completed` by GET /agents: its summary survived the
+    kills (or the replay of its last transition wrote it again)."""
+    agents = {c["agent_id"] for c in created}
+
+    async def listed() -> bool:
+        rows = (await http.get("/agents", params={"limit": 1000})).json()["agents"]
+        return {a["agent_id"] for a in rows if a["status"] == "completed"} >= agents
+
+    await eventually(listed, timeout=15, interval=0.5, what="every agent listed completed")
+
+
 def calls_ran_once(system: System, created: list[dict[str, Any]], steps: int) -> list[str]:
     """Problems: a line written twice (a call ran twice), or a line missing."""
     problems = []

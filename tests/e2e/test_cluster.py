@@ -54,6 +54,7 @@ async def test_cluster_of_three_survives_its_work_leader_and_a_replica_killed(
             kills = [await chaos.kill_node(system, chaos.node_index(work_leader))]
             kills.append(await chaos.kill_replica(system, "agent-backend_developer", 2))
             await chaos.all_completed(http, created, timeout=90)
+            await chaos.all_listed_completed(http, created)
             assert chaos.calls_ran_once(system, created, steps) == []
 
             async def whole_again() -> bool:
@@ -97,6 +98,7 @@ async def test_chaos_a_minute_of_kills_under_100_tasks(tmp_path: Path) -> None:
             kills.append(await chaos.kill_node(system, index, wipe=True))
             await chaos.whole(http)
             await chaos.all_completed(http, created, timeout=300)
+            await chaos.all_listed_completed(http, created)
             assert chaos.calls_ran_once(system, created, steps) == []
         last = feed.events[-1]["seq"]
         assert [e["seq"] for e in feed.events] == [

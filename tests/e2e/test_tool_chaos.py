@@ -29,6 +29,7 @@ from nats.js.api import DeliverPolicy
 from agentops.protocol import subjects as s
 from agentops.services.tool_calls import RECORD_ADAPTER, ToolCallRecord
 from agentops.store.kv import scan_with
+from tests.e2e.chaos import all_listed_completed
 from tests.e2e.conftest import System, _is_ours
 from tests.helpers import eventually
 
@@ -180,12 +181,7 @@ async def run_chaos(
 
     agents = {c["agent_id"] for c in created}
     async with httpx.AsyncClient(base_url=system.url, timeout=30) as http:
-
-        async def listed_completed() -> bool:  # summaries survive the kills (replays)
-            rows = (await http.get("/agents", params={"limit": 1000})).json()["agents"]
-            return {a["agent_id"] for a in rows if a["status"] == "completed"} >= agents
-
-        await eventually(listed_completed, timeout=15, what="every agent listed completed")
+        await all_listed_completed(http, created)
     records = await claims(system, agents)
     assert all(r.state == "done" and r.reply is not None for r in records), "an unanswered claim"
     by_agent = Counter(r.reply.agent_id for r in records if r.reply and r.reply.ok)
