@@ -17,9 +17,10 @@ Rules:
 - No listener, no consumer: the feed starts idle and goes idle again `idle_s` after its last
   listener left (its consumer deleted), so an edge nobody follows costs a step nothing. A
   client wakes it (`wake`) before it is added; the consumer then starts at the stream's end
-  (a listener asks for older events with `since`, served by its replay).
-- Never a silent stop: while the consumer cannot be re-created the feed is down (new clients
-  get 503), and once it has been down for `ws_feed_grace_s` every listener is told
+  (a listener asks for older events with `since`, served by its replay). A listener added
+  while the feed was going idle turns it on again from where it stopped (no gap).
+- Never a silent stop: while the consumer cannot be re-created the feed is down (a new
+  client waits up to `WAKE_WAIT_S` for it, then gets 503), and once it has been down for `ws_feed_grace_s` every listener is told
   `lost(...)` (its socket is closed with 1011 and the `since` to reconnect with). A stream whose
   last sequence went backwards (deleted and declared again) loses every listener at once:
   their sequences name nothing in the new stream.
@@ -138,7 +139,7 @@ class EventFeed:
         self._up = False
         self._down_since: float | None = None
         self._trouble = asyncio.Event()
-        self._ready = asyncio.Event()
+        self._live = asyncio.Event()  # set while the consumer is established
         self._task: asyncio.Task[None] | None = None
 
     # ---- listeners ----
@@ -152,11 +153,13 @@ class EventFeed:
         return self._idle
 
     async def wake(self, wait_s: float = WAKE_WAIT_S) -> None:
-        """Make sure the consumer runs before a listener is added (bounded: `up` says if)."""
+        """Before a listener is added: wake an idle feed, and give one being re-established
+        (a node lost, NATS restarting) a moment; bounded: `up` and `idle` say how it went."""
         if self._idle:
             self._wanted.set()
+        if not self._up:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), wait_s)
+                await asyncio.wait_for(self._live.wait(), wait_s)
 
     def add(self, listener: Listener) -> None:
         index = self._index(listener)
@@ -164,6 +167,8 @@ class EventFeed:
             index.add(listener)
             self._count += 1
             self._empty_since = None
+            if self._idle:  # it went idle after this client woke it: on again, no gap
+                self._wanted.set()
 
     def remove(self, listener: Listener) -> None:
         index = self._index(listener)
@@ -244,7 +249,7 @@ class EventFeed:
     async def _go_idle(self) -> None:
         """Nobody has listened for `idle_s`: drop the consumer until a client wakes the feed."""
         self._idle, self._up = True, False
-        self._ready.clear()
+        self._live.clear()
         self._wanted.clear()
         await self._drop_sub()
         consumer, self._consumer = self._consumer, None
@@ -259,6 +264,7 @@ class EventFeed:
             log.warning("ws.feed_down", error=error)
             self._down_since = now
         self._up = False
+        self._live.clear()
         if now - self._down_since >= self.grace_s and self.listeners():
             log.warning("ws.feed_lost", clients=len(self.listeners()))
             self._lose_all("event feed lost")
@@ -267,14 +273,15 @@ class EventFeed:
         await self._drop_sub()
         info = await self.js.stream_info(s.EVENTS_STREAM)
         last = info.state.last_seq
-        if self._idle:  # woken: nobody waits for what was published while idle
-            self.last_seq, self._idle = last, False
-            if not self._count:  # the waking client is added next, or it gave up
-                self._empty_since = time.monotonic()
+        if self._idle and not self._count:  # woken: nobody waits for what came meanwhile
+            self.last_seq = last
+            self._empty_since = time.monotonic()  # the waking client is added next, or gave up
         elif last < self.last_seq:  # deleted and declared again: old sequences mean nothing
             log.warning("ws.stream_reset", was=self.last_seq, now=last)
             self._lose_all("event stream was reset", since=0)
             self.last_seq = last
+        # (else: listeners joined while the feed went idle: it goes on where it stopped)
+        self._idle = False
         inbox = self.nc.new_inbox()
         self._dseq = 0
         self._trouble.clear()
@@ -302,7 +309,7 @@ class EventFeed:
         if not self._up:
             log.info("ws.feed_up", from_seq=self.last_seq + 1)
         self._up, self._down_since = True, None
-        self._ready.set()
+        self._live.set()
 
     async def _drop_sub(self) -> None:
         sub, self._sub = self._sub, None

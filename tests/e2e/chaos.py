@@ -88,13 +88,26 @@ class Feed:
 
 
 async def replay(url: str, until_seq: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"{url}/ws?since=0") as ws:
-        while not out or out[-1]["seq"] < until_seq:
-            msg = await ws.receive(timeout=60)
-            assert msg.type == aiohttp.WSMsgType.TEXT, msg
-            out.append(json.loads(msg.data))
-    return out
+    """Every event from the start, as a client reads it; a 503 (the edge's feed being
+    re-established after a kill) is retried, as the contract says to."""
+
+    async def attempt() -> list[dict[str, Any]] | None:
+        out: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession() as session:
+            try:
+                ws = await session.ws_connect(f"{url}/ws?since=0")
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status == 503:
+                    return None
+                raise
+            async with ws:
+                while not out or out[-1]["seq"] < until_seq:
+                    msg = await ws.receive(timeout=60)
+                    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                    out.append(json.loads(msg.data))
+        return out
+
+    return await eventually(attempt, timeout=60, interval=0.5, what="a replay from since=0")
 
 
 async def health(http: httpx.AsyncClient) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from agentops.edge.ws import WS_CLIENTS
 from agentops.natsserver import NatsServer
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import Event
-from tests.helpers import eventually
+from tests.helpers import eventually, until
 
 pytestmark = pytest.mark.integration
 
@@ -348,7 +348,22 @@ async def test_the_feed_has_no_consumer_while_nobody_follows(
             return await consumers() == 0
 
         await eventually(idle, timeout=10, what="the feed idle")
-    assert feed_of(client).resets == 0
+    # A listener added to an idle feed (it went idle after its client woke it) turns it on.
+    feed, got = feed_of(client), []
+
+    class Late:
+        task_id, agent_id = None, None
+
+        def offer(self, frame: Any) -> None:
+            got.append(frame.seq)
+
+        def lost(self, reason: str, since: int | None = None) -> None:
+            got.append(reason)
+
+    feed.add(Late())
+    seq = await emit(js, 9)
+    await until(lambda: got == [seq], what="the late listener fed")
+    assert feed.resets == 0
 
 
 async def test_live_frames_are_timed_from_their_event_by_what_the_client_follows(
