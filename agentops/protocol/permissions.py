@@ -247,7 +247,7 @@ def _edge(r: _Rights) -> None:
     # An agent's `waiting_for.process`: has the consumer it waits on a subscriber (liveness)?
     for consumer in (s.LLM_GATEWAY_CONSUMER, s.TOOL_EXECUTOR_CONSUMER):
         r.publish(s.consumer_api(r.api, "INFO", s.WORK_STREAM, consumer))
-    r.reads(s.AGENTS_BUCKET, watch=True)
+    r.reads(s.AGENTS_BUCKET)  # heads by key; listings watch the summaries instead
     r.reads(s.SUMMARIES_BUCKET, watch=True)  # the index of agents (edge/index.py)
     r.reads(s.TASKS_BUCKET, watch=True)
     r.reads(s.WORKFLOWS_BUCKET, watch=True)

@@ -1,11 +1,11 @@
 """Deleting a finished task's data: what `DELETE /tasks/{id}` and the retention sweep remove.
 
 Everything below a root task (or workflow) goes: its children's data first (their records
-read for their own children), then each agent's thread, head, summary and tool-call claims, the task's
-events and its workspace, then the task record. Every step is idempotent (a stream purge by
-subject, a work message with a fixed id), so a deletion cut short by a crash is completed by
-the redelivered message, and the record, the last thing removed, keeps saying `deleting`
-until then.
+read for their own children), then each agent's thread, head, summary and tool-call claims,
+the task's events and its workspace, then the task record. Every step is idempotent (a
+stream purge by subject, a work message with a fixed id), so a deletion cut short by a crash
+is completed by the redelivered message, and the record, the last thing removed, keeps saying
+`deleting` until then.
 """
 
 from __future__ import annotations

@@ -59,19 +59,7 @@ class AgentSummary(BaseModel):
 
 
 def summary_of(state: AgentState) -> AgentSummary:
-    return AgentSummary(
-        agent_id=state.agent_id,
-        agent_type=state.agent_type,
-        task_id=state.task_id,
-        status=state.status,
-        created_at=state.created_at,
-        step=state.step,
-        description=state.description,
-        usage=state.usage,
-        llm_answers=state.llm_answers,
-        llm_errors=state.llm_errors,
-        tool_results=state.tool_results,
-    )
+    return AgentSummary.model_validate(state, from_attributes=True)
 
 
 def listed(state: AgentState | None) -> tuple[str, str, str] | None:
