@@ -50,6 +50,18 @@ class CredentialRefused(Exception):
     """The server refused this process's credential at start-up (not a network failure)."""
 
 
+async def cancel_and_wait(task: asyncio.Task[Any], within_s: float) -> bool:
+    """Cancel `task` and wait, bounded, until it ends; True if it did. The cancel is sent
+    again while it runs: a task cancelled inside one of nats-py's requests may not see it
+    (Python 3.11's `wait_for` drops a cancel that meets its future's result) and go on."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not task.done() and (left := deadline - loop.time()) > 0:
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(0.05, left))
+    return task.done()
+
+
 def fail_requests(nc: Client) -> int:
     """Fail every request still waiting for an answer on `nc` (called as it disconnects):
     an answer to a request sent over a connection that died (a cluster node killed) never

@@ -44,6 +44,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from agentops.bus.connection import cancel_and_wait
 from agentops.protocol import subjects as s
 from agentops.protocol.messages import EVENT_ADAPTER
 
@@ -56,6 +57,7 @@ FEED_PENDING_BYTES = 32 * 1024 * 1024
 INACTIVE_S = 30.0  # the server drops a consumer nobody listens to after this long
 IDLE_S = 30.0  # the consumer is deleted this long after the last listener left
 WAKE_WAIT_S = 5.0
+STOP_WAIT_S = 2.0
 RETRY_S = (0.2, 0.5, 1.0, 2.0)
 
 
@@ -222,8 +224,7 @@ class EventFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task, STOP_WAIT_S)
         await self._drop_sub()
 
     async def _run(self) -> None:

@@ -37,6 +37,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KV_OP, KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agentops.bus.connection import cancel_and_wait
 from agentops.bus.setup import bind_bucket
 from agentops.protocol import subjects as s
 from agentops.store.summaries import AgentSummary
@@ -97,12 +98,10 @@ class KvIndex(Generic[S]):
         self.start()
 
     async def close(self) -> None:
-        """Bounded: a cancel that nats-py swallows mid-request must not hang the shutdown."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=CLOSE_WAIT_S)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task, CLOSE_WAIT_S)
 
     async def _run(self) -> None:
         delay = 0.1

@@ -27,7 +27,11 @@ async def setup(rt: Runtime) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, rt.settings.host, rt.settings.port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:  # e.g. the port taken: stop what the app started (its watches,
+        await runner.cleanup()  # bounded), or the exit waits on their NATS requests
+        raise
     log.info("edge.listening", url=rt.settings.base_url)
 
     async def stop() -> None:
